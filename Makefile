@@ -1,0 +1,39 @@
+# One front door: `make book`, `make test`, `make notebooks`, `make bench`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv book test notebooks bench lint clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+# The HTML book in _build/html, every notebook executed; warnings are errors.
+book: venv
+	$(BIN)/jupyter-book build . -W --keep-going
+
+# Lint, checker tests, generated-notebook tests, the book build, the browser test, and
+# nbval (strict) over the solved notebooks. This is what .ci/run runs.
+test: venv lint
+	$(BIN)/python -m pytest tests book/solved --nbval --nbval-current-env \
+		--nbval-sanitize-with tests/sanitize.cfg -p no:cacheprovider
+
+# Regenerate exercises/ and book/solved/ from notebooks/*.md and solutions/.
+notebooks: venv
+	$(BIN)/python -m course.notebooks build
+
+# How long each checker takes on the reference solution.
+bench: venv
+	$(BIN)/python -m course.bench
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf _build

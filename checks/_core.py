@@ -1,0 +1,296 @@
+"""What every checker shares: run learner code safely, compare with the reference, explain.
+
+A checker is written as `@exercise(reference)` over a function `body(check, learner)`. The
+decorator turns it into `check_<name>(learner)`, which prints one line on success and on
+failure raises `CheckFailed` (an `AssertionError`) whose message names the case, what was
+expected, what came back and, where the mismatch matches a known mistake, what to fix.
+"""
+
+import functools
+import io
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stdout
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class CheckFailed(AssertionError):
+    """A check's verdict on learner code. Jupyter shows the message alone, not our internals."""
+
+    def _render_traceback_(self) -> list[str]:
+        return ["\x1b[31m✗ " + str(self).replace("\n", "\n  ") + "\x1b[0m"]
+
+
+@dataclass
+class Exercise:
+    name: str
+    reference: Any
+    checker: Callable[[Any], None]
+    chapter: str
+
+
+# Outcomes of this kernel's checks, by exercise name: True passed, False failed.
+_RESULTS: dict[str, bool] = {}
+_EXERCISES: dict[str, list[Exercise]] = {}
+
+
+def exercise(reference: Any, name: str | None = None):
+    """Register `body(check, learner)` as the checker of the exercise `reference` solves."""
+    exercise_name = name or reference.__name__
+
+    def decorate(body: Callable[..., None]) -> Callable[[Any], None]:
+        @functools.wraps(body)
+        def check_learner(learner: Any) -> None:
+            check = Check(exercise_name)
+            try:
+                body(check, learner)
+            except CheckFailed as failure:
+                _RESULTS[exercise_name] = False
+                raise CheckFailed(f"{exercise_name}: {failure}") from None
+            except Exception as error:  # learner code so broken that the checker itself tripped
+                _RESULTS[exercise_name] = False
+                raise CheckFailed(
+                    f"{exercise_name}{check.where()}: checking your code raised "
+                    f"{type(error).__name__}: {error}{_learner_line(error)}"
+                ) from None
+            _RESULTS[exercise_name] = True
+            print(f"✓ {exercise_name} passed {check.count} checks")
+
+        chapter = body.__module__.rsplit(".", 1)[-1]
+        _EXERCISES.setdefault(chapter, []).append(
+            Exercise(exercise_name, reference, check_learner, chapter)
+        )
+        return check_learner
+
+    return decorate
+
+
+def reference_if_failed(learner: Any) -> Any:
+    """The learner's object if its check passed; otherwise the reference, with a note."""
+    name = getattr(learner, "__name__", None)
+    found = [ex for exs in _EXERCISES.values() for ex in exs if ex.name == name]
+    if not found:
+        return learner
+    ex = found[0]
+    if ex.name not in _RESULTS:
+        try:
+            with redirect_stdout(io.StringIO()):
+                ex.checker(learner)
+        except CheckFailed:
+            pass
+    if _RESULTS.get(ex.name):
+        return learner
+    print(f"→ {ex.name} has not passed its check yet: the cells below use the reference {ex.name}.")
+    return ex.reference
+
+
+def summary(*chapters: str) -> None:
+    """Print which exercises of a chapter (its checks modules) passed in this kernel."""
+    marks = {True: "✓ passed", False: "✗ failed", None: "· not checked yet"}
+    exercises = [ex for chapter in chapters for ex in _EXERCISES.get(chapter, [])]
+    width = max((len(ex.name) for ex in exercises), default=0)
+    for ex in exercises:
+        print(f"{ex.name:<{width}}  {marks[_RESULTS.get(ex.name)]}")
+    done = sum(_RESULTS.get(ex.name) is True for ex in exercises)
+    print(f"{done}/{len(exercises)} exercises of this chapter pass.")
+
+
+def _learner_line(error: BaseException) -> str:
+    """Where in the learner's code an exception was raised (their innermost frame)."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if _is_learner_file(f.filename)]
+    if not frames:
+        return ""
+    frame = frames[-1]
+    line = f"\n  in {frame.name}, line {frame.lineno}"
+    return line + (f": {frame.line.strip()}" if frame.line else "")
+
+
+def _is_learner_file(filename: str) -> bool:
+    # Notebook cells run from ipykernel temp files; anything outside our packages and
+    # installed libraries is the learner's.
+    ours = ("/checks/", "/solutions/", "/course/", "site-packages", "/lib/python")
+    return not any(part in filename for part in ours)
+
+
+@dataclass
+class Check:
+    """One run of a checker: counts passed cases and formats failures."""
+
+    name: str
+    count: int = 0
+    _case: str = ""
+    _notes: list[str] = field(default_factory=list)
+
+    def where(self) -> str:
+        return f" [{self._case}]" if self._case else ""
+
+    def fail(self, message: str) -> None:
+        raise CheckFailed(f"{self.where()[1:]} {message}".strip())
+
+    @contextmanager
+    def case(self, description: str) -> Iterator[None]:
+        """A named case; it counts towards the success line once its block ends cleanly."""
+        self._case = description
+        yield
+        self._case = ""
+        self.count += 1
+
+    def build(self, cls: Any, *args: Any) -> Any:
+        """Instantiate the learner's class, with a clear message if the constructor fails."""
+        return self.call(cls, *args, what=f"{getattr(cls, '__name__', cls)}(...)")
+
+    def call(self, fn: Any, *args: Any, what: str | None = None) -> Any:
+        """Call learner code; turn any exception, or an input modified in place, into a verdict."""
+        what = what or f"{getattr(fn, '__name__', type(fn).__name__)}"
+        if not callable(fn):
+            self.fail(f"expected something callable for {what}, got {type(fn).__name__}.")
+        before = [a.clone() if isinstance(a, Tensor) else None for a in args]
+        try:
+            out = fn(*args)
+        except NotImplementedError:
+            self.fail(
+                f"{what} is not implemented yet: replace `raise NotImplementedError` with your code."
+            )
+        except Exception as error:
+            self.fail(f"your {what} raised {type(error).__name__}: {error}{_learner_line(error)}")
+        for i, (old, new) in enumerate(zip(before, args, strict=True)):
+            if old is not None and not torch.equal(old, new):
+                self.fail(
+                    f"your {what} modified its input (argument {i + 1}) in place. "
+                    "Compute a new tensor instead of writing into the one you were given."
+                )
+        return out
+
+    def load_weights(self, learner: torch.nn.Module, reference: torch.nn.Module) -> None:
+        """Copy the reference's weights into the learner's module, names and shapes asserted."""
+        theirs = dict(learner.named_parameters())
+        ours = dict(reference.named_parameters())
+        missing = sorted(set(ours) - set(theirs))
+        extra = sorted(set(theirs) - set(ours))
+        if missing or extra:
+            self.fail(
+                f"parameters differ from the reference. Missing: {missing or 'none'}; "
+                f"unexpected: {extra or 'none'}. Keep the constructor as given: the names "
+                "are the course's (and TransformerLens's)."
+            )
+        for key, param in ours.items():
+            if theirs[key].shape != param.shape:
+                self.fail(
+                    f"parameter {key} has shape {tuple(theirs[key].shape)}, "
+                    f"expected {tuple(param.shape)}."
+                )
+        with torch.no_grad():
+            for key, param in ours.items():
+                theirs[key].copy_(param)
+
+    def tensor(
+        self,
+        got: Any,
+        expected: Tensor,
+        *,
+        what: str = "output",
+        mistakes: dict[str, Tensor] | None = None,
+        rtol: float = 1e-4,
+        atol: float = 1e-5,
+    ) -> None:
+        """Compare a learner tensor with the reference's; name a known mistake if it matches one.
+
+        Tolerances: float32 sums of a few hundred products differ between correct
+        implementations by ~1e-6 relative; 1e-4 leaves room for that and nothing more.
+        The absolute part scales with the output so that large inputs are not held to
+        a stricter standard than small ones.
+        """
+        if got is None:
+            self.fail(f"your code returned None for the {what}: did you forget `return`?")
+        if not isinstance(got, Tensor):
+            self.fail(
+                f"the {what} should be a torch.Tensor of shape {tuple(expected.shape)}, "
+                f"got a {type(got).__name__}."
+            )
+        if got.shape != expected.shape:
+            hint = _shape_hint(tuple(got.shape), tuple(expected.shape))
+            self.fail(
+                f"the {what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}.{hint}"
+            )
+        if got.dtype != expected.dtype:
+            self.fail(f"the {what} has dtype {got.dtype}, expected {expected.dtype}.")
+        if got.is_floating_point() and not torch.isfinite(got).all():
+            bad = (~torch.isfinite(got)).sum().item()
+            self.fail(
+                f"the {what} holds {bad} NaN or infinite values (the reference's are all finite)."
+            )
+        got, expected = got.detach(), expected.detach()
+        tolerance = atol * max(1.0, expected.abs().max().item()) if expected.numel() else atol
+        if torch.allclose(got, expected, rtol=rtol, atol=tolerance):
+            return
+        for mistake, wrong in (mistakes or {}).items():
+            if wrong.shape == got.shape and torch.allclose(got, wrong, rtol=rtol, atol=tolerance):
+                self.fail(f"the {what} is wrong: it looks like you {mistake}.")
+        self.fail(f"the {what} has the right shape but wrong values.\n{_difference(got, expected)}")
+
+    def equal(self, got: Any, expected: Any, *, what: str, hint: str = "") -> None:
+        """Compare plain Python values (lists, ints, strings)."""
+        if got != expected:
+            self.fail(f"the {what} is {_short(got)}, expected {_short(expected)}.{hint}")
+
+
+def _shape_hint(got: tuple[int, ...], expected: tuple[int, ...]) -> str:
+    if sorted(got) == sorted(expected):
+        return " The same sizes in another order: check the order of your axes."
+    if len(got) != len(expected):
+        axes = lambda n: f"{n} axis" if n == 1 else f"{n} axes"  # noqa: E731
+        return f" That is {axes(len(got))} instead of {axes(len(expected))}."
+    return ""
+
+
+def _difference(got: Tensor, expected: Tensor) -> str:
+    error = (got.double() - expected.double()).abs()
+    worst = torch.unravel_index(error.argmax(), error.shape) if error.ndim else ()
+    index = tuple(int(i) for i in worst)
+    lines = [f"  max abs error {error.max().item():.3g} at index {list(index)}"]
+    flat_got, flat_exp = got.double().flatten(), expected.double().flatten()
+    nonzero = flat_exp.abs() > 1e-8
+    if nonzero.any():
+        ratio = flat_got[nonzero] / flat_exp[nonzero]
+        constant = torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-3)
+        if constant and ratio[0].abs() > 1e-6:
+            lines.append(
+                f"  your values are the expected ones times {ratio[0].item():.4g}: "
+                "look for an extra or missing scale factor."
+            )
+    row = index[:-1] if len(index) > 1 else ()
+    lines.append(f"  expected{list(row) if row else ''}[:4] = {_fmt(expected[row][:4])}")
+    lines.append(f"  got     {list(row) if row else ''}[:4] = {_fmt(got[row][:4])}")
+    return "\n".join(lines)
+
+
+def _fmt(t: Tensor) -> str:
+    values = t.flatten().tolist()
+    return "[" + ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values) + "]"
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def seeded(seed: int) -> torch.Generator:
+    """A generator for reproducible random inputs that leaves the global RNG untouched."""
+    return torch.Generator().manual_seed(seed)
+
+
+def randomize(module: torch.nn.Module, seed: int, scale: float = 1.0) -> torch.nn.Module:
+    """Fill every parameter (biases and LayerNorm weights too) with seeded random values.
+
+    Initial values hide mistakes: a zero bias that the learner forgot adds nothing, and a
+    LayerNorm weight of one cannot be told from a missing one.
+    """
+    gen = seeded(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen) * scale)
+    return module

@@ -1,0 +1,391 @@
+"""Checkers for chapter 0 (solutions/toolkit.py): the products and the einops exercises.
+
+Each checker runs the learner's function on seeded random inputs of several shapes: a
+square case first (a wrong product there still has the right shape, so its values can
+name the mistake), then a 1-element case, rectangular cases (where a transposed or
+swapped result has the wrong shape) and one case with entries near 1e3.
+"""
+
+import einops
+import torch
+from torch import Tensor
+
+from checks._core import exercise, seeded
+from solutions import toolkit as ref
+
+__all__ = [
+    "check_matmul",
+    "check_dot",
+    "check_frobenius_inner",
+    "check_hadamard",
+    "check_outer",
+    "check_kron",
+    "check_block_matmul",
+    "check_query_key_dots",
+    "check_split_heads",
+    "check_merge_heads",
+    "check_mean_pool",
+    "check_repeat_over_batch",
+]
+
+LARGE = 1e3  # the scale of the large-magnitude case
+
+
+def _randn(seed: int, *shapes: tuple[int, ...], scale: float = 1.0) -> list[Tensor]:
+    gen = seeded(seed)
+    return [torch.randn(shape, generator=gen) * scale for shape in shapes]
+
+
+def _compare(check, got, expected, *, what, mistakes=None, shapes=None) -> None:
+    """check.tensor, after naming the mistake behind a wrong shape where one is known.
+
+    `mistakes` are tensors the learner's output would equal after a known mistake; those
+    whose shape differs from the expected one are recognised here by value, the others by
+    check.tensor. `shapes` lists (wrong shape, mistake) pairs: a mistake named by its shape.
+    """
+    mistakes = mistakes or {}
+    if isinstance(got, Tensor) and got.shape != expected.shape and got.dtype == expected.dtype:
+        for mistake, wrong in mistakes.items():
+            if wrong.shape == got.shape and _close(got, wrong):
+                check.fail(f"the {what} is wrong: it looks like you {mistake}.")
+        # A shape that two mistakes share (common with 1-element inputs) names neither.
+        named = [mistake for shape, mistake in shapes or [] if tuple(shape) == got.shape]
+        if len(named) == 1:
+            mistake = named[0]
+            check.fail(
+                f"the {what} has shape {tuple(got.shape)}, expected "
+                f"{tuple(expected.shape)}: it looks like you {mistake}."
+            )
+    check.tensor(got, expected, what=what, mistakes=mistakes)
+
+
+def _close(got: Tensor, wrong: Tensor) -> bool:
+    # The same tolerances as check.tensor.
+    scale = max(1.0, wrong.abs().max().item()) if wrong.numel() else 1.0
+    return torch.allclose(got.detach(), wrong, rtol=1e-4, atol=1e-5 * scale)
+
+
+# --- The products ---------------------------------------------------------------------
+
+
+@exercise(ref.matmul)
+def check_matmul(check, matmul):
+    for seed, (m, k, n), scale in [
+        (1, (3, 3, 3), 1.0),
+        (0, (1, 1, 1), 1.0),
+        (2, (2, 5, 3), 1.0),
+        (3, (4, 1, 6), 1.0),
+        (4, (16, 32, 8), LARGE),
+    ]:
+        with check.case(f"A of shape ({m}, {k}), B of shape ({k}, {n})"):
+            A, B = _randn(seed, (m, k), (k, n), scale=scale)
+            mistakes = {}
+            if m == k == n:
+                mistakes = {
+                    "multiplied entry by entry (A * B, the Hadamard product); the matrix "
+                    "product sums A_ik B_kj over k": A * B,
+                    "computed B @ A: the matrix product does not commute": B @ A,
+                    "transposed the result (wrote the output axes as n m)": (A @ B).T,
+                    "transposed A (summed over A's first axis)": A.T @ B,
+                    "transposed B (summed over B's last axis)": A @ B.T,
+                }
+            got = check.call(matmul, A, B)
+            _compare(check, got, ref.matmul(A, B), what="product", mistakes=mistakes)
+
+
+@exercise(ref.dot)
+def check_dot(check, dot):
+    for seed, shape, scale in [
+        (11, (5,), 1.0),
+        (10, (1,), 1.0),
+        (12, (4, 6), 1.0),
+        (13, (3, 3), 1.0),
+        (14, (2, 3, 7), 1.0),
+        (15, (6, 64), LARGE),
+    ]:
+        with check.case(f"x, y of shape {shape}"):
+            x, y = _randn(seed, shape, shape, scale=scale)
+            mistakes = {
+                "multiplied entry by entry but did not sum over the last axis": x * y,
+                "summed over the first axis instead of the last": (x * y).sum(0),
+                "summed over every axis: sum over the last axis only": (x * y).sum(),
+            }
+            if x.ndim == 2:
+                mistakes["paired every x with every y (x @ yᵀ): pair matching rows only"] = x @ y.T
+            got = check.call(dot, x, y)
+            _compare(check, got, ref.dot(x, y), what="dot product", mistakes=mistakes)
+
+
+@exercise(ref.frobenius_inner)
+def check_frobenius_inner(check, frobenius_inner):
+    # Square shapes come first: there trace(A @ B) runs and its value can be named.
+    for seed, (m, n), scale in [
+        (21, (3, 3), 1.0),
+        (20, (1, 1), 1.0),
+        (22, (4, 2), 1.0),
+        (23, (2, 5), 1.0),
+        (24, (24, 8), LARGE),
+    ]:
+        with check.case(f"A, B of shape ({m}, {n})"):
+            A, B = _randn(seed, (m, n), (m, n), scale=scale)
+            entrywise = "returned the entrywise product A ⊙ B: sum its entries as well"
+            mistakes = {
+                entrywise: A * B,
+                "returned Aᵀ B without taking its trace": A.T @ B,
+                "returned A Bᵀ without taking its trace": A @ B.T,
+            }
+            if m == n:
+                mistakes["took trace(A @ B): the Frobenius product is trace(Aᵀ B)"] = torch.trace(
+                    A @ B
+                )
+                mistakes["summed the entries of A @ B"] = (A @ B).sum()
+            shapes = [((m, n), entrywise)]
+            got = check.call(frobenius_inner, A, B)
+            expected = ref.frobenius_inner(A, B)
+            _compare(check, got, expected, what="inner product", mistakes=mistakes, shapes=shapes)
+
+
+@exercise(ref.hadamard)
+def check_hadamard(check, hadamard):
+    for seed, (m, n), scale in [
+        (31, (3, 3), 1.0),
+        (30, (1, 1), 1.0),
+        (32, (2, 5), 1.0),
+        (33, (7, 4), LARGE),
+    ]:
+        with check.case(f"A, B of shape ({m}, {n})"):
+            A, B = _randn(seed, (m, n), (m, n), scale=scale)
+            mistakes = {}
+            if m == n:
+                mistakes = {
+                    "computed the matrix product A @ B; the Hadamard product multiplies "
+                    "entry by entry": A @ B,
+                    "computed A @ Bᵀ; the Hadamard product multiplies entry by entry": A @ B.T,
+                }
+            got = check.call(hadamard, A, B)
+            _compare(check, got, ref.hadamard(A, B), what="product", mistakes=mistakes)
+
+
+@exercise(ref.outer)
+def check_outer(check, outer):
+    for seed, (m, n), scale in [
+        (41, (4, 4), 1.0),
+        (40, (1, 1), 1.0),
+        (42, (3, 5), 1.0),
+        (43, (32, 8), LARGE),
+    ]:
+        with check.case(f"u of shape ({m},), v of shape ({n},)"):
+            u, v = _randn(seed, (m,), (n,), scale=scale)
+            transposed = "put v first: that is v uᵀ, the transpose of u vᵀ (row i belongs to u_i)"
+            shapes = [
+                ((), "computed the dot product uᵀ v, a number; u vᵀ is a matrix"),
+                ((m,), "multiplied entry by entry; u vᵀ pairs every u_i with every v_j"),
+            ]
+            got = check.call(outer, u, v)
+            expected = ref.outer(u, v)
+            mistakes = {transposed: ref.outer(v, u)}
+            _compare(check, got, expected, what="outer product", mistakes=mistakes, shapes=shapes)
+
+
+@exercise(ref.kron)
+def check_kron(check, kron):
+    for seed, (m, n), (p, q), scale in [
+        (51, (2, 2), (2, 2), 1.0),
+        (50, (1, 1), (1, 1), 1.0),
+        (52, (2, 3), (4, 5), 1.0),
+        (53, (3, 1), (1, 2), 1.0),
+        (54, (4, 3), (3, 4), LARGE),
+    ]:
+        with check.case(f"A of shape ({m}, {n}), B of shape ({p}, {q})"):
+            A, B = _randn(seed, (m, n), (p, q), scale=scale)
+            products = einops.einsum(A, B, "m n, p q -> m p n q")
+            mistakes = {
+                "swapped the factors (B ⊗ A): block (i, j) of A ⊗ B is A_ij B, so A's "
+                "indices are the outer (slow) ones, grouped as (m p) and (n q)": torch.kron(B, A),
+                "grouped the axes as (m n) (p q), which lays out the outer product of the "
+                "flattened matrices; rows pair a row of A with a row of B: (m p) (n q)": (
+                    einops.rearrange(products, "m p n q -> (m n) (p q)")
+                ),
+                "grouped the columns as (q n); A's index comes first: (n q)": (
+                    einops.rearrange(products, "m p n q -> (m p) (q n)")
+                ),
+                "grouped the rows as (p m); A's index comes first: (m p)": (
+                    einops.rearrange(products, "m p n q -> (p m) (n q)")
+                ),
+            }
+            got = check.call(kron, A, B)
+            _compare(check, got, ref.kron(A, B), what="Kronecker product", mistakes=mistakes)
+
+
+@exercise(ref.block_matmul)
+def check_block_matmul(check, block_matmul):
+    for seed, (r, s, t), (m, k, n), scale in [
+        (61, (2, 2, 2), (3, 3, 3), 1.0),
+        (60, (1, 1, 1), (1, 1, 1), 1.0),
+        (62, (2, 3, 2), (2, 4, 3), 1.0),
+        (63, (2, 2, 2), (4, 4, 4), LARGE),
+    ]:
+        with check.case(f"{r}x{s} blocks of shape ({m}, {k}) times {s}x{t} of ({k}, {n})"):
+            A, B = _randn(seed, (r, s, m, k), (s, t, k, n), scale=scale)
+            mistakes = {}
+            if m == k == n:
+                mistakes[
+                    "multiplied each pair of blocks in the wrong order (B_st A_rs); "
+                    "blocks are matrices and do not commute"
+                ] = einops.einsum(B, A, "s t a c, r s c d -> r t a d")
+                mistakes[
+                    "multiplied the blocks entry by entry; each block pair needs a matrix product"
+                ] = einops.einsum(A, B, "r s m n, s t m n -> r t m n")
+            if r == s == t:
+                mistakes[
+                    "multiplied only matching blocks (A_rt B_rt); block (r, t) is the "
+                    "sum over s of A_rs B_st"
+                ] = einops.einsum(A, B, "r t m k, r t k n -> r t m n")
+                mistakes["transposed the grid of blocks (wrote the output as t r)"] = einops.einsum(
+                    A, B, "r s m k, s t k n -> t r m n"
+                )
+            got = check.call(block_matmul, A, B)
+            _compare(check, got, ref.block_matmul(A, B), what="block product", mistakes=mistakes)
+
+
+@exercise(ref.query_key_dots)
+def check_query_key_dots(check, query_key_dots):
+    for seed, (batch, q_posn, k_posn, n_heads, d_head), scale in [
+        (71, (2, 4, 4, 3, 5), 1.0),
+        (70, (1, 1, 1, 1, 1), 1.0),
+        (72, (3, 5, 2, 2, 4), 1.0),
+        (73, (1, 6, 6, 4, 8), LARGE),
+    ]:
+        with check.case(
+            f"batch={batch}, query_posn={q_posn}, key_posn={k_posn}, "
+            f"n_heads={n_heads}, d_head={d_head}"
+        ):
+            q, k = _randn(
+                seed,
+                (batch, q_posn, n_heads, d_head),
+                (batch, k_posn, n_heads, d_head),
+                scale=scale,
+            )
+            expected = ref.query_key_dots(q, k)
+            mistakes = {
+                "swapped query_posn and key_posn: row i holds query i's dot product with "
+                "every key": expected.transpose(-1, -2),
+            }
+            shapes = [
+                ((batch, q_posn, k_posn), "summed over n_heads too: each head has its scores"),
+                ((batch, q_posn, n_heads), "dotted each query with its own position's key only"),
+                ((batch, q_posn, k_posn, n_heads), "put n_heads last; it goes right after batch"),
+            ]
+            got = check.call(query_key_dots, q, k)
+            _compare(check, got, expected, what="score tensor", mistakes=mistakes, shapes=shapes)
+
+
+# --- einops ---------------------------------------------------------------------------
+
+
+def _head_cases():
+    """(seed, batch, posn, n_heads, d_head, scale) for split_heads and merge_heads."""
+    return [
+        (81, 2, 3, 4, 4, 1.0),
+        (80, 1, 1, 1, 1, 1.0),
+        (82, 2, 5, 3, 4, 1.0),
+        (83, 1, 7, 12, 1, 1.0),
+        (84, 3, 2, 1, 8, 1.0),
+        (85, 2, 16, 12, 64, LARGE),
+    ]
+
+
+@exercise(ref.split_heads)
+def check_split_heads(check, split_heads):
+    for seed, batch, posn, n_heads, d_head, scale in _head_cases():
+        d_model = n_heads * d_head
+        with check.case(f"x of shape ({batch}, {posn}, {d_model}), n_heads={n_heads}"):
+            (x,) = _randn(seed, (batch, posn, d_model), scale=scale)
+            wrong_grouping = einops.rearrange(
+                x, "batch posn (d_head n_heads) -> batch posn n_heads d_head", n_heads=n_heads
+            )
+            mistakes = {
+                "grouped d_model as (d_head n_heads); head h owns the consecutive slice "
+                "h*d_head ... (h+1)*d_head - 1, so it is (n_heads d_head)": wrong_grouping,
+            }
+            shapes = [((batch, posn, d_head, n_heads), "swapped n_heads and d_head")]
+            got = check.call(split_heads, x, n_heads)
+            expected = ref.split_heads(x, n_heads)
+            _compare(check, got, expected, what="split tensor", mistakes=mistakes, shapes=shapes)
+
+
+@exercise(ref.merge_heads)
+def check_merge_heads(check, merge_heads):
+    for seed, batch, posn, n_heads, d_head, scale in _head_cases():
+        with check.case(f"z of shape ({batch}, {posn}, {n_heads}, {d_head})"):
+            (z,) = _randn(seed, (batch, posn, n_heads, d_head), scale=scale)
+            wrong_grouping = einops.rearrange(
+                z, "batch posn n_heads d_head -> batch posn (d_head n_heads)"
+            )
+            mistakes = {
+                "merged the axes as (d_head n_heads); head h's vector must stay "
+                "consecutive, so it is (n_heads d_head)": wrong_grouping,
+                "summed the heads: merging concatenates them": z.sum(2),
+            }
+            shapes = [((batch, posn, d_head), "summed (or averaged) the heads: concatenate them")]
+            got = check.call(merge_heads, z)
+            _compare(
+                check,
+                got,
+                ref.merge_heads(z),
+                what="merged tensor",
+                mistakes=mistakes,
+                shapes=shapes,
+            )
+
+
+@exercise(ref.mean_pool)
+def check_mean_pool(check, mean_pool):
+    for seed, (batch, posn, d_model), scale in [
+        (91, (2, 4, 4), 1.0),
+        (90, (1, 1, 1), 1.0),
+        (92, (3, 7, 5), 1.0),
+        (93, (2, 1, 6), 1.0),
+        (94, (4, 32, 16), LARGE),
+    ]:
+        with check.case(f"x of shape ({batch}, {posn}, {d_model})"):
+            (x,) = _randn(seed, (batch, posn, d_model), scale=scale)
+            mistakes = {
+                "averaged over d_model; the pool averages over posn": x.mean(-1),
+                "summed over posn instead of averaging": x.sum(1),
+                "took the maximum over posn instead of the mean": x.amax(1),
+            }
+            shapes = [
+                ((batch, posn), "averaged over d_model; the pool averages over posn"),
+                ((), "averaged over every axis; average over posn only"),
+                ((d_model,), "averaged over batch and posn; average over posn only"),
+            ]
+            got = check.call(mean_pool, x)
+            _compare(
+                check, got, ref.mean_pool(x), what="pooled tensor", mistakes=mistakes, shapes=shapes
+            )
+
+
+@exercise(ref.repeat_over_batch)
+def check_repeat_over_batch(check, repeat_over_batch):
+    for seed, (posn, d_model), batch, scale in [
+        (101, (3, 5), 3, 1.0),
+        (100, (1, 1), 1, 1.0),
+        (102, (4, 6), 2, 1.0),
+        (103, (5, 3), 1, 1.0),
+        (104, (16, 8), 4, LARGE),
+    ]:
+        with check.case(f"W_pos of shape ({posn}, {d_model}), batch={batch}"):
+            (W_pos,) = _randn(seed, (posn, d_model), scale=scale)
+            mistakes = {
+                "put the new batch axis after posn; the output is batch posn d_model": (
+                    einops.repeat(W_pos, "posn d_model -> posn batch d_model", batch=batch)
+                ),
+            }
+            shapes = [
+                ((batch * posn, d_model), "stacked the copies along one axis; keep batch apart"),
+                ((posn, batch * d_model), "laid the copies side by side along d_model"),
+            ]
+            got = check.call(repeat_over_batch, W_pos, batch)
+            expected = ref.repeat_over_batch(W_pos, batch)
+            _compare(check, got, expected, what="repeated tensor", mistakes=mistakes, shapes=shapes)

@@ -1,0 +1,32 @@
+"""One configuration for every module of the course (TransformerLens names)."""
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Config:
+    """Hyperparameters of a GPT-2-style decoder. The defaults are GPT-2 small."""
+
+    d_model: int = 768
+    # While on, modules assert what their inputs promise (a prompt no longer than n_ctx,
+    # a last axis of d_model), so a wrong shape fails where it happens, not layers later.
+    debug: bool = True
+    layer_norm_eps: float = 1e-5
+    d_vocab: int = 50257
+    init_range: float = 0.02
+    n_ctx: int = 1024
+    d_head: int = 64
+    d_mlp: int = 3072
+    n_heads: int = 12
+    n_layers: int = 12
+
+    def but(self, **changes) -> "Config":
+        """A copy with some fields changed: `TINY.but(n_ctx=8)`."""
+        return replace(self, **changes)
+
+
+GPT2_SMALL = Config()
+
+# Small enough that a forward pass takes milliseconds on a laptop CPU, with every
+# dimension distinct so that a transposed or swapped axis never goes unnoticed.
+TINY = Config(d_model=48, d_vocab=101, n_ctx=32, d_head=12, d_mlp=192, n_heads=4, n_layers=2)

@@ -1,0 +1,66 @@
+"""Sphinx extension: serve MathJax and plotly.js from the installed packages, not from CDNs.
+
+The built book then renders math and figures when opened from disk with no network.
+MathJax 2 comes from the `jupyter-server-mathjax` package, plotly.js from `plotly`.
+"""
+
+import shutil
+from pathlib import Path
+
+import jupyter_server_mathjax
+import plotly
+
+MATHJAX = Path(jupyter_server_mathjax.__file__).parent / "static"
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+def _use_local_mathjax(app, config) -> None:
+    # The combined configuration file is the one jupyter-server-mathjax ships whole;
+    # it renders with HTML-CSS output and the STIX-Web fonts beside it.
+    config.mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
+    # Sphinx 7 writes MathJax 3 configuration by default; MathJax 2 reads its own.
+    config.mathjax3_config = None
+    config.mathjax2_config = {
+        "HTML-CSS": {"availableFonts": [], "webFont": "STIX-Web", "imageFont": None},
+        # myst marks pages tex2jax_ignore and math elements "math": process only those.
+        "tex2jax": {
+            "processClass": "tex2jax_process|mathjax_process|math|output_area",
+            "processEscapes": True,
+        },
+        "messageStyle": "none",
+    }
+
+
+def _copy_assets(app, exception) -> None:
+    if exception or app.builder.format != "html":
+        return
+    static = Path(app.outdir) / "_static"
+    shutil.copytree(
+        MATHJAX,
+        static / "mathjax",
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("__pycache__", "*.py"),
+    )
+    shutil.copy2(PLOTLY_JS, static / "plotly.min.js")
+
+
+def setup(app):
+    app.connect("config-inited", _use_local_mathjax)
+    app.add_js_file("plotly.min.js", priority=100)
+    app.connect("build-finished", _copy_assets)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
+class PlotlyJsonRenderer:
+    """myst-nb mime plugin: plotly's JSON output is drawn by its `text/html` twin.
+
+    `course.plotting.show` emits both. Without this plugin myst-nb warns that it cannot
+    render the JSON (and a build with warnings as errors fails); with it, the JSON is
+    skipped on purpose while every other unknown mime type still warns.
+    """
+
+    mime_priority_overrides = [("*", "application/vnd.plotly.v1+json", None)]
+
+    @staticmethod
+    def handle_mime(renderer, data, inline):
+        return [] if data.mime_type == "application/vnd.plotly.v1+json" else None

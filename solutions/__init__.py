@@ -1,0 +1,1 @@
+"""Reference solutions, one module per chapter, in the order the book teaches them."""

@@ -1,0 +1,111 @@
+"""Generated notebooks are current, exercise notebooks fail exactly at their checks, and
+the generator never overwrites a notebook someone edited."""
+
+import json
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from course import notebooks
+from course.notebooks import EXERCISES, all_stems
+
+STEMS = all_stems()
+
+
+def test_every_chapter_has_a_source():
+    assert STEMS, "no notebooks/NN_*.md sources found"
+
+
+def test_generated_notebooks_are_current(capsys):
+    assert notebooks.check(STEMS) == 0, capsys.readouterr().out
+
+
+def test_solved_notebooks_are_stored_executed():
+    for stem in STEMS:
+        nb = nbformat.read(notebooks.SOLVED / f"{stem}.ipynb", as_version=4)
+        unexecuted = [c.id for c in nb.cells if c.cell_type == "code" and not c.execution_count]
+        assert not unexecuted, f"{stem}: run `make notebooks` (cells {unexecuted} not executed)"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", STEMS)
+def test_exercise_notebook_fails_exactly_at_its_check_cells(stem):
+    nb = nbformat.read(EXERCISES / f"{stem}.ipynb", as_version=4)
+    NotebookClient(
+        nb,
+        timeout=120,
+        kernel_name="python3",
+        allow_errors=True,
+        resources={"metadata": {"path": EXERCISES}},
+    ).execute()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    check_cells = [c for c in code if c.source.startswith("check_")]
+    assert check_cells
+    for cell in code:
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        if cell in check_cells:
+            assert errors, f"{stem}: the check `{cell.source}` passed on the stub"
+            assert errors[0].ename == "CheckFailed", errors[0]
+            assert "not implemented yet" in errors[0].evalue, errors[0].evalue
+        else:
+            assert not errors, f"{stem}: cell {cell.id} failed:\n{cell.source}\n{errors}"
+    fallbacks = [c for c in code if " = reference_if_failed(" in c.source]
+    assert all("has not passed its check yet" in _text(c) for c in fallbacks)
+
+
+def _text(cell) -> str:
+    return "".join(o.get("text", "") for o in cell.outputs)
+
+
+@pytest.fixture
+def sandbox(tmp_path, monkeypatch):
+    """The generator pointed at a copy of chapter 0's source and empty output folders."""
+    (tmp_path / "notebooks").mkdir()
+    source = notebooks.SOURCES / f"{STEMS[0]}.md"
+    (tmp_path / "notebooks" / source.name).write_text(source.read_text())
+    monkeypatch.setattr(notebooks, "SOURCES", tmp_path / "notebooks")
+    monkeypatch.setattr(notebooks, "EXERCISES", tmp_path / "exercises")
+    monkeypatch.setattr(notebooks, "SOLVED", tmp_path / "solved")
+    return tmp_path
+
+
+def test_generator_leaves_an_edited_notebook_alone(sandbox):
+    notebooks.build(STEMS[:1], run=False)
+    exercise = sandbox / "exercises" / f"{STEMS[0]}.ipynb"
+    nb = json.loads(exercise.read_text())
+    nb["cells"][2]["source"] = ["my own work\n"]
+    exercise.write_text(json.dumps(nb))
+    edited = exercise.read_text()
+
+    (sandbox / "notebooks" / f"{STEMS[0]}.md").write_text(
+        (sandbox / "notebooks" / f"{STEMS[0]}.md").read_text() + "\nA new closing paragraph.\n"
+    )
+    notebooks.build(STEMS[:1], run=False)
+
+    assert exercise.read_text() == edited
+    updated = nbformat.read(exercise.with_suffix(".updated.ipynb"), as_version=4)
+    assert "A new closing paragraph." in "".join(c.source for c in updated.cells)
+
+
+def test_generator_refreshes_an_unedited_notebook(sandbox):
+    notebooks.build(STEMS[:1], run=False)
+    source = sandbox / "notebooks" / f"{STEMS[0]}.md"
+    source.write_text(source.read_text() + "\nA new closing paragraph.\n")
+    notebooks.build(STEMS[:1], run=False)
+    exercise = sandbox / "exercises" / f"{STEMS[0]}.ipynb"
+    assert "A new closing paragraph." in exercise.read_text()
+    assert not exercise.with_suffix(".updated.ipynb").exists()
+
+
+def test_stub_keeps_signature_docstring_and_constructor():
+    source = notebooks.stub_source("toolkit", "frobenius_inner", None)
+    assert source.startswith("def frobenius_inner(")
+    assert '"""' in source and source.rstrip().endswith("raise NotImplementedError()")
+
+
+def test_snake_case_names_checkers_as_the_course_map_does():
+    assert notebooks.snake_case("PosEmbed") == "pos_embed"
+    assert notebooks.snake_case("BPETokenizer") == "bpe_tokenizer"
+    assert notebooks.snake_case("LayerNorm") == "layer_norm"
+    assert notebooks.snake_case("frobenius_inner") == "frobenius_inner"

@@ -1,0 +1,78 @@
+"""House rules that keep the course consistent: shape names, checker registry, mirroring."""
+
+import ast
+import importlib
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import checks
+from checks._core import _EXERCISES
+from course.notebooks import SOURCES, all_stems, parse, snake_case
+
+ROOT = Path(__file__).resolve().parent.parent
+AXES = {
+    "batch",
+    "posn",
+    "query_posn",
+    "key_posn",
+    "d_model",
+    "n_heads",
+    "d_head",
+    "d_mlp",
+    "d_vocab",
+    "n_ctx",
+}
+SOLUTION_MODULES = sorted(p for p in (ROOT / "solutions").glob("*.py") if p.stem != "__init__")
+
+
+def shape_strings(path: Path) -> list[str]:
+    """Every shape string of a jaxtyping annotation (`Float[Tensor, "batch posn"]`)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Tuple):
+            name = getattr(node.value, "id", "")
+            last = node.slice.elts[-1]
+            if name in {"Float", "Int", "Bool", "Shaped"} and isinstance(last, ast.Constant):
+                found.append(last.value)
+    return found
+
+
+@pytest.mark.parametrize("path", SOLUTION_MODULES, ids=lambda p: p.stem)
+def test_shape_annotations_use_the_course_axis_names(path):
+    # Chapter 0 is linear algebra on plain matrices: single letters (m n k ...) are its axes.
+    for shape in shape_strings(path):
+        for axis in shape.replace("*", " ").replace("...", " ").split():
+            axis = axis.strip("#_")
+            assert axis in AXES or len(axis) == 1 or axis.isdigit(), (
+                f"{path.name}: axis {axis!r} in {shape!r} is not one of {sorted(AXES)}"
+            )
+
+
+def checker_modules() -> list[str]:
+    return [m.name for m in pkgutil.iter_modules(checks.__path__) if not m.name.startswith("_")]
+
+
+def test_checks_mirror_solutions():
+    assert sorted(checker_modules()) == sorted(p.stem for p in SOLUTION_MODULES)
+
+
+@pytest.mark.parametrize("name", checker_modules())
+def test_checks_module_exports_exactly_its_checkers(name):
+    module = importlib.import_module(f"checks.{name}")
+    registered = [f"check_{snake_case(ex.name)}" for ex in _EXERCISES.get(name, [])]
+    assert sorted(module.__all__) == sorted(registered)
+
+
+@pytest.mark.parametrize("stem", all_stems())
+def test_every_exercise_of_a_notebook_has_its_checker(stem):
+    front, blocks = parse((SOURCES / f"{stem}.md").read_text())
+    chapter_modules = [m.strip() for m in front["chapter"].split(",")]
+    names = [b.name for b in blocks if b.kind == "exercise"]
+    assert names, f"{stem} has no exercise"
+    for name in names:
+        assert any(
+            hasattr(importlib.import_module(f"checks.{m}"), f"check_{snake_case(name)}")
+            for m in chapter_modules
+        ), f"{stem}: no check_{snake_case(name)} for exercise {name}"

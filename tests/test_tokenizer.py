@@ -1,0 +1,371 @@
+"""The chapter 1 tokenizer checkers accept correct BPE, however it is written, and name mistakes."""
+
+import re
+from collections import Counter, defaultdict
+
+import pytest
+
+from checks import tokenizer as checks
+from course.corpus import load_corpus
+from solutions import tokenizer as ref
+from solutions.tokenizer import GPT2_SPLIT_PATTERN, BPETokenizer, count_pairs, merge
+from tests.support import assert_accepts, assert_rejects
+
+FUNCTIONS = ["count_pairs", "most_frequent_pair", "merge"]
+
+
+def test_every_exercise_has_a_checker():
+    assert checks.__all__ == [f"check_{name}" for name in FUNCTIONS] + ["check_bpe_tokenizer"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "\x00",
+        "🙂👍🏽 👨\u200d👩\u200d👧",
+        "日本語",
+        "e\u0301",
+        " \n\n\t  x   ",
+        "__x_1 ²½ Ⅻ",
+        "a'll",
+    ],
+)
+def test_split_pattern_chunks_join_back_into_the_text(text):
+    assert "".join(re.findall(GPT2_SPLIT_PATTERN, text)) == text
+
+
+def test_split_pattern_chunks_join_back_into_the_whole_corpus():
+    corpus = load_corpus()
+    assert "".join(re.findall(GPT2_SPLIT_PATTERN, corpus)) == corpus
+
+
+def test_split_pattern_keeps_the_space_with_the_next_word_as_gpt2_does():
+    chunks = re.findall(GPT2_SPLIT_PATTERN, "Hello,  world's __debug__ 42\n\n  if")
+    assert chunks == [
+        "Hello",
+        ",",
+        " ",
+        " world",
+        "'s",
+        " __",
+        "debug",
+        "__",
+        " 42",
+        "\n\n ",
+        " if",
+    ]
+
+
+# --- The function exercises -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_check_accepts_the_reference(name, capsys):
+    assert_accepts(getattr(checks, f"check_{name}"), getattr(ref, name), capsys)
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_check_rejects_the_stub_as_not_implemented(name):
+    def stub(*args):
+        raise NotImplementedError()
+
+    assert_rejects(getattr(checks, f"check_{name}"), stub, "not implemented")
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_check_rejects_a_missing_return(name):
+    assert_rejects(getattr(checks, f"check_{name}"), lambda *args: None, "returned None")
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_check_rejects_code_that_raises_and_shows_the_line(name):
+    def broken(*args):
+        raise KeyError("oops")
+
+    assert_rejects(getattr(checks, f"check_{name}"), broken, "raised KeyError", "line")
+
+
+def count_pairs_by_loop(ids):
+    counts = {}
+    for i in range(len(ids) - 1):
+        counts[ids[i], ids[i + 1]] = counts.get((ids[i], ids[i + 1]), 0) + 1
+    return counts
+
+
+def count_pairs_defaultdict(ids):
+    counts = defaultdict(int)
+    for pair in zip(ids, ids[1:], strict=False):
+        counts[pair] += 1
+    return counts
+
+
+@pytest.mark.parametrize(
+    "learner",
+    [
+        count_pairs_by_loop,
+        count_pairs_defaultdict,
+        lambda ids: Counter(zip(ids, ids[1:], strict=False)),
+    ],
+)
+def test_check_count_pairs_accepts_correct_variants(learner, capsys):
+    assert_accepts(checks.check_count_pairs, learner, capsys)
+
+
+@pytest.mark.parametrize(
+    "learner, fragment",
+    [
+        (
+            lambda ids: dict.fromkeys(zip(ids, ids[1:], strict=False), 1),
+            "counted each distinct pair once",
+        ),
+        (
+            lambda ids: dict(Counter(zip(ids[::2], ids[1::2], strict=False))),
+            "stepped two ids at a time",
+        ),
+        (lambda ids: list(zip(ids, ids[1:], strict=False)), "returned a list, expected a dict"),
+        (lambda ids: (count_pairs(ids), ids.clear())[0], "modified its input"),
+    ],
+)
+def test_check_count_pairs_names_the_mistake(learner, fragment):
+    assert_rejects(checks.check_count_pairs, learner, fragment)
+
+
+@pytest.mark.parametrize(
+    "learner",
+    [
+        lambda counts: max(sorted(counts), key=counts.get),
+        lambda counts: sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0],
+        lambda counts: min(p for p in counts if counts[p] == max(counts.values())),
+    ],
+)
+def test_check_most_frequent_pair_accepts_correct_variants(learner, capsys):
+    assert_accepts(checks.check_most_frequent_pair, learner, capsys)
+
+
+@pytest.mark.parametrize(
+    "learner, fragment",
+    [
+        (lambda counts: max(counts, key=counts.get), "first of the tied pairs"),
+        (lambda counts: max(counts, key=lambda p: (counts[p], p)), "towards the largest pair"),
+        (lambda counts: min(counts), "whatever its count"),
+        (lambda counts: list(ref.most_frequent_pair(counts)), "returned a list, expected a tuple"),
+        (
+            lambda counts: counts.pop(ref.most_frequent_pair(counts)) and (0, 0),
+            "modified its input",
+        ),
+    ],
+)
+def test_check_most_frequent_pair_names_the_mistake(learner, fragment):
+    assert_rejects(checks.check_most_frequent_pair, learner, fragment)
+
+
+def merge_with_for_loop(ids, pair, new_id):
+    out, skip = [], False
+    for i, x in enumerate(ids):
+        if skip:
+            skip = False
+        elif i + 1 < len(ids) and (x, ids[i + 1]) == pair:
+            out.append(new_id)
+            skip = True
+        else:
+            out.append(x)
+    return out
+
+
+def merge_by_slicing(ids, pair, new_id):
+    for i in range(len(ids) - 1):
+        if (ids[i], ids[i + 1]) == pair:
+            return ids[:i] + [new_id] + merge_by_slicing(ids[i + 2 :], pair, new_id)
+    return list(ids)
+
+
+def merge_dropping_the_last_id(ids, pair, new_id):
+    out, i = [], 0
+    while i < len(ids) - 1:
+        if (ids[i], ids[i + 1]) == pair:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def merge_in_place(ids, pair, new_id):
+    ids[:] = merge(ids, pair, new_id)
+    return ids
+
+
+@pytest.mark.parametrize("learner", [merge_with_for_loop, merge_by_slicing])
+def test_check_merge_accepts_correct_variants(learner, capsys):
+    assert_accepts(checks.check_merge, learner, capsys)
+
+
+@pytest.mark.parametrize(
+    "learner, fragment",
+    [
+        (checks._merge_overlapping, "merged overlapping occurrences"),
+        (merge_dropping_the_last_id, "dropped the last id"),
+        (merge_in_place, "modified its input"),
+        (lambda ids, pair, new_id: tuple(merge(ids, pair, new_id)), "expected a list"),
+        (lambda ids, pair, new_id: [new_id if x == pair[0] else x for x in ids], "merge(["),
+    ],
+)
+def test_check_merge_names_the_mistake(learner, fragment):
+    assert_rejects(checks.check_merge, learner, fragment)
+
+
+# --- BPETokenizer -----------------------------------------------------------------------
+
+
+def test_check_bpe_tokenizer_accepts_the_reference(capsys):
+    assert_accepts(checks.check_bpe_tokenizer, BPETokenizer, capsys)
+
+
+class Stub(BPETokenizer):
+    @classmethod
+    def train(cls, text, vocab_size):
+        raise NotImplementedError()
+
+    def encode(self, text):
+        raise NotImplementedError()
+
+    def decode(self, ids):
+        raise NotImplementedError()
+
+
+def test_check_bpe_tokenizer_rejects_the_stub_as_not_implemented():
+    assert_rejects(checks.check_bpe_tokenizer, Stub, "not implemented")
+
+
+class EncodeMergeByMerge(BPETokenizer):
+    """Applying every merge in training order to each chunk gives the same ids."""
+
+    def encode(self, text):
+        out = []
+        for chunk in re.findall(GPT2_SPLIT_PATTERN, text):
+            ids = list(chunk.encode("utf-8"))
+            for pair, new_id in self.merges.items():
+                ids = merge(ids, pair, new_id)
+            out += ids
+        return out
+
+
+class TrainOverEveryChunk(BPETokenizer):
+    """No deduplication of chunks, ties broken by sorting: slower, same merges."""
+
+    @classmethod
+    def train(cls, text, vocab_size):
+        chunks = [list(c.encode("utf-8")) for c in re.findall(GPT2_SPLIT_PATTERN, text)]
+        merges = {}
+        for new_id in range(256, vocab_size):
+            counts = Counter()
+            for ids in chunks:
+                counts.update(count_pairs(ids))
+            if not counts:
+                break
+            pair = max(sorted(counts), key=counts.get)
+            merges[pair] = new_id
+            chunks = [merge(ids, pair, new_id) for ids in chunks]
+        return cls(merges)
+
+
+class DecodeByBytearray(BPETokenizer):
+    def decode(self, ids):
+        data = bytearray()
+        for i in ids:
+            data += self.vocab[i]
+        return bytes(data).decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("learner", [EncodeMergeByMerge, TrainOverEveryChunk, DecodeByBytearray])
+def test_check_bpe_tokenizer_accepts_correct_variants(learner, capsys):
+    assert_accepts(checks.check_bpe_tokenizer, learner, capsys)
+
+
+def encoder(**changes):
+    """A tokenizer class whose encode is the checker's variant with one decision changed."""
+    return type("Tok", (BPETokenizer,), {
+        "encode": lambda self, text: checks._encode_variant(self.merges, text, **changes)
+    })  # fmt: skip
+
+
+def trainer(pick=ref.most_frequent_pair, split=True, byte_ids=True, stop=256, stop_early=True):
+    """A tokenizer class whose train changes one decision of the reference's."""
+
+    def train(cls, text, vocab_size):
+        chunks = re.findall(GPT2_SPLIT_PATTERN, text) if split else [text]
+        to_ids = (lambda c: list(c.encode("utf-8"))) if byte_ids else (lambda c: list(map(ord, c)))
+        words, merges = [to_ids(c) for c in chunks], {}
+        for new_id in range(stop, vocab_size):
+            counts = Counter()
+            for ids in words:
+                counts.update(count_pairs(ids))
+            if stop_early and not counts:
+                break
+            pair = pick(counts)
+            merges[pair] = new_id + 256 - stop
+            words = [merge(ids, pair, merges[pair]) for ids in words]
+        return cls(merges)
+
+    return type("Tok", (BPETokenizer,), {"train": classmethod(train)})
+
+
+class DecodeTokenByToken(BPETokenizer):
+    def decode(self, ids):
+        return "".join(self.vocab[i].decode("utf-8", errors="replace") for i in ids)
+
+
+class DecodeStrictly(BPETokenizer):
+    def decode(self, ids):
+        return b"".join(self.vocab[i] for i in ids).decode("utf-8")
+
+
+class DecodeIgnoringErrors(BPETokenizer):
+    def decode(self, ids):
+        return b"".join(self.vocab[i] for i in ids).decode("utf-8", errors="ignore")
+
+
+class EncodeToTensor(BPETokenizer):
+    def encode(self, text):
+        import torch
+
+        return torch.tensor(super().encode(text))
+
+
+class TrainReturningMerges(BPETokenizer):
+    @classmethod
+    def train(cls, text, vocab_size):
+        return BPETokenizer.train(text, vocab_size).merges
+
+
+@pytest.mark.parametrize(
+    "learner, fragment",
+    [
+        (DecodeTokenByToken, "decoded each token on its own"),
+        (DecodeStrictly, "errors='replace'"),
+        (DecodeIgnoringErrors, "not 'ignore'"),
+        (encoder(split=False), "as one chunk"),
+        (encoder(merge=checks._merge_overlapping), "merged overlapping pairs"),
+        (encoder(order="latest"), "most recently learned merge first"),
+        (encoder(order="left"), "leftmost mergeable pair first"),
+        (EncodeToTensor, "list of ints"),
+        (trainer(pick=lambda counts: max(counts, key=counts.get)), "Both pairs occur"),
+        (trainer(split=False), "count pairs inside each chunk"),
+        (trainer(byte_ids=False), "text.encode('utf-8')"),
+        (trainer(stop_early=False), "raised ValueError"),
+        (trainer(stop=257), "stopped after 13 merges; expected 14"),
+        (trainer(stop=255), "learned 15 merges; expected 14"),
+        (TrainReturningMerges, "return cls(merges)"),
+    ],
+)
+def test_check_bpe_tokenizer_names_the_mistake(learner, fragment):
+    assert_rejects(checks.check_bpe_tokenizer, learner, fragment)
+
+
+def test_check_bpe_tokenizer_names_the_first_differing_merge_with_its_bytes():
+    message = assert_rejects(
+        checks.check_bpe_tokenizer, trainer(pick=lambda counts: max(counts, key=counts.get))
+    )
+    assert re.search(r"merge #\d+ \(new id \d+\) differs: you merged \(\d+, \d+\) = \(b'", message)
