@@ -1,9 +1,9 @@
-# One front door: `make book`, `make test`, `make notebooks`, `make bench`.
+# One front door: `make book`, `make lab`, `make test`, `make notebooks`, `make bench`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv book test notebooks bench lint clean
+.PHONY: venv book lab test notebooks bench lint clean
 
 venv: $(VENV)/.installed
 
@@ -16,6 +16,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 # The HTML book in _build/html, every notebook executed; warnings are errors.
 book: venv
 	$(BIN)/jupyter-book build . -W --keep-going
+
+# JupyterLab on the exercise notebooks, with the course's kernel and packages.
+lab: venv
+	$(BIN)/jupyter lab exercises/
 
 # Lint, checker tests, generated-notebook tests, the book build, the browser test, and
 # nbval (strict) over the solved notebooks. This is what .ci/run runs.

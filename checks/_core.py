@@ -194,10 +194,14 @@ class Check:
         *,
         what: str = "output",
         mistakes: dict[str, Tensor] | None = None,
+        shapes: list[tuple[tuple[int, ...], str]] | None = None,
         rtol: float = 1e-4,
         atol: float = 1e-5,
     ) -> None:
         """Compare a learner tensor with the reference's; name a known mistake if it matches one.
+
+        `mistakes` maps a description to the tensor that mistake produces (of any shape);
+        `shapes` lists (wrong shape, description) pairs for mistakes known by shape alone.
 
         Tolerances: float32 sums of a few hundred products differ between correct
         implementations by ~1e-6 relative; 1e-4 leaves room for that and nothing more.
@@ -211,7 +215,19 @@ class Check:
                 f"the {what} should be a torch.Tensor of shape {tuple(expected.shape)}, "
                 f"got a {type(got).__name__}."
             )
+        mistakes = mistakes or {}
         if got.shape != expected.shape:
+            if got.dtype == expected.dtype:
+                for mistake, wrong in mistakes.items():
+                    if wrong.shape == got.shape and _close(got, wrong, rtol, atol):
+                        self.fail(f"the {what} is wrong: it looks like you {mistake}.")
+            # A shape that two mistakes share (common with 1-element inputs) names neither.
+            named = [mistake for shape, mistake in shapes or [] if tuple(shape) == got.shape]
+            if len(named) == 1:
+                self.fail(
+                    f"the {what} has shape {tuple(got.shape)}, expected "
+                    f"{tuple(expected.shape)}: it looks like you {named[0]}."
+                )
             hint = _shape_hint(tuple(got.shape), tuple(expected.shape))
             self.fail(
                 f"the {what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}.{hint}"
@@ -224,11 +240,10 @@ class Check:
                 f"the {what} holds {bad} NaN or infinite values (the reference's are all finite)."
             )
         got, expected = got.detach(), expected.detach()
-        tolerance = atol * max(1.0, expected.abs().max().item()) if expected.numel() else atol
-        if torch.allclose(got, expected, rtol=rtol, atol=tolerance):
+        if _close(got, expected, rtol, atol):
             return
-        for mistake, wrong in (mistakes or {}).items():
-            if wrong.shape == got.shape and torch.allclose(got, wrong, rtol=rtol, atol=tolerance):
+        for mistake, wrong in mistakes.items():
+            if wrong.shape == got.shape and _close(got, wrong, rtol, atol):
                 self.fail(f"the {what} is wrong: it looks like you {mistake}.")
         self.fail(f"the {what} has the right shape but wrong values.\n{_difference(got, expected)}")
 
@@ -236,6 +251,12 @@ class Check:
         """Compare plain Python values (lists, ints, strings)."""
         if got != expected:
             self.fail(f"the {what} is {_short(got)}, expected {_short(expected)}.{hint}")
+
+
+def _close(got: Tensor, target: Tensor, rtol: float, atol: float) -> bool:
+    """allclose with an absolute tolerance that scales with the target's magnitude."""
+    tolerance = atol * max(1.0, target.abs().max().item()) if target.numel() else atol
+    return torch.allclose(got.detach(), target.detach(), rtol=rtol, atol=tolerance)
 
 
 def _shape_hint(got: tuple[int, ...], expected: tuple[int, ...]) -> str:

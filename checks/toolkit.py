@@ -36,35 +36,6 @@ def _randn(seed: int, *shapes: tuple[int, ...], scale: float = 1.0) -> list[Tens
     return [torch.randn(shape, generator=gen) * scale for shape in shapes]
 
 
-def _compare(check, got, expected, *, what, mistakes=None, shapes=None) -> None:
-    """check.tensor, after naming the mistake behind a wrong shape where one is known.
-
-    `mistakes` are tensors the learner's output would equal after a known mistake; those
-    whose shape differs from the expected one are recognised here by value, the others by
-    check.tensor. `shapes` lists (wrong shape, mistake) pairs: a mistake named by its shape.
-    """
-    mistakes = mistakes or {}
-    if isinstance(got, Tensor) and got.shape != expected.shape and got.dtype == expected.dtype:
-        for mistake, wrong in mistakes.items():
-            if wrong.shape == got.shape and _close(got, wrong):
-                check.fail(f"the {what} is wrong: it looks like you {mistake}.")
-        # A shape that two mistakes share (common with 1-element inputs) names neither.
-        named = [mistake for shape, mistake in shapes or [] if tuple(shape) == got.shape]
-        if len(named) == 1:
-            mistake = named[0]
-            check.fail(
-                f"the {what} has shape {tuple(got.shape)}, expected "
-                f"{tuple(expected.shape)}: it looks like you {mistake}."
-            )
-    check.tensor(got, expected, what=what, mistakes=mistakes)
-
-
-def _close(got: Tensor, wrong: Tensor) -> bool:
-    # The same tolerances as check.tensor.
-    scale = max(1.0, wrong.abs().max().item()) if wrong.numel() else 1.0
-    return torch.allclose(got.detach(), wrong, rtol=1e-4, atol=1e-5 * scale)
-
-
 # --- The products ---------------------------------------------------------------------
 
 
@@ -90,7 +61,7 @@ def check_matmul(check, matmul):
                     "transposed B (summed over B's last axis)": A @ B.T,
                 }
             got = check.call(matmul, A, B)
-            _compare(check, got, ref.matmul(A, B), what="product", mistakes=mistakes)
+            check.tensor(got, ref.matmul(A, B), what="product", mistakes=mistakes)
 
 
 @exercise(ref.dot)
@@ -113,7 +84,7 @@ def check_dot(check, dot):
             if x.ndim == 2:
                 mistakes["paired every x with every y (x @ yᵀ): pair matching rows only"] = x @ y.T
             got = check.call(dot, x, y)
-            _compare(check, got, ref.dot(x, y), what="dot product", mistakes=mistakes)
+            check.tensor(got, ref.dot(x, y), what="dot product", mistakes=mistakes)
 
 
 @exercise(ref.frobenius_inner)
@@ -142,7 +113,7 @@ def check_frobenius_inner(check, frobenius_inner):
             shapes = [((m, n), entrywise)]
             got = check.call(frobenius_inner, A, B)
             expected = ref.frobenius_inner(A, B)
-            _compare(check, got, expected, what="inner product", mistakes=mistakes, shapes=shapes)
+            check.tensor(got, expected, what="inner product", mistakes=mistakes, shapes=shapes)
 
 
 @exercise(ref.hadamard)
@@ -163,7 +134,7 @@ def check_hadamard(check, hadamard):
                     "computed A @ Bᵀ; the Hadamard product multiplies entry by entry": A @ B.T,
                 }
             got = check.call(hadamard, A, B)
-            _compare(check, got, ref.hadamard(A, B), what="product", mistakes=mistakes)
+            check.tensor(got, ref.hadamard(A, B), what="product", mistakes=mistakes)
 
 
 @exercise(ref.outer)
@@ -184,7 +155,7 @@ def check_outer(check, outer):
             got = check.call(outer, u, v)
             expected = ref.outer(u, v)
             mistakes = {transposed: ref.outer(v, u)}
-            _compare(check, got, expected, what="outer product", mistakes=mistakes, shapes=shapes)
+            check.tensor(got, expected, what="outer product", mistakes=mistakes, shapes=shapes)
 
 
 @exercise(ref.kron)
@@ -214,7 +185,7 @@ def check_kron(check, kron):
                 ),
             }
             got = check.call(kron, A, B)
-            _compare(check, got, ref.kron(A, B), what="Kronecker product", mistakes=mistakes)
+            check.tensor(got, ref.kron(A, B), what="Kronecker product", mistakes=mistakes)
 
 
 @exercise(ref.block_matmul)
@@ -245,7 +216,7 @@ def check_block_matmul(check, block_matmul):
                     A, B, "r s m k, s t k n -> t r m n"
                 )
             got = check.call(block_matmul, A, B)
-            _compare(check, got, ref.block_matmul(A, B), what="block product", mistakes=mistakes)
+            check.tensor(got, ref.block_matmul(A, B), what="block product", mistakes=mistakes)
 
 
 @exercise(ref.query_key_dots)
@@ -277,7 +248,7 @@ def check_query_key_dots(check, query_key_dots):
                 ((batch, q_posn, k_posn, n_heads), "put n_heads last; it goes right after batch"),
             ]
             got = check.call(query_key_dots, q, k)
-            _compare(check, got, expected, what="score tensor", mistakes=mistakes, shapes=shapes)
+            check.tensor(got, expected, what="score tensor", mistakes=mistakes, shapes=shapes)
 
 
 # --- einops ---------------------------------------------------------------------------
@@ -311,7 +282,7 @@ def check_split_heads(check, split_heads):
             shapes = [((batch, posn, d_head, n_heads), "swapped n_heads and d_head")]
             got = check.call(split_heads, x, n_heads)
             expected = ref.split_heads(x, n_heads)
-            _compare(check, got, expected, what="split tensor", mistakes=mistakes, shapes=shapes)
+            check.tensor(got, expected, what="split tensor", mistakes=mistakes, shapes=shapes)
 
 
 @exercise(ref.merge_heads)
@@ -329,8 +300,7 @@ def check_merge_heads(check, merge_heads):
             }
             shapes = [((batch, posn, d_head), "summed (or averaged) the heads: concatenate them")]
             got = check.call(merge_heads, z)
-            _compare(
-                check,
+            check.tensor(
                 got,
                 ref.merge_heads(z),
                 what="merged tensor",
@@ -361,8 +331,8 @@ def check_mean_pool(check, mean_pool):
                 ((d_model,), "averaged over batch and posn; average over posn only"),
             ]
             got = check.call(mean_pool, x)
-            _compare(
-                check, got, ref.mean_pool(x), what="pooled tensor", mistakes=mistakes, shapes=shapes
+            check.tensor(
+                got, ref.mean_pool(x), what="pooled tensor", mistakes=mistakes, shapes=shapes
             )
 
 
@@ -388,4 +358,4 @@ def check_repeat_over_batch(check, repeat_over_batch):
             ]
             got = check.call(repeat_over_batch, W_pos, batch)
             expected = ref.repeat_over_batch(W_pos, batch)
-            _compare(check, got, expected, what="repeated tensor", mistakes=mistakes, shapes=shapes)
+            check.tensor(got, expected, what="repeated tensor", mistakes=mistakes, shapes=shapes)
