@@ -1,0 +1,175 @@
+"""How attention goes wrong: the reference with a known mistake switched on, and
+comparisons that say where a learner's scores or pattern differ (above the diagonal,
+rows not summing to one, a scale factor), for the checkers in checks/attention.py.
+"""
+
+import math
+
+import einops
+import torch
+from torch import Tensor
+
+from solutions import attention as ref
+
+
+def scale_mistakes(scores: Tensor, d_head: int, d_model: int | None = None) -> dict:
+    mistakes = {
+        "forgot to divide the scores by sqrt(d_head)": scores * math.sqrt(d_head),
+        "divided by d_head instead of sqrt(d_head)": scores / math.sqrt(d_head),
+        "multiplied by sqrt(d_head) instead of dividing": scores * d_head,
+    }
+    if d_model is not None and d_model != d_head:
+        factor = math.sqrt(d_model / d_head)
+        key = (
+            f"divided by sqrt(d_model) instead of sqrt(d_head): off by a factor "
+            f"sqrt(d_model/d_head) = {factor:.3g}"
+        )
+        mistakes[key] = scores / factor
+    return mistakes
+
+
+def first_checks(check, got, expected: Tensor, what: str) -> Tensor:
+    """None, type, shape and dtype, reported the standard way; NaN reported here."""
+    if not isinstance(got, Tensor) or got.shape != expected.shape or got.dtype != expected.dtype:
+        check.tensor(got, expected, what=what)
+    got = got.detach()
+    if torch.isnan(got).any():
+        rows = torch.isnan(got).any(-1).nonzero()[:, -1].unique().tolist()
+        hint = ""
+        if rows == [0]:
+            hint = (
+                " Only the first position is NaN: its single key was masked, so the softmax "
+                "saw nothing but -inf. Did you mask the diagonal too?"
+            )
+        check.fail(f"the {what} holds NaN values (at query positions {rows[:6]}).{hint}")
+    return got
+
+
+def compare_masked(check, got, raw: Tensor, *, what: str, mistakes=None, rtol=1e-4) -> None:
+    """`got` must equal `raw` at and below the diagonal and be masked above it: -inf, or so
+    far below the row's best visible score that the softmax gives it no weight."""
+    expected = ref.apply_causal_mask(raw)
+    got = first_checks(check, got, expected, what)
+    n = raw.shape[-1]
+    above = torch.ones(n, n, dtype=torch.bool).triu(1)
+    diag, below = torch.eye(n, dtype=torch.bool), torch.ones(n, n, dtype=torch.bool).tril(-1)
+    atol = 1e-5 * max(1.0, raw.abs().max().item())
+    blocked = got < expected.max(dim=-1, keepdim=True).values - 80  # e^-80 ≈ 2e-35
+
+    def close(region):
+        return torch.allclose(got[..., region], raw[..., region], rtol=rtol, atol=atol)
+
+    if close(below) and close(diag):
+        if blocked[..., above].all():
+            return
+        if close(above):
+            check.fail(
+                f"the {what} match except above the diagonal, where nothing is masked. "
+                "Set every future key (key_posn > query_posn) to -inf before the softmax."
+            )
+        value = got[..., above][~blocked[..., above]][0].item()
+        check.fail(
+            f"the {what} match except above the diagonal: check your mask. A future key "
+            f"holds {value:.4g}, which the softmax would still weigh. Use -inf (or a "
+            "large negative number such as -1e5)."
+        )
+    if close(below) and blocked[..., diag].all():
+        check.fail(
+            f"the {what} mask the diagonal too: a query may attend to its own position. "
+            "Mask only key_posn > query_posn (torch.triu(..., diagonal=1))."
+        )
+    if n > 1 and blocked[..., below].all() and not blocked[..., above].all():
+        check.fail(
+            f"the {what} mask the past and keep the future: mask above the diagonal "
+            "(key_posn > query_posn), not below it."
+        )
+    zero_future = lambda t: t.masked_fill(above, 0)  # noqa: E731
+    check.tensor(
+        zero_future(got),
+        zero_future(expected),
+        what=f"kept part of the {what} (at and below the diagonal)",
+        mistakes={k: zero_future(v) for k, v in (mistakes or {}).items()},
+        rtol=rtol,
+    )
+    check.fail(f"the {what} are not masked above the diagonal: check your mask.")
+
+
+def compare_pattern(check, got, expected: Tensor, *, what: str, mistakes: dict, rtol) -> None:
+    got = first_checks(check, got, expected, what)
+    rows = got.sum(-1)
+    if not torch.allclose(rows, torch.ones_like(rows), atol=1e-4):
+        if torch.allclose(got.sum(-2), torch.ones_like(rows), atol=1e-4):
+            check.fail(
+                f"each column of the {what} sums to 1, not each row: the softmax ran over "
+                "queries. Take it over the keys (the last axis)."
+            )
+        check.fail(
+            f"each row of the {what} should sum to 1 (a distribution over keys); yours "
+            f"sum to between {rows.min().item():.4g} and {rows.max().item():.4g}. Take "
+            "the softmax over the keys (the last axis), after masking, not before."
+        )
+    n = got.shape[-1]
+    if (got[..., torch.ones(n, n, dtype=torch.bool).triu(1)] > 1e-6).any():
+        check.fail(f"the {what} gives weight to future keys (above the diagonal): check your mask.")
+    check.tensor(got, expected, what=what, mistakes=mistakes, rtol=rtol)
+
+
+def forward_with_mistake(
+    attn,
+    x,
+    *,
+    scale=None,
+    mask="causal",
+    fill=float("-inf"),
+    softmax_dim=-1,
+    mask_after=False,
+    mean_heads=False,
+    drop=(),
+):
+    """The reference forward pass with one mistake switched on: (attn_out, pattern, scores)."""
+    b = {n: (torch.zeros_like(p) if n in drop else p) for n, p in attn.named_parameters()}
+    to_heads = "batch posn d_model, n_heads d_model d_head -> batch posn n_heads d_head"
+    q, k, v = (einops.einsum(x, b[f"W_{c}"], to_heads) + b[f"b_{c}"] for c in "QKV")
+    scale = scale or math.sqrt(attn.cfg.d_head)
+    scores = (
+        einops.einsum(q, k, "batch q n_heads d, batch k n_heads d -> batch n_heads q k") / scale
+    )
+    ones = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool)
+    future = {
+        "causal": ones.triu(1),
+        "diagonal too": ones.triu(0),
+        "past": ones.tril(-1),
+        "none": ~ones,
+    }[mask]
+    if not mask_after:
+        scores = scores.masked_fill(future, fill)
+    pattern = scores.softmax(softmax_dim)
+    if mask_after:
+        pattern = pattern.masked_fill(future, 0)
+    z = einops.einsum(
+        pattern, v, "batch n_heads q k, batch k n_heads d_head -> batch q n_heads d_head"
+    )
+    per_head = ref.per_head_outputs(z, b["W_O"])
+    out = per_head.mean(2) if mean_heads else per_head.sum(2)
+    return out + b["b_O"], pattern, scores
+
+
+def known_mistakes(cfg) -> dict[str, dict]:
+    """Known mistakes in Attention, as switches of `forward_with_mistake`."""
+    factor = math.sqrt(cfg.d_model / cfg.d_head)
+    return {
+        f"scaled the scores by 1/sqrt(d_model) instead of 1/sqrt(d_head): off by a factor "
+        f"sqrt(d_model/d_head) = {factor:.3g}": dict(scale=math.sqrt(cfg.d_model)),
+        "forgot to scale the scores by 1/sqrt(d_head)": dict(scale=1.0),
+        "masked the diagonal too: a query may attend to its own position": dict(
+            mask="diagonal too", fill=-1e5
+        ),
+        "applied no causal mask": dict(mask="none"),
+        "masked the past and kept the future (the future is key_posn > query_posn)": dict(
+            mask="past"
+        ),
+        "took the softmax over queries instead of keys (the last axis)": dict(softmax_dim=-2),
+        "masked after the softmax: mask the scores, then take the softmax": dict(mask_after=True),
+        "averaged the heads' outputs instead of summing them": dict(mean_heads=True),
+        **{f"forgot the bias {name}": dict(drop=(name,)) for name in ["b_Q", "b_K", "b_V", "b_O"]},
+    }
