@@ -1,9 +1,10 @@
-# One front door: `make book`, `make lab`, `make test`, `make notebooks`, `make bench`.
+# One front door: `make book`, `make lab`, `make grade`, `make test`, `make notebooks`,
+# `make bench`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv book lab test notebooks bench lint clean
+.PHONY: venv book lab grade test notebooks bench lint clean
 
 venv: $(VENV)/.installed
 
@@ -20,6 +21,10 @@ book: venv
 # JupyterLab on the exercise notebooks, with the course's kernel and packages.
 lab: venv
 	$(BIN)/jupyter lab exercises/
+
+# Run every exercise notebook on a copy and list which checks pass; fails if any does not.
+grade: venv
+	$(BIN)/python -m course.grade exercises/*.ipynb
 
 # Lint, checker tests, generated-notebook tests, the book build, the browser test, and
 # nbval (strict) over the solved notebooks. This is what .ci/run runs.

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from course import notebooks
+from course import grade, notebooks
 from course.notebooks import EXERCISES, all_stems
 
 STEMS = all_stems()
@@ -31,13 +31,11 @@ def test_solved_notebooks_are_stored_executed():
 @pytest.mark.slow
 @pytest.mark.parametrize("stem", STEMS)
 def test_exercise_notebook_fails_exactly_at_its_check_cells(stem):
+    # Executed as "Run All" does: it stops at any error, except in a cell tagged
+    # raises-exception, so reaching the end proves the notebook runs top to bottom.
     nb = nbformat.read(EXERCISES / f"{stem}.ipynb", as_version=4)
     NotebookClient(
-        nb,
-        timeout=120,
-        kernel_name="python3",
-        allow_errors=True,
-        resources={"metadata": {"path": EXERCISES}},
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": EXERCISES}}
     ).execute()
     code = [c for c in nb.cells if c.cell_type == "code"]
     check_cells = [c for c in code if c.source.startswith("check_")]
@@ -109,3 +107,19 @@ def test_snake_case_names_checkers_as_the_course_map_does():
     assert notebooks.snake_case("BPETokenizer") == "bpe_tokenizer"
     assert notebooks.snake_case("LayerNorm") == "layer_norm"
     assert notebooks.snake_case("frobenius_inner") == "frobenius_inner"
+
+
+@pytest.mark.slow
+def test_grade_fails_an_untouched_exercise_notebook(capsys):
+    assert grade.main([str(EXERCISES / f"{STEMS[0]}.ipynb")]) == 1
+    out = capsys.readouterr().out
+    assert "✗ check_" in out and "not implemented yet" in out and " 0 of " in out
+
+
+@pytest.mark.slow
+def test_grade_passes_a_solved_notebook_and_leaves_it_unchanged(capsys):
+    solved = notebooks.SOLVED / f"{STEMS[0]}.ipynb"
+    before = solved.read_text()
+    assert grade.main([str(solved)]) == 0
+    assert "✗" not in capsys.readouterr().out
+    assert solved.read_text() == before

@@ -1,0 +1,63 @@
+"""Grade exercise notebooks: `python -m course.grade exercises/01_embeddings.ipynb ...`.
+
+Runs a copy of each notebook from top to bottom (the file itself is never written) and
+lists every check cell as passed or failed, with the first line of its verdict. Exits
+with status 1 if any check failed or the notebook stopped early, so a learner's CI can
+run it after nbval (which lets check cells fail: they are tagged `raises-exception`).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+
+def grade(path: Path) -> tuple[list[tuple[str, str | None]], str | None]:
+    """Each check cell with None if it passed, else the first line of its failure; and
+    the error that stopped the notebook early, if one did."""
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": path.parent}}
+    )
+    stopped = None
+    try:
+        client.execute()
+    except CellExecutionError as error:
+        stopped = str(error).strip().splitlines()[-1]
+    results = []
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.source.startswith("check_"):
+            errors = [o for o in cell.outputs if o.output_type == "error"]
+            ran = cell.get("execution_count") is not None
+            failure = None
+            if errors:
+                failure = f"{errors[0].ename}: {errors[0].evalue}".splitlines()[0]
+            elif not ran:
+                failure = "not run: the notebook stopped before this cell"
+            results.append((cell.source.strip(), failure))
+    return results, stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course.grade", description=__doc__)
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    all_pass = True
+    for path in args.notebooks:
+        results, stopped = grade(path)
+        print(path)
+        if stopped:
+            print(f"  the notebook stopped early: {stopped}")
+        for source, failure in results:
+            print(f"  ✓ {source}" if failure is None else f"  ✗ {source}\n      {failure}")
+        passed = sum(failure is None for _, failure in results)
+        print(f"  {passed} of {len(results)} checks pass")
+        all_pass &= passed == len(results) and not stopped
+    return 0 if all_pass else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
