@@ -3,6 +3,7 @@
 import ast
 import importlib
 import pkgutil
+import re
 from pathlib import Path
 
 import pytest
@@ -39,15 +40,31 @@ def shape_strings(path: Path) -> list[str]:
     return found
 
 
+def einops_patterns(path: Path) -> list[str]:
+    """Every string that is an einops pattern ("batch posn d_model -> ..."), wherever it is."""
+    return [
+        node.value
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and re.fullmatch(r"[\w\s().,*]*->[\w\s().,*]*", node.value)
+    ]
+
+
 @pytest.mark.parametrize("path", SOLUTION_MODULES, ids=lambda p: p.stem)
-def test_shape_annotations_use_the_course_axis_names(path):
+def test_shapes_and_einops_patterns_use_the_course_axis_names(path):
     # Chapter 0 is linear algebra on plain matrices: single letters (m n k ...) are its axes.
-    for shape in shape_strings(path):
-        for axis in shape.replace("*", " ").replace("...", " ").split():
-            axis = axis.strip("#_")
-            assert axis in AXES or len(axis) == 1 or axis.isdigit(), (
-                f"{path.name}: axis {axis!r} in {shape!r} is not one of {sorted(AXES)}"
+    for text in shape_strings(path) + einops_patterns(path):
+        for axis in re.findall(r"[A-Za-z_][A-Za-z_0-9]*", text):
+            assert axis in AXES or len(axis) == 1, (
+                f"{path.name}: axis {axis!r} in {text!r} is not one of {sorted(AXES)}"
             )
+
+
+def test_axis_name_test_sees_the_solutions_patterns():
+    attention = ROOT / "solutions" / "attention.py"
+    assert any("n_heads d_model d_head" in p for p in einops_patterns(attention))
+    assert "batch posn d_model" in shape_strings(attention)
 
 
 def checker_modules() -> list[str]:
