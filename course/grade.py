@@ -11,25 +11,23 @@ import sys
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+
+from course.notebooks import execute, is_check_cell
 
 
 def grade(path: Path) -> tuple[list[tuple[str, str | None]], str | None]:
     """Each check cell with None if it passed, else the first line of its failure; and
     the error that stopped the notebook early, if one did."""
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": path.parent}}
-    )
     stopped = None
     try:
-        client.execute()
+        execute(nb, path.parent)
     except CellExecutionError as error:
         stopped = str(error).strip().splitlines()[-1]
     results = []
     for cell in nb.cells:
-        if cell.cell_type == "code" and cell.source.startswith("check_"):
+        if is_check_cell(cell):
             errors = [o for o in cell.outputs if o.output_type == "error"]
             ran = cell.get("execution_count") is not None
             failure = None

@@ -265,7 +265,13 @@ def same_cells(a: nbformat.NotebookNode, b: nbformat.NotebookNode) -> bool:
     return strip(a) == strip(b) and a.metadata["residual_stream"] == b.metadata["residual_stream"]
 
 
+def is_check_cell(cell: nbformat.NotebookNode) -> bool:
+    return cell.cell_type == "code" and cell.source.startswith("check_")
+
+
 def execute(nb: nbformat.NotebookNode, cwd: Path) -> nbformat.NotebookNode:
+    """Run a notebook top to bottom in `cwd`, as Run All does: it stops at the first error
+    outside a cell tagged raises-exception (nbclient's CellExecutionError)."""
     from nbclient import NotebookClient
 
     # No timing metadata: it would differ at every run and make fresh notebooks look stale.

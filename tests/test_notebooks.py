@@ -5,7 +5,6 @@ import json
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from course import grade, notebooks
 from course.notebooks import EXERCISES, all_stems
@@ -34,11 +33,9 @@ def test_exercise_notebook_fails_exactly_at_its_check_cells(stem):
     # Executed as "Run All" does: it stops at any error, except in a cell tagged
     # raises-exception, so reaching the end proves the notebook runs top to bottom.
     nb = nbformat.read(EXERCISES / f"{stem}.ipynb", as_version=4)
-    NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": EXERCISES}}
-    ).execute()
+    notebooks.execute(nb, EXERCISES)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    check_cells = [c for c in code if c.source.startswith("check_")]
+    check_cells = [c for c in code if notebooks.is_check_cell(c)]
     assert check_cells
     for cell in code:
         errors = [o for o in cell.outputs if o.output_type == "error"]
