@@ -1,37 +1,41 @@
 """Plotly figures that render in a live notebook and in the static, offline book.
 
-`show(fig)` emits two representations: plotly's own JSON, which JupyterLab, VS Code and
-Colab draw interactively, and an HTML fragment with a stable id that the book renders
-with the plotly.js it ships (no CDN, no random ids, no kernel needed). Numbers are rounded
-to 6 significant digits so that stored outputs do not depend on the last bits of a float.
+`show(fig)` emits three representations: plotly's own JSON, which JupyterLab, VS Code and
+Colab draw interactively; an HTML fragment that the book renders with the plotly.js it ships
+(no CDN, no kernel needed); and, as plain text, the figure's structure (trace types, data
+shapes, titles, axes, tick labels), with every number of its data left out.
+
+The last bits of a float depend on the CPU and the thread count, so nbval compares a stored
+figure by that text only (the root `conftest.py` skips the JSON and the HTML), and
+tests/test_portability.py compares its numbers with a tolerance. The HTML id is made from the
+structure, so it too is the same on every machine.
 """
 
+import base64
 import hashlib
 import json
-import math
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
-SIGNIFICANT_DIGITS = 6
-
 
 class ShownFigure:
     """A figure as notebooks and the book display it; see `show`."""
 
     def __init__(self, fig: go.Figure):
-        self.spec = _rounded(fig.to_plotly_json())
+        self.spec = fig.to_plotly_json()
         self.figure = go.Figure(self.spec)
         text = pio.to_json(self.figure, validate=False)
-        self.div_id = "fig-" + hashlib.sha256(text.encode()).hexdigest()[:12]
         self.json = json.loads(text)
+        self.structure = structure(self.json)
+        self.div_id = _fresh_id("fig-" + hashlib.sha256(self.structure.encode()).hexdigest()[:12])
 
     def __repr__(self) -> str:
-        # IPython also stores repr() as text/plain: without this it holds a memory address,
-        # which differs at every run and breaks nbval's comparison of stored outputs.
-        return f"<figure {self.div_id}>"
+        # IPython stores repr() as text/plain, the one part of a figure nbval compares: the
+        # structure, never a float that depends on the CPU (nor a memory address).
+        return f"<figure {self.div_id}>\n{self.structure}"
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
         html = pio.to_html(
@@ -59,21 +63,59 @@ def heatmap(
     return fig
 
 
-def _rounded(value: Any) -> Any:
+def structure(spec: dict) -> str:
+    """One line per setting of a figure's JSON, data arrays replaced by their dtype and shape.
+
+    Layout numbers (sizes, domains, tick positions) are kept: they are set, not computed.
+    plotly's default template is left out: it is the same for every figure."""
+    layout = {k: v for k, v in spec.get("layout", {}).items() if k != "template"}
+    lines = [f"{len(spec.get('data', []))} traces"]
+    for i, trace in enumerate(spec.get("data", [])):
+        lines += _lines(trace, f"data[{i}]", in_trace=True)
+    lines += _lines(layout, "layout", in_trace=False)
+    return "\n".join(lines)
+
+
+def typed_array(value: Any) -> np.ndarray | None:
+    """The array behind plotly's typed-array encoding ({"dtype", "bdata", "shape"}), if it is one."""
+    if not (isinstance(value, dict) and {"dtype", "bdata"} <= value.keys()):
+        return None
+    a = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+    shape = value.get("shape")
+    return a.reshape([int(n) for n in str(shape).split(",")]) if shape else a
+
+
+def is_number_list(value: Any) -> bool:
+    """A list, possibly nested, of numbers (or None for gaps): data, not labels."""
+    if not isinstance(value, list) or not value:
+        return False
+    leaves = value
+    while leaves and all(isinstance(v, list) for v in leaves):
+        leaves = [x for v in leaves for x in v]
+    return bool(leaves) and all(
+        v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in leaves
+    )
+
+
+def _lines(value: Any, path: str, in_trace: bool) -> list[str]:
+    array = typed_array(value)
+    if array is not None:
+        return [f"{path} = {array.dtype.name} array {tuple(array.shape)}"]
     if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_rounded(v) for v in value]
-    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-        return _round_array(value)
-    if isinstance(value, float) and math.isfinite(value) and value != 0:
-        return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
-    return value
+        return [line for k in sorted(value) for line in _lines(value[k], f"{path}.{k}", in_trace)]
+    if in_trace and is_number_list(value):
+        shape = np.asarray(value, dtype=float).shape
+        return [f"{path} = number array {shape}"]
+    if isinstance(value, list) and any(isinstance(v, dict) for v in value):
+        return [line for i, v in enumerate(value) for line in _lines(v, f"{path}[{i}]", in_trace)]
+    return [f"{path} = {json.dumps(value, ensure_ascii=False)}"]
 
 
-def _round_array(a: np.ndarray) -> np.ndarray:
-    finite = np.abs(a[np.isfinite(a)])
-    if finite.size == 0 or finite.max() == 0:
-        return a
-    decimals = SIGNIFICANT_DIGITS - 1 - int(math.floor(math.log10(finite.max())))
-    return np.round(a.astype(np.float64), decimals)
+_ids_shown: dict[str, int] = {}
+
+
+def _fresh_id(base: str) -> str:
+    # Two figures of the same structure on one page must not share an HTML id: the second
+    # gets a suffix. A fresh kernel numbers them the same way at every run.
+    _ids_shown[base] = _ids_shown.get(base, 0) + 1
+    return base if _ids_shown[base] == 1 else f"{base}-{_ids_shown[base]}"
