@@ -56,7 +56,7 @@ def assert_same_figure(expected: dict, actual: dict, where: str) -> None:
     want, got = numbers(expected), numbers(actual)
     assert want.keys() == got.keys(), where
     for path, a in want.items():
-        message = f"{where}{path}"
+        message = f"{where}: {path.lstrip('.')}"
         if a.dtype.kind == "f":
             np.testing.assert_allclose(got[path], a, rtol=RTOL, atol=ATOL, err_msg=message)
         else:
@@ -82,7 +82,7 @@ def test_stored_figures_are_redrawn_on_another_cpu(stem, fresh_on_another_cpu):
     for cell_id, shown in before.items():
         assert len(after[cell_id]) == len(shown), f"{stem} cell {cell_id}: number of figures"
         for i, (expected, actual) in enumerate(zip(shown, after[cell_id], strict=True)):
-            assert_same_figure(expected, actual, f"{stem} cell {cell_id} figure {i}: data")
+            assert_same_figure(expected, actual, f"{stem} cell {cell_id} figure {i}")
 
 
 def test_only_figures_carry_the_outputs_nbval_skips():
