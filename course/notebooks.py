@@ -242,7 +242,7 @@ def hints(text: str) -> str:
         raise ValueError(f"a hint is an idea, then optionally `{ANSWER}` and the answer: {text!r}")
     labels = ["Hint", "Answer"][: len(parts)]
     fold = "<details><summary>{}</summary>\n\n{}\n\n</details>"
-    return "\n\n".join(fold.format(label, part) for label, part in zip(labels, parts))
+    return "\n\n".join(fold.format(label, part) for label, part in zip(labels, parts, strict=True))
 
 
 def _code(source: str, tags: list[str] | None = None) -> nbformat.NotebookNode:

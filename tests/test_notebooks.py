@@ -126,7 +126,7 @@ def test_exercise_hints_come_in_one_or_two_levels():
     source = (
         "---\nchapter: toolkit\n---\n# T\n\n"
         "```{exercise} matmul\n:difficulty: 1\n:importance: 5\n:minutes: 5\n"
-        "Name the shared axis alike in both inputs.\n:answer:\n`\"m k, k n -> m n\"`\n```\n\n"
+        'Name the shared axis alike in both inputs.\n:answer:\n`"m k, k n -> m n"`\n```\n\n'
         "```{exercise} dot\n:difficulty: 1\n:importance: 5\n:minutes: 5\nOne level only.\n```\n"
     )
     front, blocks = notebooks.parse(source)
