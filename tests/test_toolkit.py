@@ -1,11 +1,15 @@
 """The chapter 0 checkers accept correct code, however it is written, and name real mistakes."""
 
+import ast
+import re
+
 import einops
 import pytest
 import torch
 import torch.nn.functional as F
 
 from checks import toolkit as checks
+from course import notebooks
 from solutions import toolkit as ref
 from tests.support import assert_accepts, assert_rejects
 
@@ -512,3 +516,40 @@ def test_check_hadamard_rejects_multiplying_in_place():
         return A
 
     assert_rejects(checks.check_hadamard, in_place, "modified its input (argument 1)")
+
+
+# --- The hints and the prose teach the idea; only the second hint gives the pattern ---------
+
+
+def solution_patterns(name):
+    """The einops patterns in the reference solution of an exercise."""
+    source = notebooks.solution_source("toolkit", name)
+    return [
+        node.value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "->" in node.value
+    ]
+
+
+def exercise_blocks():
+    _, blocks = notebooks.parse((notebooks.SOURCES / "00_toolkit.md").read_text())
+    return [block for block in blocks if block.kind == "exercise"]
+
+
+def test_every_exercise_of_the_notebook_is_checked_here():
+    assert [block.name for block in exercise_blocks()] == NAMES
+
+
+@pytest.mark.parametrize("block", exercise_blocks(), ids=lambda block: block.name)
+def test_first_hint_gives_the_idea_and_the_second_the_pattern(block):
+    idea, answer = re.split(rf"^{notebooks.ANSWER}\s*$", block.text, flags=re.M)
+    for pattern in solution_patterns(block.name):
+        assert pattern not in idea, f"the first hint of {block.name} gives {pattern!r}"
+        assert pattern in answer, f"the second hint of {block.name} lacks {pattern!r}"
+
+
+def test_prose_page_gives_no_exercise_pattern():
+    prose = (notebooks.ROOT / "book" / "00_toolkit.md").read_text()
+    for name in NAMES:
+        for pattern in solution_patterns(name):
+            assert pattern not in prose, f"book/00_toolkit.md gives {name}'s {pattern!r}"
