@@ -16,7 +16,7 @@ code out of `solutions/<chapter>.py`, where every solution is written exactly on
 
 An exercise's hint comes in two levels when a line `:answer:` splits its body: the text
 above it (the idea) folds under "Hint", the text below it (the answer) under a second
-"Answer" that a learner opens only after the first. A body without the line is one hint.
+"Answer", to open after the first. A body without that line is a single hint.
 
 Usage: `python -m course.notebooks build [STEM ...]` writes `exercises/<stem>.ipynb` and
 `book/solved/<stem>.ipynb` (executed); `python -m course.notebooks check` fails if any
