@@ -16,16 +16,21 @@ from solutions import toolkit as ref
 __all__ = [
     "check_matmul",
     "check_dot",
+    "check_diagonal",
+    "check_trace",
     "check_frobenius_inner",
     "check_hadamard",
     "check_outer",
-    "check_kron",
-    "check_block_matmul",
+    "check_bilinear_form",
     "check_query_key_dots",
     "check_split_heads",
     "check_merge_heads",
+    "check_image_grid",
     "check_mean_pool",
+    "check_max_pool",
     "check_repeat_over_batch",
+    "check_kron",
+    "check_block_matmul",
 ]
 
 LARGE = 1e3  # the scale of the large-magnitude case
@@ -85,6 +90,64 @@ def check_dot(check, dot):
                 mistakes["paired every x with every y (x @ yᵀ): pair matching rows only"] = x @ y.T
             got = check.call(dot, x, y)
             check.tensor(got, ref.dot(x, y), what="dot product", mistakes=mistakes)
+
+
+@exercise(ref.diagonal)
+def check_diagonal(check, diagonal):
+    for seed, shape, scale in [
+        (111, (4, 4), 1.0),
+        (110, (1, 1), 1.0),
+        (112, (3, 5, 5), 1.0),
+        (113, (2, 3, 2, 2), 1.0),
+        (114, (16, 16), LARGE),
+    ]:
+        with check.case(f"A of shape {shape}"):
+            (A,) = _randn(seed, shape, scale=scale)
+            mistakes = {
+                "summed each row: name both axes alike, and only the entries A[i, i] are "
+                "read": A.sum(-1),
+                "summed each column: name both axes alike, and only the entries A[i, i] are "
+                "read": A.sum(-2),
+                "took the anti-diagonal (A[i, n-1-i]); the diagonal is A[i, i]": A.flip(
+                    -1
+                ).diagonal(dim1=-2, dim2=-1),
+            }
+            if A.ndim > 2:
+                mistakes[
+                    "took the diagonal over the first two axes (torch.diagonal's default); "
+                    "each matrix of the batch lives in the last two: dim1=-2, dim2=-1"
+                ] = A.diagonal()
+            shapes = [
+                (shape, "returned a matrix; the diagonal is a vector, out[..., i] = A[..., i, i]")
+            ]
+            got = check.call(diagonal, A)
+            expected = ref.diagonal(A)
+            check.tensor(got, expected, what="diagonal", mistakes=mistakes, shapes=shapes)
+
+
+@exercise(ref.trace)
+def check_trace(check, trace):
+    for seed, shape, scale in [
+        (121, (4, 4), 1.0),
+        (120, (1, 1), 1.0),
+        (122, (3, 5, 5), 1.0),
+        (123, (2, 3, 2, 2), 1.0),
+        (124, (16, 16), LARGE),
+    ]:
+        with check.case(f"A of shape {shape}"):
+            (A,) = _randn(seed, shape, scale=scale)
+            mistakes = {
+                "summed every entry; the trace sums the diagonal only, A[i, i]": A.sum((-2, -1)),
+                "summed the anti-diagonal (A[i, n-1-i]); the trace sums A[i, i]": (
+                    A.flip(-1).diagonal(dim1=-2, dim2=-1).sum(-1)
+                ),
+            }
+            shapes = [(shape[:-1], "returned the diagonal: sum it as well")]
+            if A.ndim > 2:
+                shapes.append(((), "summed the whole batch: one trace per matrix"))
+                mistakes["summed the whole batch: one trace per matrix"] = ref.trace(A).sum()
+            got = check.call(trace, A)
+            check.tensor(got, ref.trace(A), what="trace", mistakes=mistakes, shapes=shapes)
 
 
 @exercise(ref.frobenius_inner)
@@ -158,65 +221,40 @@ def check_outer(check, outer):
             check.tensor(got, expected, what="outer product", mistakes=mistakes, shapes=shapes)
 
 
-@exercise(ref.kron)
-def check_kron(check, kron):
-    for seed, (m, n), (p, q), scale in [
-        (51, (2, 2), (2, 2), 1.0),
-        (50, (1, 1), (1, 1), 1.0),
-        (52, (2, 3), (4, 5), 1.0),
-        (53, (3, 1), (1, 2), 1.0),
-        (54, (4, 3), (3, 4), LARGE),
+@exercise(ref.bilinear_form)
+def check_bilinear_form(check, bilinear_form):
+    for seed, (p, q, m, n), scale in [
+        (131, (4, 4, 4, 4), 1.0),
+        (130, (1, 1, 1, 1), 1.0),
+        (132, (3, 5, 2, 6), 1.0),
+        (133, (2, 3, 4, 4), 1.0),
+        (134, (8, 6, 16, 16), LARGE),
     ]:
-        with check.case(f"A of shape ({m}, {n}), B of shape ({p}, {q})"):
-            A, B = _randn(seed, (m, n), (p, q), scale=scale)
-            products = einops.einsum(A, B, "m n, p q -> m p n q")
+        with check.case(f"x of shape ({p}, {m}), W of shape ({m}, {n}), y of shape ({q}, {n})"):
+            x, W, y = _randn(seed, (p, m), (m, n), (q, n), scale=scale)
+            expected = ref.bilinear_form(x, W, y)
             mistakes = {
-                "swapped the factors (B ⊗ A): block (i, j) of A ⊗ B is A_ij B, so A's "
-                "indices are the outer (slow) ones, grouped as (m p) and (n q)": torch.kron(B, A),
-                "grouped the axes as (m n) (p q), which lays out the outer product of the "
-                "flattened matrices; rows pair a row of A with a row of B: (m p) (n q)": (
-                    einops.rearrange(products, "m p n q -> (m n) (p q)")
-                ),
-                "grouped the columns as (q n); A's index comes first: (n q)": (
-                    einops.rearrange(products, "m p n q -> (m p) (q n)")
-                ),
-                "grouped the rows as (p m); A's index comes first: (m p)": (
-                    einops.rearrange(products, "m p n q -> (p m) (n q)")
+                "returned the transpose (axes q p): row i belongs to x_i, column j to y_j": (
+                    expected.T
                 ),
             }
-            got = check.call(kron, A, B)
-            check.tensor(got, ref.kron(A, B), what="Kronecker product", mistakes=mistakes)
-
-
-@exercise(ref.block_matmul)
-def check_block_matmul(check, block_matmul):
-    for seed, (r, s, t), (m, k, n), scale in [
-        (61, (2, 2, 2), (3, 3, 3), 1.0),
-        (60, (1, 1, 1), (1, 1, 1), 1.0),
-        (62, (2, 3, 2), (2, 4, 3), 1.0),
-        (63, (2, 2, 2), (4, 4, 4), LARGE),
-    ]:
-        with check.case(f"{r}x{s} blocks of shape ({m}, {k}) times {s}x{t} of ({k}, {n})"):
-            A, B = _randn(seed, (r, s, m, k), (s, t, k, n), scale=scale)
-            mistakes = {}
-            if m == k == n:
-                mistakes[
-                    "multiplied each pair of blocks in the wrong order (B_st A_rs); "
-                    "blocks are matrices and do not commute"
-                ] = einops.einsum(B, A, "s t a c, r s c d -> r t a d")
-                mistakes[
-                    "multiplied the blocks entry by entry; each block pair needs a matrix product"
-                ] = einops.einsum(A, B, "r s m n, s t m n -> r t m n")
-            if r == s == t:
-                mistakes[
-                    "multiplied only matching blocks (A_rt B_rt); block (r, t) is the "
-                    "sum over s of A_rs B_st"
-                ] = einops.einsum(A, B, "r t m k, r t k n -> r t m n")
-                mistakes["transposed the grid of blocks (wrote the output as t r)"] = einops.einsum(
-                    A, B, "r s m k, s t k n -> t r m n"
+            if p == q:
+                mistakes["paired x_i with y_i only: every x_i meets every y_j"] = (x @ W * y).sum(
+                    -1
                 )
-            got = check.call(block_matmul, A, B)
-            check.tensor(got, ref.block_matmul(A, B), what="block product", mistakes=mistakes)
+            if m == n:
+                mistakes["used Wᵀ: x_i's axis m meets W's first axis, y_j's axis n its second"] = (
+                    x @ W.T @ y.T
+                )
+                mistakes["left W out: that is x yᵀ"] = x @ y.T
+            shapes = [
+                ((), "summed over p and q too: keep one number per pair (i, j)"),
+                ((p, q, m, n), "kept every axis: m and n, shared by two inputs, are summed"),
+            ]
+            if p == q:
+                shapes.append(((p,), "paired x_i with y_i only: every x_i meets every y_j"))
+            got = check.call(bilinear_form, x, W, y)
+            check.tensor(got, expected, what="matrix of forms", mistakes=mistakes, shapes=shapes)
 
 
 @exercise(ref.query_key_dots)
@@ -309,6 +347,51 @@ def check_merge_heads(check, merge_heads):
             )
 
 
+@exercise(ref.image_grid)
+def check_image_grid(check, image_grid):
+    for seed, (b, n_rows, h, w), scale in [
+        (141, (6, 2, 4, 4), 1.0),
+        (140, (1, 1, 1, 1), 1.0),
+        (142, (6, 3, 2, 5), 1.0),
+        (143, (4, 4, 3, 2), 1.0),
+        (144, (5, 1, 3, 3), 1.0),
+        (145, (12, 3, 8, 8), LARGE),
+    ]:
+        with check.case(f"images of shape ({b}, {h}, {w}), n_rows={n_rows}"):
+            (images,) = _randn(seed, (b, h, w), scale=scale)
+            grid = lambda pattern, x=images, r=n_rows: einops.rearrange(x, pattern, r=r)  # noqa: E731
+            mistakes = {
+                "filled the grid column by column: with the batch split as (r c), grid row r is "
+                "the slow index, so images 0, 1, ... go along the first row": grid(
+                    "(c r) h w -> (r h) (c w)"
+                ),
+                "interleaved the images' pixels: merge as (r h) and (c w), the grid index "
+                "slow and the pixel index fast": grid("(r c) h w -> (h r) (w c)"),
+                "interleaved the pixel rows of the images: merge as (r h), grid row slow": grid(
+                    "(r c) h w -> (h r) (c w)"
+                ),
+                "interleaved the pixel columns of the images: merge as (c w), grid column "
+                "slow": grid("(r c) h w -> (r h) (w c)"),
+                "made n_rows the number of grid columns; it is the number of rows": (
+                    einops.rearrange(images, "(r c) h w -> (r h) (c w)", c=n_rows)
+                ),
+                "transposed the grid: rows of images run along the picture's width": grid(
+                    "(r c) h w -> (c h) (r w)"
+                ),
+            }
+            if h == w:
+                mistakes["transposed each image: h goes with the grid rows, w with columns"] = grid(
+                    "(r c) h w -> (r w) (c h)"
+                )
+            shapes = [
+                ((b * h, w), "stacked every image in one column: n_rows rows of b / n_rows"),
+                ((h, b * w), "laid every image side by side in one row"),
+            ]
+            got = check.call(image_grid, images, n_rows)
+            expected = ref.image_grid(images, n_rows)
+            check.tensor(got, expected, what="grid", mistakes=mistakes, shapes=shapes)
+
+
 @exercise(ref.mean_pool)
 def check_mean_pool(check, mean_pool):
     for seed, (batch, posn, d_model), scale in [
@@ -336,6 +419,45 @@ def check_mean_pool(check, mean_pool):
             )
 
 
+@exercise(ref.max_pool)
+def check_max_pool(check, max_pool):
+    for seed, (b, h, w), k, scale in [
+        (151, (2, 6, 6), 2, 1.0),
+        (150, (1, 1, 1), 1, 1.0),
+        (152, (3, 4, 6), 2, 1.0),
+        (153, (2, 6, 3), 3, 1.0),
+        (154, (2, 5, 5), 5, 1.0),
+        (155, (4, 16, 16), 4, LARGE),
+    ]:
+        with check.case(f"images of shape ({b}, {h}, {w}), k={k}"):
+            (images,) = _randn(seed, (b, h, w), scale=scale)
+            tiles = einops.rearrange(images, "b (h i) (w j) -> b h w i j", i=k, j=k)
+            mistakes = {
+                "pooled entries k apart instead of neighbours: split each axis as (h i), the "
+                "tile index slow and the offset inside the tile fast": einops.reduce(
+                    images, "b (i h) (j w) -> b h w", "max", i=k, j=k
+                ),
+                "averaged each tile (average pooling); max-pooling keeps its largest entry": (
+                    tiles.mean((-2, -1))
+                ),
+                "took each tile's smallest entry; max-pooling keeps its largest": tiles.amin(
+                    (-2, -1)
+                ),
+            }
+            shapes = [
+                ((b, h // k, w), "pooled along h only; pool along w as well"),
+                ((b, h, w // k), "pooled along w only; pool along h as well"),
+                ((b,), "took the maximum of each whole image; pool each k x k tile"),
+            ]
+            if (h // k, w // k) != (k, k):
+                shapes.append(
+                    ((b, k, k), "made k the number of tiles per side; k is a tile's size")
+                )
+            got = check.call(max_pool, images, k)
+            expected = ref.max_pool(images, k)
+            check.tensor(got, expected, what="pooled images", mistakes=mistakes, shapes=shapes)
+
+
 @exercise(ref.repeat_over_batch)
 def check_repeat_over_batch(check, repeat_over_batch):
     for seed, (posn, d_model), batch, scale in [
@@ -359,3 +481,67 @@ def check_repeat_over_batch(check, repeat_over_batch):
             got = check.call(repeat_over_batch, W_pos, batch)
             expected = ref.repeat_over_batch(W_pos, batch)
             check.tensor(got, expected, what="repeated tensor", mistakes=mistakes, shapes=shapes)
+
+
+# --- Block matrices ---------------------------------------------------------------------
+
+
+@exercise(ref.kron)
+def check_kron(check, kron):
+    for seed, (m, n), (p, q), scale in [
+        (51, (2, 2), (2, 2), 1.0),
+        (50, (1, 1), (1, 1), 1.0),
+        (52, (2, 3), (4, 5), 1.0),
+        (53, (3, 1), (1, 2), 1.0),
+        (54, (4, 3), (3, 4), LARGE),
+    ]:
+        with check.case(f"A of shape ({m}, {n}), B of shape ({p}, {q})"):
+            A, B = _randn(seed, (m, n), (p, q), scale=scale)
+            products = einops.einsum(A, B, "m n, p q -> m p n q")
+            mistakes = {
+                "swapped the factors (B ⊗ A): block (i, j) of A ⊗ B is A_ij B, so A's "
+                "indices are the outer (slow) ones, grouped as (m p) and (n q)": torch.kron(B, A),
+                "grouped the axes as (m n) (p q), which lays out the outer product of the "
+                "flattened matrices; rows pair a row of A with a row of B: (m p) (n q)": (
+                    einops.rearrange(products, "m p n q -> (m n) (p q)")
+                ),
+                "grouped the columns as (q n); A's index comes first: (n q)": (
+                    einops.rearrange(products, "m p n q -> (m p) (q n)")
+                ),
+                "grouped the rows as (p m); A's index comes first: (m p)": (
+                    einops.rearrange(products, "m p n q -> (p m) (n q)")
+                ),
+            }
+            got = check.call(kron, A, B)
+            check.tensor(got, ref.kron(A, B), what="Kronecker product", mistakes=mistakes)
+
+
+@exercise(ref.block_matmul)
+def check_block_matmul(check, block_matmul):
+    for seed, (r, s, t), (m, k, n), scale in [
+        (61, (2, 2, 2), (3, 3, 3), 1.0),
+        (60, (1, 1, 1), (1, 1, 1), 1.0),
+        (62, (2, 3, 2), (2, 4, 3), 1.0),
+        (63, (2, 2, 2), (4, 4, 4), LARGE),
+    ]:
+        with check.case(f"{r}x{s} blocks of shape ({m}, {k}) times {s}x{t} of ({k}, {n})"):
+            A, B = _randn(seed, (r, s, m, k), (s, t, k, n), scale=scale)
+            mistakes = {}
+            if m == k == n:
+                mistakes[
+                    "multiplied each pair of blocks in the wrong order (B_st A_rs); "
+                    "blocks are matrices and do not commute"
+                ] = einops.einsum(B, A, "s t a c, r s c d -> r t a d")
+                mistakes[
+                    "multiplied the blocks entry by entry; each block pair needs a matrix product"
+                ] = einops.einsum(A, B, "r s m n, s t m n -> r t m n")
+            if r == s == t:
+                mistakes[
+                    "multiplied only matching blocks (A_rt B_rt); block (r, t) is the "
+                    "sum over s of A_rs B_st"
+                ] = einops.einsum(A, B, "r t m k, r t k n -> r t m n")
+                mistakes["transposed the grid of blocks (wrote the output as t r)"] = einops.einsum(
+                    A, B, "r s m k, s t k n -> t r m n"
+                )
+            got = check.call(block_matmul, A, B)
+            check.tensor(got, ref.block_matmul(A, B), what="block product", mistakes=mistakes)

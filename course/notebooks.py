@@ -14,6 +14,10 @@ code out of `solutions/<chapter>.py`, where every solution is written exactly on
     ```{given} GPT2_SPLIT_PATTERN  shown as is in both notebooks
     ```
 
+An exercise's hint comes in two levels when a line `:answer:` splits its body: the text
+above it (the idea) folds under "Hint", the text below it (the answer) under a second
+"Answer", to open after the first. A body without that line is a single hint.
+
 Usage: `python -m course.notebooks build [STEM ...]` writes `exercises/<stem>.ipynb` and
 `book/solved/<stem>.ipynb` (executed); `python -m course.notebooks check` fails if any
 committed notebook differs from what its source generates. Neither ever overwrites a
@@ -207,7 +211,7 @@ def _exercise_cells(chapter: str, block: Block, solved: bool) -> list[nbformat.N
         f"> **Difficulty** {dots(opts['difficulty'])} · **Importance** "
         f"{dots(opts['importance'])} · about {opts['minutes']} minutes"
     )
-    hint = f"<details><summary>Hint</summary>\n\n{block.text}\n\n</details>"
+    hint = hints(block.text)
     if solved:
         code = _code(solution_source(chapter, name), ["hide-input"])
         code.metadata["mystnb"] = {
@@ -226,6 +230,19 @@ def _exercise_cells(chapter: str, block: Block, solved: bool) -> list[nbformat.N
         _code(f"check_{snake_case(name)}({name})", [] if solved else ["raises-exception"]),
         carry_on,
     ]
+
+
+ANSWER = ":answer:"  # a line on its own: the hint above it, the answer below
+
+
+def hints(text: str) -> str:
+    """An exercise's hint as folded <details>: the idea, then (after `:answer:`) the answer."""
+    parts = [part.strip() for part in re.split(rf"^{ANSWER}[ \t]*$", text, flags=re.M)]
+    if len(parts) > 2 or not all(parts):
+        raise ValueError(f"a hint is an idea, then optionally `{ANSWER}` and the answer: {text!r}")
+    labels = ["Hint", "Answer"][: len(parts)]
+    fold = "<details><summary>{}</summary>\n\n{}\n\n</details>"
+    return "\n\n".join(fold.format(label, part) for label, part in zip(labels, parts, strict=True))
 
 
 def _code(source: str, tags: list[str] | None = None) -> nbformat.NotebookNode:

@@ -120,3 +120,25 @@ def test_grade_passes_a_solved_notebook_and_leaves_it_unchanged(capsys):
     assert grade.main([str(solved)]) == 0
     assert "✗" not in capsys.readouterr().out
     assert solved.read_text() == before
+
+
+def test_exercise_hints_come_in_one_or_two_levels():
+    source = (
+        "---\nchapter: toolkit\n---\n# T\n\n"
+        "```{exercise} matmul\n:difficulty: 1\n:importance: 5\n:minutes: 5\n"
+        'Name the shared axis alike in both inputs.\n:answer:\n`"m k, k n -> m n"`\n```\n\n'
+        "```{exercise} dot\n:difficulty: 1\n:importance: 5\n:minutes: 5\nOne level only.\n```\n"
+    )
+    front, blocks = notebooks.parse(source)
+    front["stem"] = "00_test"
+    for solved in (False, True):
+        nb = notebooks.render(front, blocks, solved=solved)
+        badges = [c.source for c in nb.cells if c.source.startswith("> **Difficulty**")]
+        two, one = badges
+        assert two.index("<summary>Hint</summary>") < two.index("<summary>Answer</summary>")
+        idea, answer = two.split("<summary>Answer</summary>")
+        assert "shared axis" in idea and "m k, k n" not in idea and "m k, k n" in answer
+        assert ":answer:" not in two
+        assert one.count("<details>") == 1 and "<summary>Hint</summary>" in one
+    with pytest.raises(ValueError, match="answer"):
+        notebooks.hints("idea\n:answer:\n")

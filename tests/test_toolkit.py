@@ -1,10 +1,15 @@
 """The chapter 0 checkers accept correct code, however it is written, and name real mistakes."""
 
+import ast
+import re
+
 import einops
 import pytest
 import torch
+import torch.nn.functional as F
 
 from checks import toolkit as checks
+from course import notebooks
 from solutions import toolkit as ref
 from tests.support import assert_accepts, assert_rejects
 
@@ -17,8 +22,9 @@ def checker(name):
 
 def test_every_exercise_has_a_checker_and_a_reference():
     assert NAMES == [
-        "matmul", "dot", "frobenius_inner", "hadamard", "outer", "kron", "block_matmul",
-        "query_key_dots", "split_heads", "merge_heads", "mean_pool", "repeat_over_batch",
+        "matmul", "dot", "diagonal", "trace", "frobenius_inner", "hadamard", "outer",
+        "bilinear_form", "query_key_dots", "split_heads", "merge_heads", "image_grid",
+        "mean_pool", "max_pool", "repeat_over_batch", "kron", "block_matmul",
     ]  # fmt: skip
     assert all(callable(getattr(ref, name)) for name in NAMES)
 
@@ -116,6 +122,28 @@ def full_block_matmul(A, B):
     return einops.rearrange(full_A @ full_B, "(r m) (t n) -> r t m n", r=A.shape[0], t=B.shape[1])
 
 
+def loop_diagonal(A):
+    return torch.stack([A[..., i, i] for i in range(A.shape[-1])], dim=-1)
+
+
+def pairs_bilinear(x, W, y):
+    # torch's bilinear layer pairs rows: give it every (x_i, y_j) pair, then fold the pairs.
+    p, q = x.shape[0], y.shape[0]
+    pairs = F.bilinear(x.repeat_interleave(q, 0), y.repeat(p, 1), W[None])
+    return pairs.view(p, q)
+
+
+def loop_image_grid(images, n_rows):
+    per_row = images.shape[0] // n_rows
+    rows = [torch.cat(list(images[r * per_row : (r + 1) * per_row]), dim=1) for r in range(n_rows)]
+    return torch.cat(rows, dim=0)
+
+
+def reshape_max_pool(images, k):
+    b, h, w = images.shape
+    return images.reshape(b, h // k, k, w // k, k).amax(dim=(2, 4))
+
+
 VARIANTS = {
     "matmul: A @ B": ("matmul", lambda A, B: A @ B),
     "matmul: torch.mm": ("matmul", torch.mm),
@@ -138,6 +166,52 @@ VARIANTS = {
     "outer: broadcasting": ("outer", lambda u, v: u[:, None] * v[None, :]),
     "outer: column times row": ("outer", lambda u, v: u.unsqueeze(1) @ v.unsqueeze(0)),
     "outer: stacked rows": ("outer", lambda u, v: torch.stack([ui * v for ui in u])),
+    "diagonal: torch.diagonal": ("diagonal", lambda A: torch.diagonal(A, dim1=-2, dim2=-1)),
+    "diagonal: Tensor.diagonal": ("diagonal", lambda A: A.diagonal(dim1=-2, dim2=-1)),
+    "diagonal: mask with the identity": (
+        "diagonal",
+        lambda A: (A * torch.eye(A.shape[-1])).sum(-1),
+    ),
+    "diagonal: loop": ("diagonal", loop_diagonal),
+    "diagonal: torch.einsum": ("diagonal", lambda A: torch.einsum("...ii->...i", A)),
+    "trace: sum of the diagonal": ("trace", lambda A: A.diagonal(dim1=-2, dim2=-1).sum(-1)),
+    "trace: torch.einsum": ("trace", lambda A: torch.einsum("...ii->...", A)),
+    "trace: mask with the identity": (
+        "trace",
+        lambda A: (A * torch.eye(A.shape[-1])).sum((-2, -1)),
+    ),
+    "trace: torch.vmap(torch.trace)": (
+        "trace",
+        lambda A: torch.vmap(torch.trace)(A.reshape(-1, *A.shape[-2:])).reshape(A.shape[:-2]),
+    ),
+    "bilinear_form: x @ W @ y.T": ("bilinear_form", lambda x, W, y: x @ W @ y.T),
+    "bilinear_form: x @ (W @ y.T)": ("bilinear_form", lambda x, W, y: x @ (W @ y.T)),
+    "bilinear_form: multi_dot": (
+        "bilinear_form",
+        lambda x, W, y: torch.linalg.multi_dot([x, W, y.T]),
+    ),
+    "bilinear_form: torch.einsum": (
+        "bilinear_form",
+        lambda x, W, y: torch.einsum("im,mn,jn->ij", x, W, y),
+    ),
+    "bilinear_form: F.bilinear on every pair": ("bilinear_form", pairs_bilinear),
+    "image_grid: loops and torch.cat": ("image_grid", loop_image_grid),
+    "image_grid: reshape and permute": (
+        "image_grid",
+        lambda im, r: (
+            im.reshape(r, -1, *im.shape[1:]).permute(0, 2, 1, 3).reshape(r * im.shape[1], -1)
+        ),
+    ),
+    "image_grid: rearrange with c given": (
+        "image_grid",
+        lambda im, r: einops.rearrange(im, "(r c) h w -> (r h) (c w)", c=im.shape[0] // r),
+    ),
+    "max_pool: F.max_pool2d": ("max_pool", lambda im, k: F.max_pool2d(im[:, None], k)[:, 0]),
+    "max_pool: reshape and amax": ("max_pool", reshape_max_pool),
+    "max_pool: unfold": (
+        "max_pool",
+        lambda im, k: im.unfold(1, k, k).unfold(2, k, k).amax(dim=(-2, -1)),
+    ),
     "kron: torch.kron": ("kron", torch.kron),
     "kron: blocks glued with torch.cat": ("kron", block_kron),
     "kron: broadcast and reshape": (
@@ -236,6 +310,104 @@ MISTAKES = {
     ),
     "outer: dot product": ("outer", lambda u, v: u @ v, "dot product"),
     "outer: entrywise": ("outer", lambda u, v: u * v, "entry by entry"),
+    "diagonal: row sums": ("diagonal", lambda A: A.sum(-1), "summed each row"),
+    "diagonal: anti-diagonal": (
+        "diagonal",
+        lambda A: A.flip(-1).diagonal(dim1=-2, dim2=-1),
+        "anti-diagonal",
+    ),
+    "diagonal: torch.diagonal's default axes": (
+        "diagonal",
+        lambda A: torch.diagonal(A),
+        "first two axes",
+    ),
+    "diagonal: the diagonal matrix": (
+        "diagonal",
+        lambda A: A * torch.eye(A.shape[-1]),
+        "returned a matrix",
+    ),
+    "trace: every entry": ("trace", lambda A: A.sum((-2, -1)), "summed every entry"),
+    "trace: no sum": ("trace", lambda A: A.diagonal(dim1=-2, dim2=-1), "sum it as well"),
+    "trace: whole batch": (
+        "trace",
+        lambda A: A.diagonal(dim1=-2, dim2=-1).sum(),
+        "one trace per matrix",
+    ),
+    "trace: torch.trace on a batch": ("trace", torch.trace, "raised RuntimeError"),
+    "bilinear_form: transposed output": (
+        "bilinear_form",
+        lambda x, W, y: (x @ W @ y.T).T,
+        "returned the transpose",
+    ),
+    "bilinear_form: W transposed": ("bilinear_form", lambda x, W, y: x @ W.T @ y.T, "used Wᵀ"),
+    "bilinear_form: W left out": ("bilinear_form", lambda x, W, y: x @ y.T, "left W out"),
+    "bilinear_form: matching rows only": (
+        "bilinear_form",
+        lambda x, W, y: ((x @ W) * y).sum(-1),
+        "paired x_i with y_i only",
+    ),
+    "bilinear_form: everything summed": (
+        "bilinear_form",
+        lambda x, W, y: (x @ W @ y.T).sum(),
+        "summed over p and q too",
+    ),
+    "image_grid: column by column": (
+        "image_grid",
+        lambda im, r: einops.rearrange(im, "(c r) h w -> (r h) (c w)", r=r),
+        "column by column",
+    ),
+    "image_grid: pixels interleaved": (
+        "image_grid",
+        lambda im, r: einops.rearrange(im, "(r c) h w -> (h r) (w c)", r=r),
+        "interleaved the images' pixels",
+    ),
+    "image_grid: rows interleaved": (
+        "image_grid",
+        lambda im, r: einops.rearrange(im, "(r c) h w -> (h r) (c w)", r=r),
+        "interleaved the pixel rows",
+    ),
+    "image_grid: n_rows columns": (
+        "image_grid",
+        lambda im, r: einops.rearrange(im, "(r c) h w -> (r h) (c w)", c=r),
+        "number of grid columns",
+    ),
+    "image_grid: grid transposed": (
+        "image_grid",
+        lambda im, r: einops.rearrange(im, "(r c) h w -> (c h) (r w)", r=r),
+        "transposed the grid",
+    ),
+    "image_grid: images transposed": (
+        "image_grid",
+        lambda im, r: einops.rearrange(im, "(r c) h w -> (r w) (c h)", r=r),
+        "transposed each image",
+    ),
+    "image_grid: one column": (
+        "image_grid",
+        lambda im, r: einops.rearrange(im, "b h w -> (b h) w"),
+        "one column",
+    ),
+    "max_pool: strided": (
+        "max_pool",
+        lambda im, k: einops.reduce(im, "b (i h) (j w) -> b h w", "max", i=k, j=k),
+        "entries k apart",
+    ),
+    "max_pool: average pooling": (
+        "max_pool",
+        lambda im, k: F.avg_pool2d(im[:, None], k)[:, 0],
+        "averaged each tile",
+    ),
+    "max_pool: min": ("max_pool", lambda im, k: -F.max_pool2d(-im[:, None], k)[:, 0], "smallest"),
+    "max_pool: rows only": (
+        "max_pool",
+        lambda im, k: einops.reduce(im, "b (h i) w -> b h w", "max", i=k),
+        "pooled along h only",
+    ),
+    "max_pool: whole image": ("max_pool", lambda im, k: im.amax((1, 2)), "whole image"),
+    "max_pool: k tiles per side": (
+        "max_pool",
+        lambda im, k: einops.reduce(im, "b (h i) (w j) -> b h w", "max", h=k, w=k),
+        "number of tiles per side",
+    ),
     "kron: factors swapped": ("kron", lambda A, B: torch.kron(B, A), "swapped the factors"),
     "kron: (m n) (p q)": ("kron", kron_grouped("m p n q -> (m n) (p q)"), "as (m n) (p q)"),
     "kron: outer of flattened": (
@@ -344,3 +516,40 @@ def test_check_hadamard_rejects_multiplying_in_place():
         return A
 
     assert_rejects(checks.check_hadamard, in_place, "modified its input (argument 1)")
+
+
+# --- The hints and the prose teach the idea; only the second hint gives the pattern ---------
+
+
+def solution_patterns(name):
+    """The einops patterns in the reference solution of an exercise."""
+    source = notebooks.solution_source("toolkit", name)
+    return [
+        node.value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "->" in node.value
+    ]
+
+
+def exercise_blocks():
+    _, blocks = notebooks.parse((notebooks.SOURCES / "00_toolkit.md").read_text())
+    return [block for block in blocks if block.kind == "exercise"]
+
+
+def test_every_exercise_of_the_notebook_is_checked_here():
+    assert [block.name for block in exercise_blocks()] == NAMES
+
+
+@pytest.mark.parametrize("block", exercise_blocks(), ids=lambda block: block.name)
+def test_first_hint_gives_the_idea_and_the_second_the_pattern(block):
+    idea, answer = re.split(rf"^{notebooks.ANSWER}\s*$", block.text, flags=re.M)
+    for pattern in solution_patterns(block.name):
+        assert pattern not in idea, f"the first hint of {block.name} gives {pattern!r}"
+        assert pattern in answer, f"the second hint of {block.name} lacks {pattern!r}"
+
+
+def test_prose_page_gives_no_exercise_pattern():
+    prose = (notebooks.ROOT / "book" / "00_toolkit.md").read_text()
+    for name in NAMES:
+        for pattern in solution_patterns(name):
+            assert pattern not in prose, f"book/00_toolkit.md gives {name}'s {pattern!r}"
