@@ -255,7 +255,9 @@ def diagnose_previous_token(check, pattern: Tensor, threshold: float = 0.8) -> N
             f"off by one: your head looks two positions back (weight {two_back:.2f} on key "
             "i-2, on average). Rotate each pair by one step, the angle ω_k, not 2·ω_k."
         )
-    if previous.mean() > 0.3:
+    n = pattern.shape[-1]
+    heaviest = pattern[1:].argmax(-1) == torch.arange(n - 1)
+    if heaviest.float().mean() > 0.8:
         check.fail(
             f"your head points at the previous token, but weakly: some queries put only "
             f"{previous.min():.2f} of their weight on key i-1. Scale W_Q or W_K up so that "
