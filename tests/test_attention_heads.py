@@ -29,7 +29,9 @@ def pattern_by_shifted_eye(n_posn):
     return pattern
 
 
-@pytest.mark.parametrize("fn", [ref.previous_token_pattern, pattern_by_loop, pattern_by_shifted_eye])
+@pytest.mark.parametrize(
+    "fn", [ref.previous_token_pattern, pattern_by_loop, pattern_by_shifted_eye]
+)
 def test_check_previous_token_pattern_accepts(fn, capsys):
     assert_accepts(checks.check_previous_token_pattern, fn, capsys)
 
@@ -161,8 +163,7 @@ def test_induction_head_finds_the_token_after_the_earlier_copy(period):
     # Every earlier copy of the current word is followed by the same token: all that weight
     # lands on keys one short of a whole number of periods back.
     on_copies = sum(
-        pattern[later, later - m * period + 1] * (later - m * period + 1 >= 1)
-        for m in range(1, 3)
+        pattern[later, later - m * period + 1] * (later - m * period + 1 >= 1) for m in range(1, 3)
     )
     assert on_copies.min() > 0.9
     # What it writes, read through the word codes, is the next token.
