@@ -199,3 +199,13 @@ def test_pattern_figure_labels_queries_and_keys():
     fig = pattern_figure(torch.eye(3), ["a", "b", "c"], title="t")
     assert list(fig.layout.xaxis.ticktext) == ["a", "b", "c"]
     assert fig.layout.yaxis.title.text == "query" and fig.data[0].zmax == 1
+
+
+def test_timings_and_widgets_stay_out_of_the_stored_notebooks():
+    # Their outputs differ at every run: stored notebooks skip them, learners run them live.
+    from course.notebooks import SOURCES, parse
+
+    _, blocks = parse((SOURCES / "02_attention.md").read_text(encoding="utf-8"))
+    live = [b for b in blocks if "perf_counter" in b.text or "attention_explorer(" in b.text]
+    assert len(live) == 2
+    assert all("skip-execution" in b.tags for b in live)
