@@ -280,6 +280,8 @@ def execute(nb: nbformat.NotebookNode, cwd: Path) -> nbformat.NotebookNode:
         timeout=300,
         kernel_name="python3",
         record_timing=False,
+        # One output per stream: how a kernel splits its prints varies from run to run.
+        coalesce_streams=True,
         resources={"metadata": {"path": cwd}},
     )
     client.execute()
