@@ -109,7 +109,7 @@ REJECTED = {
     "no scale": (lambda cfg: (rotations(scale=1.0), identity(scale=1.0)), "weakly"),
     "a single matrix": (lambda cfg: rotations(), "pair (W_Q, W_K)"),
     "transposed shapes": (lambda cfg: (rotations().T, identity().T), "shape (64, 16)"),
-    "the word dimensions": (
+    "all zeros": (
         lambda cfg: (identity() * 0, torch.eye(64, 16) * 0),
         "does not look at the previous token",
     ),
