@@ -1,6 +1,6 @@
 """How attention goes wrong: the reference with a known mistake switched on, and
 comparisons that say where a learner's scores or pattern differ (above the diagonal,
-rows not summing to one, a scale factor), for the checkers in checks/attention.py.
+rows not summing to one, a scale factor), and how a previous-token head goes wrong, for the checkers in checks/attention.py.
 """
 
 import math
@@ -8,8 +8,14 @@ import math
 import einops
 import torch
 from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
 
+from checks._core import randomize
+from course.config import TINY
 from solutions import attention as ref
+
+# d_model differs from n_heads·d_head here, so that mixing them up shows.
+ODD = TINY.but(n_heads=3, d_head=8, n_ctx=16)
 
 
 def scale_mistakes(scores: Tensor, d_head: int, d_model: int | None = None) -> dict:
@@ -173,3 +179,92 @@ def known_mistakes(cfg) -> dict[str, dict]:
         "averaged the heads' outputs instead of summing them": dict(mean_heads=True),
         **{f"forgot the bias {name}": dict(drop=(name,)) for name in ["b_Q", "b_K", "b_V", "b_O"]},
     }
+
+
+def merged_cases(check, learner_fn, reference_fn, name):
+    """Yield (cfg, attn, got) for random layers: values checked, rank at most d_head."""
+    for i, cfg in enumerate([TINY, ODD, TINY.but(d_head=1, n_heads=2)]):
+        attn = randomize(ref.Attention(cfg), seed=60 + i, scale=0.2)
+        with check.case(f"{name} of a random layer, {cfg.n_heads} heads of d_head {cfg.d_head}"):
+            expected = reference_fn(attn)
+            transposed = expected.transpose(-1, -2)
+            got = check.call(learner_fn, attn, what=name)
+            why = "transposed each head's matrix (the two factors in the wrong order)"
+            check.tensor(got, expected, what=name, mistakes={why: transposed})
+        with check.case(f"{name}: every head's rank is at most d_head = {cfg.d_head}"):
+            ranks = torch.linalg.matrix_rank(got.detach())
+            if (ranks > cfg.d_head).any():
+                check.fail(f"your {name} has ranks {ranks.tolist()}, above d_head.")
+        yield cfg, attn, got.detach()
+
+
+def count_hint(got, expected, wrong_by: dict[str, int]) -> str:
+    """The explanation of the first known wrong count that `got` equals, if any."""
+    for why, value in wrong_by.items():
+        if got == value and value != expected:
+            return " " + why
+    return ""
+
+
+def counted_flops(cfg, n: int) -> int:
+    """FLOPs that torch counts for one layer's q kᵀ and pattern · v, times n_layers."""
+    q, k, v = (torch.randn(1, n, cfg.n_heads, cfg.d_head) for _ in "qkv")
+    with FlopCounterMode(display=False) as counter:
+        pattern = ref.apply_causal_mask(ref.attention_scores(q, k)).softmax(-1)
+        einops.einsum(pattern, v, "b h q k, b k h d -> b q h d")
+    return counter.get_total_flops() * cfg.n_layers
+
+
+def previous_token_mistakes(n: int) -> dict[str, Tensor]:
+    """Patterns that learners write for "attend to the previous token", each one wrong."""
+    eye = torch.eye(n)
+    two_back = torch.nn.functional.one_hot((torch.arange(n) - 2).clamp(min=0), n).float()
+    return {
+        "left query 0's row empty. Query 0 has no previous token, but its row must still "
+        "sum to 1 over the keys it may see: only key 0, itself": torch.diag(torch.ones(n - 1), -1),
+        "let query 0 wrap around to the last key (torch.roll wraps), which is in its future. "
+        "Query 0 may see only itself: put its weight on key 0": eye.roll(-1, dims=1),
+        "put query i's weight on key i, the current token; the previous token is key i-1": eye,
+        "put query i's weight on key i+1, the next token, which the causal mask hides": torch.diag(
+            torch.ones(n - 1), 1
+        ),
+        "looked two positions back (off by one): the previous token is key i-1": two_back,
+        "looked two positions back (off by one) and left the first rows empty": torch.diag(
+            torch.ones(max(n - 2, 0)), -2
+        ),
+    }
+
+
+def diagnose_previous_token(check, pattern: Tensor, threshold: float = 0.8) -> None:
+    """Fail unless every query i >= 1 puts at least `threshold` of its weight on key i-1."""
+    if not torch.isfinite(pattern).all():
+        check.fail("the head's pattern holds NaN or infinite values: are W_Q and W_K finite?")
+    previous = pattern.diagonal(-1)
+    if previous.min() >= threshold:
+        return
+    current, two_back = pattern.diagonal()[1:].mean(), pattern.diagonal(-2).mean()
+    if current > 0.5:
+        check.fail(
+            f"your head attends to the current token (weight {current:.2f} on key i, on "
+            "average). Query i must carry position i-1 and key j position j. If you rotated "
+            "forward, or rotated the keys back instead of the queries, query i looks for "
+            "position i+1, which the mask hides, and the nearest key it may see is i itself."
+        )
+    if two_back > 0.5:
+        check.fail(
+            f"off by one: your head looks two positions back (weight {two_back:.2f} on key "
+            "i-2, on average). Rotate each pair by one step, the angle ω_k, not 2·ω_k."
+        )
+    n = pattern.shape[-1]
+    heaviest = pattern[1:].argmax(-1) == torch.arange(n - 1)
+    if heaviest.float().mean() > 0.8:
+        check.fail(
+            f"your head points at the previous token, but weakly: some queries put only "
+            f"{previous.min():.2f} of their weight on key i-1. Scale W_Q or W_K up so that "
+            "the score of key i-1 stands several units above its neighbours'."
+        )
+    check.fail(
+        f"your head does not look at the previous token: queries put {previous.mean():.2f} "
+        "of their weight on key i-1, on average. Query i must carry position i-1 (the "
+        "rotation back applied to the fast pairs) and key j its own position j."
+    )

@@ -2,22 +2,27 @@
 
 Every check uses random weights, biases included, on TINY (d_model = n_heads·d_head, as
 in GPT-2) and on ODD (where they differ, so that mixing them up shows). Masked scores may
-hold -inf or any large negative number (TransformerLens writes -1e5): both give the same
-pattern, so both pass.
+hold -inf, as in TransformerLens and ARENA today, or any large negative number such as the
+-1e5 of their earlier versions: both give the same pattern, so both pass.
 """
 
 import math
 
 import einops
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from checks._attention_diagnosis import (
+    ODD,
     compare_masked,
     compare_pattern,
+    count_hint,
+    counted_flops,
+    diagnose_previous_token,
     first_checks,
     forward_with_mistake,
     known_mistakes,
+    merged_cases,
+    previous_token_mistakes,
     scale_mistakes,
 )
 from checks._core import exercise, randomize, seeded
@@ -29,6 +34,8 @@ __all__ = [
     "check_attention_scores",
     "check_apply_causal_mask",
     "check_attention",
+    "check_previous_token_pattern",
+    "check_previous_token_qk",
     "check_concat_heads_then_project",
     "check_per_head_outputs",
     "check_w_qk",
@@ -38,7 +45,6 @@ __all__ = [
     "check_attention_flops",
 ]
 
-ODD = TINY.but(n_heads=3, d_head=8, n_ctx=16)
 # (config, batch, positions, input scale): one position, a full context, tiny and large inputs.
 CASES = [
     (TINY, 1, 1, 1.0),
@@ -144,6 +150,52 @@ def check_attention(check, Attention):
             )
 
 
+@exercise(ref.previous_token_pattern)
+def check_previous_token_pattern(check, previous_token_pattern):
+    for n in [6, 32, 2, 1]:
+        with check.case(f"{n} positions"):
+            got = check.call(previous_token_pattern, n)
+            check.tensor(
+                got,
+                ref.previous_token_pattern(n),
+                what="pattern",
+                mistakes=previous_token_mistakes(n),
+            )
+
+
+def _toy_sentences() -> list[list[str]]:
+    """Word lists for toy streams: the shortest, a sentence with repeats, a full context."""
+    words = "the cat sat on a mat and then it slept".split()
+    picks = torch.randint(len(words), (31,), generator=seeded(90)).tolist()
+    return [
+        "<bos> the cat sat on the mat and the cat slept".split(),
+        ["<bos>"] + [words[i] for i in picks],
+        ["<bos>", "the"],
+    ]
+
+
+@exercise(ref.previous_token_qk)
+def check_previous_token_qk(check, previous_token_qk):
+    cfg = ref.HANDMADE
+    with check.case("returns (W_Q, W_K), each [d_model, d_head]"):
+        got = check.call(previous_token_qk, cfg)
+        if not isinstance(got, tuple | list) or len(got) != 2:
+            check.fail(f"return a pair (W_Q, W_K), not a {type(got).__name__}.")
+        for name, W in zip(["W_Q", "W_K"], got, strict=True):
+            if not isinstance(W, torch.Tensor) or W.shape != (cfg.d_model, cfg.d_head):
+                shape = tuple(W.shape) if isinstance(W, torch.Tensor) else type(W).__name__
+                check.fail(f"your {name} is {shape}, expected a tensor of shape (64, 16).")
+    attn = ref.Attention(cfg)
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.zero_()
+        attn.W_Q[0], attn.W_K[0] = got
+    for words in _toy_sentences():
+        with check.case(f"head 0's pattern on a toy stream of {len(words)} words"):
+            pattern = attn.pattern(ref.toy_stream(words, cfg)[None])[0, 0].detach()
+            diagnose_previous_token(check, pattern)
+
+
 def _z_and_W_O(i, batch, posn, n_heads, d_head, d_model, scale):
     gen = seeded(50 + i)
     z = torch.randn(batch, posn, n_heads, d_head, generator=gen) * scale
@@ -201,26 +253,9 @@ def check_per_head_outputs(check, per_head_outputs):
             )
 
 
-def _merged_cases(check, learner_fn, reference_fn, name):
-    """Yield (cfg, attn, got) for random layers: values checked, rank at most d_head."""
-    for i, cfg in enumerate([TINY, ODD, TINY.but(d_head=1, n_heads=2)]):
-        attn = randomize(ref.Attention(cfg), seed=60 + i, scale=0.2)
-        with check.case(f"{name} of a random layer, {cfg.n_heads} heads of d_head {cfg.d_head}"):
-            expected = reference_fn(attn)
-            transposed = expected.transpose(-1, -2)
-            got = check.call(learner_fn, attn, what=name)
-            why = "transposed each head's matrix (the two factors in the wrong order)"
-            check.tensor(got, expected, what=name, mistakes={why: transposed})
-        with check.case(f"{name}: every head's rank is at most d_head = {cfg.d_head}"):
-            ranks = torch.linalg.matrix_rank(got.detach())
-            if (ranks > cfg.d_head).any():
-                check.fail(f"your {name} has ranks {ranks.tolist()}, above d_head.")
-        yield cfg, attn, got.detach()
-
-
 @exercise(ref.w_qk)
 def check_w_qk(check, w_qk):
-    for cfg, attn, W_QK in _merged_cases(check, w_qk, ref.w_qk, "W_QK"):
+    for cfg, attn, W_QK in merged_cases(check, w_qk, ref.w_qk, "W_QK"):
         with check.case("scores through W_QK equal attn_scores (with b_Q = b_K = 0)"):
             with torch.no_grad():
                 attn.b_Q.zero_(), attn.b_K.zero_()
@@ -236,7 +271,7 @@ def check_w_qk(check, w_qk):
 
 @exercise(ref.w_ov)
 def check_w_ov(check, w_ov):
-    for cfg, attn, W_OV in _merged_cases(check, w_ov, ref.w_ov, "W_OV"):
+    for cfg, attn, W_OV in merged_cases(check, w_ov, ref.w_ov, "W_OV"):
         with check.case("attended position's v through W_O equals x through W_OV (b_V = 0)"):
             x = torch.randn(5, cfg.d_model, generator=seeded(cfg.d_head))
             check.tensor(
@@ -295,14 +330,6 @@ def check_head_output_with_frozen_pattern(check, head_output_with_frozen_pattern
         )
 
 
-def _count_hint(got, expected, wrong_by: dict[str, int]) -> str:
-    """The explanation of the first known wrong count that `got` equals, if any."""
-    for why, value in wrong_by.items():
-        if got == value and value != expected:
-            return " " + why
-    return ""
-
-
 @exercise(ref.kv_cache_bytes)
 def check_kv_cache_bytes(check, kv_cache_bytes):
     for cfg, name, n, per in [
@@ -322,7 +349,7 @@ def check_kv_cache_bytes(check, kv_cache_bytes):
                 // (cfg.n_heads * cfg.d_head)
                 * cfg.d_model,
             }
-            hint = _count_hint(got, expected, wrong_by)
+            hint = count_hint(got, expected, wrong_by)
             check.equal(got, expected, what="number of bytes", hint=hint)
     with check.case("bytes_per_value defaults to 4 (float32)"):
         check.equal(
@@ -330,15 +357,6 @@ def check_kv_cache_bytes(check, kv_cache_bytes):
             ref.kv_cache_bytes(TINY, 5),
             what="number of bytes for kv_cache_bytes(TINY, 5)",
         )
-
-
-def _counted_flops(cfg, n: int) -> int:
-    """FLOPs that torch counts for one layer's q kᵀ and pattern · v, times n_layers."""
-    q, k, v = (torch.randn(1, n, cfg.n_heads, cfg.d_head) for _ in "qkv")
-    with FlopCounterMode(display=False) as counter:
-        pattern = ref.apply_causal_mask(ref.attention_scores(q, k)).softmax(-1)
-        einops.einsum(pattern, v, "b h q k, b k h d -> b q h d")
-    return counter.get_total_flops() * cfg.n_layers
 
 
 @exercise(ref.attention_flops)
@@ -362,12 +380,12 @@ def check_attention_flops(check, attention_flops):
                 // (cfg.n_heads * cfg.d_head)
                 * cfg.d_model,
             }
-            hint = _count_hint(got, expected, wrong_by)
+            hint = count_hint(got, expected, wrong_by)
             check.equal(got, expected, what="number of FLOPs", hint=hint)
     for n in [4, 16]:
         with check.case(f"agrees with the FLOPs torch counts, ODD, context {n}"):
             check.equal(
                 check.call(attention_flops, ODD, n),
-                _counted_flops(ODD, n),
+                counted_flops(ODD, n),
                 what="number of FLOPs (torch's FlopCounterMode counts the products)",
             )

@@ -6,6 +6,7 @@ over keys, and writes the pattern-weighted sum of values into the stream through
 Local names follow TransformerLens's hooks: q, k, v, attn_scores, pattern, z, attn_out.
 """
 
+import math
 import zlib
 
 import einops
@@ -45,8 +46,9 @@ def apply_causal_mask(
 
     -inf makes the softmax give those keys exactly zero weight, however large the other
     scores are. Its one danger, a row whose keys are all masked (softmax gives NaN), cannot
-    arise: a query always sees its own key. TransformerLens writes -1e5 instead, which
-    gives the same pattern as long as real scores stay far above -1e5.
+    arise: a query always sees its own key. TransformerLens and ARENA mask with -inf too
+    (their early versions wrote -1e5, which gives the same pattern while real scores stay
+    far above it).
     """
     n = attn_scores.shape[-1]
     future = torch.ones(n, n, dtype=torch.bool, device=attn_scores.device).triu(diagonal=1)
@@ -168,49 +170,104 @@ def attention_flops(cfg: Config, n_ctx: int) -> int:
 
 # --- Heads set by hand -------------------------------------------------------------------
 # No trained model exists yet at this point of the course, so these heads get their
-# weights by hand, to show the pattern shapes trained models are known for and how a
-# W_QK produces each one. Only their patterns matter: W_V and W_O are left at zero.
+# weights by hand: the pattern shapes trained models are known for, and how a W_QK
+# produces each one; then a second layer whose head reads what the first one wrote.
 
-HANDMADE = TINY.but(d_head=16, n_layers=1)
+HANDMADE = TINY.but(d_model=64, d_head=16, n_layers=2)
 HANDMADE_HEADS = ["previous token", "diagonal band", "first token", "same word"]
+# The toy stream's subspaces: position (fast and slow sine/cosine pairs), the word, and a
+# slot left empty for layer 0 to write the previous word into.
+FAST, SLOW, WORD, PREV_WORD = slice(0, 16), slice(16, 32), slice(32, 48), slice(48, 64)
+
+
+def toy_frequencies(cfg: Config = HANDMADE) -> Tensor:
+    """The angle per position of each (sin, cos) pair of `toy_stream`, fastest first."""
+    return cfg.n_ctx ** (-torch.arange(16) / 16)
 
 
 def toy_stream(words: list[str], cfg: Config = HANDMADE) -> Float[Tensor, "posn d_model"]:
-    """A residual stream for a list of words: the first 32 dimensions say where (sine and
-    cosine pairs, fastest first), the last 16 say what (a fixed random unit vector per word)."""
-    n_pairs = 16
-    freqs = cfg.n_ctx ** (-torch.arange(n_pairs) / n_pairs)
-    angles = torch.arange(len(words))[:, None] * freqs
+    """A residual stream for a list of words: dimensions 0-31 say where (position p's pair k
+    is sin(p·ω_k), cos(p·ω_k)), 32-47 say what (a fixed random unit vector per word), and
+    48-63 are empty."""
+    angles = torch.arange(len(words))[:, None] * toy_frequencies(cfg)
     where = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)
-    what = torch.stack([_word_code(w, cfg.d_model - 2 * n_pairs) for w in words])
-    return torch.cat([where, what], dim=-1)
+    what = torch.stack([word_code(w) for w in words])
+    return torch.cat([where, what, torch.zeros(len(words), cfg.d_model - 48)], dim=-1)
 
 
-def _word_code(word: str, d: int) -> Tensor:
-    code = torch.randn(d, generator=torch.Generator().manual_seed(zlib.crc32(word.encode())))
+def word_code(word: str) -> Float[Tensor, " d_head"]:
+    """The unit vector that stands for `word` in the WORD slot of the toy stream."""
+    code = torch.randn(16, generator=torch.Generator().manual_seed(zlib.crc32(word.encode())))
     return code / code.norm()
 
 
+def previous_token_pattern(n_posn: int) -> Float[Tensor, "query_posn key_posn"]:
+    """The ideal previous-token pattern: query i puts all its weight on key i-1.
+
+    Query 0 has no previous token and may see only itself: its row puts its weight on key
+    0, so that every row stays a distribution over the keys it may see.
+    """
+    previous = (torch.arange(n_posn) - 1).clamp(min=0)
+    return torch.nn.functional.one_hot(previous, n_posn).float()
+
+
+def previous_token_qk(
+    cfg: Config = HANDMADE,
+) -> tuple[Float[Tensor, "d_model d_head"], Float[Tensor, "d_model d_head"]]:
+    """W_Q and W_K of a head that looks one position back in `toy_stream`.
+
+    Query i carries position i-1 and key j its own position j, both read from the 8 fast
+    pairs: the score peaks where j = i-1. Moving a (sin, cos) pair back by one position is
+    a fixed rotation by -ω_k, so W_Q is a block of 2×2 rotations; the factor 4 sharpens
+    the peak (scores at neighbouring keys fall ~6 below it, so they get under 1% weight).
+    """
+    W_Q, W_K = torch.zeros(2, cfg.d_model, cfg.d_head)
+    for k, w in enumerate(toy_frequencies(cfg)[:8].tolist()):
+        # [sin pω, cos pω] @ [[cos ω, sin ω], [-sin ω, cos ω]] = [sin (p-1)ω, cos (p-1)ω]
+        back = torch.tensor([[math.cos(w), math.sin(w)], [-math.sin(w), math.cos(w)]])
+        W_Q[2 * k : 2 * k + 2, 2 * k : 2 * k + 2] = 4 * back
+    W_K[FAST] = 4 * torch.eye(16)
+    return W_Q, W_K
+
+
 def handmade_attention(cfg: Config = HANDMADE) -> Attention:
-    """An Attention layer whose four heads have the four pattern shapes of HANDMADE_HEADS."""
+    """Layer 0: four heads with the four pattern shapes of HANDMADE_HEADS. The
+    previous-token head also writes the word it attends to into the PREV_WORD slot."""
     attn = Attention(cfg)
-    fast, slow, word = slice(0, 16), slice(16, 32), slice(32, 48)
-    # Shifting a (sin, cos) pair back by one position is a fixed rotation: x @ back.
-    w = cfg.n_ctx ** (-torch.arange(8) / 16)
-    back = torch.zeros(16, 16)
-    for i, (c, s) in enumerate(zip(w.cos(), w.sin(), strict=True)):
-        back[2 * i : 2 * i + 2, 2 * i : 2 * i + 2] = torch.tensor([[c, s], [-s, c]])
     eye = torch.eye(16)
     with torch.no_grad():
         for p in attn.parameters():
             p.zero_()
-        # Previous token: query i carries position i-1, keys carry their own position.
-        attn.W_Q[0, fast], attn.W_K[0, fast] = 4 * back, 4 * eye
+        # Previous token: query i carries position i-1, keys carry their own position...
+        attn.W_Q[0], attn.W_K[0] = previous_token_qk(cfg)
+        # ...and its OV circuit moves the attended word from WORD to PREV_WORD.
+        attn.W_V[0, WORD], attn.W_O[0, :, PREV_WORD] = eye, eye
         # Diagonal band: a query matches its own position, loosely, via slow frequencies.
-        attn.W_Q[1, slow], attn.W_K[1, slow] = 3.5 * eye, 3.5 * eye
+        attn.W_Q[1, SLOW], attn.W_K[1, SLOW] = 3.5 * eye, 3.5 * eye
         # First token: a constant query (a bias) that matches position 0's key best.
-        attn.b_Q[2] = 4 * toy_stream(["<bos>"], cfg)[0, fast]
-        attn.W_K[2, fast] = 4 * eye
+        attn.b_Q[2] = 4 * toy_stream(["<bos>"], cfg)[0, FAST]
+        attn.W_K[2, FAST] = 4 * eye
         # Same word: query and key both carry the word, so repeats light up.
-        attn.W_Q[3, word], attn.W_K[3, word] = 4 * eye, 4 * eye
+        attn.W_Q[3, WORD], attn.W_K[3, WORD] = 4 * eye, 4 * eye
+    return attn
+
+
+def induction_attention(cfg: Config = HANDMADE) -> Attention:
+    """Layer 1: head 0 is an induction head; the other heads are left at zero.
+
+    Its query carries the current word, its keys the previous word that layer 0 wrote:
+    query i matches key j when word j-1 is word i, that is, the token that followed an
+    earlier copy of the current one. Its OV circuit copies the word it finds (WORD to
+    WORD), so its output, read through the word codes, predicts that token comes next.
+    b_Q adds a small match with the key of position 0 (previous word <bos>): a query
+    with no earlier copy rests there, as trained heads do.
+    """
+    attn = Attention(cfg)
+    eye = torch.eye(16)
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.zero_()
+        attn.W_Q[0, WORD], attn.W_K[0, PREV_WORD] = 8 * eye, 8 * eye
+        attn.b_Q[0] = 5 * word_code("<bos>")
+        attn.W_V[0, WORD], attn.W_O[0, :, WORD] = eye, eye
     return attn
