@@ -47,7 +47,10 @@ def chapter_pages(html: Path) -> list[Path]:
 
 
 def all_pages(html: Path) -> list[Path]:
-    return sorted(p for p in html.rglob("*.html") if not p.relative_to(html).parts[0][0] == "_")
+    """Every page a reader can open (not the files under _static/ or _sources/)."""
+    return sorted(
+        p for p in html.rglob("*.html") if not p.relative_to(html).parts[0].startswith("_")
+    )
 
 
 @pytest.mark.slow
