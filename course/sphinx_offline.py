@@ -2,6 +2,8 @@
 
 The built book then renders math and figures when opened from disk with no network.
 MathJax 2 comes from the `jupyter-server-mathjax` package, plotly.js from `plotly`.
+It also adds the book's own stylesheet and script (`course/static/`), which fit wide
+equations and figures to a phone's screen.
 """
 
 import shutil
@@ -12,6 +14,20 @@ import plotly
 
 MATHJAX = Path(jupyter_server_mathjax.__file__).parent / "static"
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+STATIC = Path(__file__).parent / "static"
+
+# The combined configuration below also starts MathJax's NativeMML output, which is never
+# used to draw here (Chromium gets HTML-CSS) but still declares @font-face rules for
+# MathJax's TeX fonts. jupyter-server-mathjax ships only the STIX-Web fonts, and the hidden
+# MathML that MathJax writes for screen readers (\mathbb gives mathvariant="double-struck")
+# matched those rules, so the browser asked for fonts/HTML-CSS/TeX/otf/*.otf: files not
+# found. Dropping the rules before NativeMML installs its styles leaves the browser nothing
+# to fetch but files that exist; the hidden MathML falls back to the page's own fonts.
+MATHJAX_NO_TEX_FONTS = """\
+MathJax.Hub.Register.StartupHook("NativeMML Jax Startup", function () {
+  var styles = MathJax.OutputJax.NativeMML.config.styles;
+  for (var rule in styles) if (rule.indexOf("@font-face") === 0) delete styles[rule];
+});"""
 
 
 def _use_local_mathjax(app, config) -> None:
@@ -29,6 +45,7 @@ def _use_local_mathjax(app, config) -> None:
         },
         "messageStyle": "none",
     }
+    config.html_static_path = [*config.html_static_path, str(STATIC)]
 
 
 def _copy_assets(app, exception) -> None:
@@ -47,6 +64,9 @@ def _copy_assets(app, exception) -> None:
 def setup(app):
     app.connect("config-inited", _use_local_mathjax)
     app.add_js_file("plotly.min.js", priority=100)
+    app.add_js_file(None, type="text/x-mathjax-config", body=MATHJAX_NO_TEX_FONTS)
+    app.add_js_file("course.js")
+    app.add_css_file("course.css")
     app.connect("build-finished", _copy_assets)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 

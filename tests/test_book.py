@@ -1,15 +1,32 @@
 """The book builds with warnings as errors, and its pages render math and figures offline."""
 
+import functools
+import html as html_text
+import http.server
+import json
 import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+PROBE = (Path(__file__).parent / "layout_probe.js").read_text()
+PHONE = (390, 844)  # a phone's screen, in CSS pixels
+# Headless Chromium keeps its window at least 500 px wide: a phone's screen is a frame.
+PHONE_FRAME = """<!DOCTYPE html><html><body style="margin:0">
+<iframe src="{src}" style="border:0;width:{width}px;height:{height}px"></iframe></body></html>"""
+
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Debian's chromium is not installed (apt-get install chromium): "
+    "cannot check that math and figures render",
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +44,13 @@ def html(tmp_path_factory) -> Path:
 
 def chapter_pages(html: Path) -> list[Path]:
     return sorted((html / "book").rglob("*.html"))
+
+
+def all_pages(html: Path) -> list[Path]:
+    """Every page a reader can open (not the files under _static/ or _sources/)."""
+    return sorted(
+        p for p in html.rglob("*.html") if not p.relative_to(html).parts[0].startswith("_")
+    )
 
 
 @pytest.mark.slow
@@ -49,9 +73,8 @@ def test_solutions_hide_under_show_solution(html):
     assert "Show solution" in page
 
 
-def render(page: Path) -> str:
+def chromium(url: str, profile: Path, *flags: str) -> str:
     """The page's DOM after its scripts ran, in headless Chromium with the network cut."""
-    profile = page.parent / ".chromium-profile"
     result = subprocess.run(
         [
             CHROMIUM,
@@ -63,10 +86,13 @@ def render(page: Path) -> str:
             "--disable-component-update",
             "--disable-sync",
             f"--user-data-dir={profile}",
-            "--host-resolver-rules=MAP * ~NOTFOUND",
+            # Every host name fails to resolve: the page can reach only 127.0.0.1 (the
+            # test's server) or files on disk.
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
             "--virtual-time-budget=30000",
+            *flags,
             "--dump-dom",
-            page.as_uri(),
+            url,
         ],
         capture_output=True,
         text=True,
@@ -76,14 +102,14 @@ def render(page: Path) -> str:
     return result.stdout
 
 
+def render(page: Path) -> str:
+    return chromium(page.as_uri(), page.parent / ".chromium-profile")
+
+
 @pytest.mark.slow
 @pytest.mark.browser
+@needs_chromium
 def test_math_and_figures_render_offline_in_chromium(html):
-    if CHROMIUM is None:
-        pytest.skip(
-            "Debian's chromium is not installed (apt-get install chromium): "
-            "cannot check that math and figures render"
-        )
     pages_with_math = pages_with_figures = 0
     for page in chapter_pages(html):
         source = page.read_text()
@@ -102,3 +128,123 @@ def test_math_and_figures_render_offline_in_chromium(html):
         pages_with_math += bool(math)
         pages_with_figures += bool(figures)
     assert pages_with_math and pages_with_figures
+
+
+class BookServer(http.server.ThreadingHTTPServer):
+    """Serves the built book on 127.0.0.1, logging every request and its status, and
+    adds tests/layout_probe.js at the top of every page it serves. `/phone?PAGE` shows
+    PAGE in a frame the size of a phone's screen."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.log: list[tuple[str, int]] = []
+        super().__init__(("127.0.0.1", 0), functools.partial(self.Handler, directory=root))
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            url = urlsplit(self.path)
+            path = Path(self.translate_path(self.path))
+            if url.path == "/phone":
+                width, height = PHONE
+                self.send_page(PHONE_FRAME.format(src=url.query, width=width, height=height))
+            elif path.suffix == ".html" and path.is_file():
+                text = path.read_text(encoding="utf-8")
+                self.send_page(text.replace("<head>", f"<head><script>{PROBE}</script>", 1))
+            else:
+                super().do_GET()
+
+        def send_page(self, text: str) -> None:
+            body = text.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_request(self, code="-", size="-"):
+            self.server.log.append((self.path, int(code)))
+
+        def log_message(self, format, *args):
+            pass
+
+
+@pytest.fixture(scope="module")
+def server(html):
+    book = BookServer(html)
+    thread = threading.Thread(target=book.serve_forever, daemon=True)
+    thread.start()
+    yield book
+    book.shutdown()
+    book.server_close()
+
+
+def visit(server: BookServer, page: Path, phone: bool = False) -> tuple[dict, list]:
+    """Load `page` through the server: the probe's report and the requests it made."""
+    server.log.clear()
+    path = "/" + page.relative_to(server.root).as_posix()
+    url = server.origin + (f"/phone?{path}" if phone else path)
+    dom = chromium(url, server.root.parent / ".chromium-profile", "--hide-scrollbars")
+    found = re.search(r'<pre id="layout-probe">(.*?)</pre>', dom, re.S)
+    assert found, f"{page.name}: never finished loading (and typesetting) in chromium"
+    return json.loads(html_text.unescape(found.group(1))), list(server.log)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@needs_chromium
+def test_every_page_finds_every_file_it_asks_for_in_the_book(html, server):
+    for page in all_pages(html):
+        report, requests = visit(server, page)
+        # A page that declares no icon gets the browser asking for /favicon.ico on its own.
+        icon = re.search(r'rel="(shortcut )?icon"', page.read_text())
+        missing = [
+            path
+            for path, status in requests
+            if status >= 400 and (icon or urlsplit(path).path != "/favicon.ico")
+        ]
+        name = page.relative_to(html).as_posix()
+        assert not missing, f"{name} asks for files the book lacks: {missing}"
+        outside = [url for url in report["resources"] if not url.startswith(server.origin + "/")]
+        assert not outside, f"{name} asks for files outside the book: {outside}"
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@needs_chromium
+def test_equations_scroll_and_figures_fit_on_a_phone(html, server):
+    width = PHONE[0]
+    figures = equations = 0
+    for page in chapter_pages(html):
+        source = page.read_text()
+        if 'class="plotly-graph-div"' not in source and 'class="math notranslate' not in source:
+            continue
+        report, _ = visit(server, page, phone=True)
+        name = page.relative_to(html).as_posix()
+        viewport = report["viewport"]
+        assert viewport <= width, f"{name}: laid out {viewport} px wide on a {width} px screen"
+        assert report["pageWidth"] <= viewport, (
+            f"{name}: the page is {report['pageWidth']} px wide on a {viewport} px screen"
+        )
+        for figure in report["figures"]:
+            assert figure["drawn"], f"{name}: figure {figure['id']} not drawn"
+            assert 0 <= figure["left"] and figure["right"] <= viewport, (
+                f"{name}: figure {figure['id']} spans {figure['left']:.0f}-"
+                f"{figure['right']:.0f} px on a {viewport} px screen"
+            )
+        for equation in report["equations"]:
+            assert equation["rendered"], f"{name}: not rendered: {equation['tex']}"
+            assert equation["left"] >= -1 and equation["right"] <= viewport + 1, (
+                f"{name}: equation box {equation['left']:.0f}-{equation['right']:.0f} px "
+                f"on a {viewport} px screen: {equation['tex']}"
+            )
+            assert equation["start"] >= -1 and equation["reach"] >= equation["width"] - 1, (
+                f"{name}: {equation['width']:.0f} px equation shows {equation['shown']:.0f} px "
+                f"and cannot scroll: {equation['tex']}"
+            )
+        figures += len(report["figures"])
+        equations += len(report["equations"])
+    assert figures and equations
