@@ -1,6 +1,8 @@
 """The chapter 1 embedding checkers accept correct code, however it is written, and name mistakes."""
 
 import math
+from pathlib import Path
+from xml.etree import ElementTree
 
 import einops
 import pytest
@@ -449,3 +451,15 @@ def test_next_token_log_probs_is_minus_the_cross_entropy_loss():
 
 def test_next_token_log_probs_of_one_token_is_empty():
     assert ref.next_token_log_probs(torch.randn(2, 1, 5), torch.zeros(2, 1).long()).shape == (2, 0)
+
+
+def test_the_model_figure_is_well_formed_svg_with_transformerlens_names():
+    root = Path(__file__).resolve().parent.parent
+    svg = ElementTree.parse(root / "book" / "figures" / "gpt2.svg").getroot()
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg" and svg.get("viewBox")
+    texts = {"".join(t.itertext()).strip() for t in svg.iter("{http://www.w3.org/2000/svg}text")}
+    names = ["embed", "pos_embed", "ln1", "attn", "ln2", "mlp", "ln_final", "unembed"]
+    hooks = ["hook_embed", "hook_pos_embed", "blocks.0.hook_resid_pre", "hook_attn_out"]
+    hooks += ["hook_resid_mid", "hook_mlp_out", "blocks.0.hook_resid_post"]
+    assert not [name for name in names + hooks if name not in texts]
+    assert "figures/gpt2.svg" in (root / "book" / "01_embeddings.md").read_text()
