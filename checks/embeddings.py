@@ -1,4 +1,5 @@
-"""Checkers for chapter 1's embeddings (solutions/embeddings.py): Embed, PosEmbed, Unembed."""
+"""Checkers for chapter 1's embeddings (solutions/embeddings.py): Embed, PosEmbed, Unembed, and
+the next-token log-probabilities that the training loss is made of."""
 
 from functools import partial
 
@@ -14,6 +15,7 @@ __all__ = [
     "check_pos_embed",
     "check_sinusoidal_pos_embed",
     "check_unembed",
+    "check_next_token_log_probs",
 ]
 
 
@@ -211,3 +213,113 @@ def check_unembed(check, Unembed):
                 )
             got = check.call(theirs, residual, what="Unembed.forward")
             check.tensor(got, expected, what="logits tensor", mistakes=mistakes)
+
+
+def _log_prob_mistakes(logits, tokens):
+    """What common mistakes return, by description (each where it can be computed)."""
+    log_probs = logits.log_softmax(-1)
+    expected = ref.next_token_log_probs(logits, tokens)
+    posn = tokens.shape[1]
+
+    def pick(scores, targets):
+        return scores.gather(-1, targets[..., None])[..., 0]
+
+    mistakes = {
+        "did not shift the targets: the logits at position i predict the token at position "
+        "i + 1, so score tokens[:, 1:] against logits[:, :-1]": pick(
+            log_probs[:, :-1], tokens[:, :-1]
+        ),
+        "shifted the wrong way round: the logits at position i predict the token at i + 1, "
+        "so pair logits[:, :-1] with tokens[:, 1:]": pick(log_probs[:, 1:], tokens[:, :-1]),
+        "returned probabilities (softmax): return their logarithm, computed stably by "
+        "log_softmax": expected.exp(),
+        "gathered the raw logits: turn them into log-probabilities first (log_softmax over "
+        "the d_vocab axis)": pick(logits[:, :-1], tokens[:, 1:]),
+        "took the log-probability of the most likely token (max or argmax): score the token "
+        "that actually came next, tokens[:, 1:]": log_probs[:, :-1].max(-1).values,
+        "returned minus the log-probabilities (the loss at each position): return the "
+        "log-probabilities themselves": -expected,
+        "kept the last position, scored against a token wrapped round from the start: the last "
+        "position has no next token, so drop it (logits[:, :-1])": pick(
+            log_probs, tokens.roll(-1, dims=1)
+        ),
+    }
+    if posn > 1:
+        mistakes[
+            "read every target from the first position's row: index gather with "
+            "targets[..., None] (a new last axis), so that position i picks from its own row"
+        ] = log_probs[:, 0].gather(-1, tokens[:, 1:])
+    if posn > 1 and tokens.max() < posn - 1:
+        mistakes[
+            "gathered along the position axis: token ids index the d_vocab axis, the last one, "
+            "so gather(-1, ...)"
+        ] = log_probs[:, :-1].gather(1, tokens[:, 1:, None])[..., 0]
+    return mistakes
+
+
+@exercise(ref.next_token_log_probs)
+def check_next_token_log_probs(check, next_token_log_probs):
+    # (batch, posn, d_vocab, logit scale, seed). A small vocabulary first, so that a gather
+    # along the wrong axis runs and can be named; posn 1 has no next token at all.
+    cases = [
+        (2, 8, 5, 1.0, 40),
+        (1, 1, 7, 1.0, 41),
+        (1, 2, 3, 1.0, 42),
+        (3, 16, TINY.d_vocab, 1.0, 43),
+        (2, 64, MID.d_vocab, 1.0, 44),
+        (2, 7, 50, 100.0, 45),
+    ]
+    for batch, posn, d_vocab, scale, seed in cases:
+        with check.case(f"batch {batch}, posn {posn}, d_vocab {d_vocab}, |logits| ~ {scale:g}"):
+            gen = seeded(seed)
+            logits = torch.randn(batch, posn, d_vocab, generator=gen) * scale
+            tokens = torch.randint(0, d_vocab, (batch, posn), generator=gen)
+            tokens.view(-1)[-1] = d_vocab - 1  # the largest id, as a target when posn > 1
+            expected = ref.next_token_log_probs(logits, tokens)
+            got = check.call(next_token_log_probs, logits, tokens, what="next_token_log_probs")
+            if (
+                isinstance(got, torch.Tensor)
+                and got.shape == expected.shape
+                and got.is_floating_point()
+                and (got == -torch.inf).any()
+            ):
+                check.fail(
+                    "some log-probabilities are -inf: the softmax of an unlikely token "
+                    "underflows to 0, and log(0) = -inf. log_softmax computes "
+                    "logits - logsumexp(logits) and stays finite."
+                )
+            shapes = [
+                (
+                    (batch, posn),
+                    "kept the last position: it has no next token, so return posn - 1 values "
+                    "per sequence (logits[:, :-1] against tokens[:, 1:])",
+                ),
+                (
+                    (),
+                    "returned one number: return the log-probability at every position (the "
+                    "loss is minus their mean). If you squeezed, squeeze only the axis gather "
+                    "added: .squeeze(-1)",
+                ),
+            ]
+            if batch > 1:
+                shapes.append(
+                    (
+                        (batch * (posn - 1),),
+                        "returned a flat vector: give it the shape (batch, posn - 1)",
+                    )
+                )
+            else:
+                shapes.append(
+                    (
+                        (posn - 1,),
+                        "squeezed away the batch axis: squeeze only the axis gather added, "
+                        ".squeeze(-1) (or index it with [..., 0])",
+                    )
+                )
+            check.tensor(
+                got,
+                expected,
+                what="log-probability tensor",
+                mistakes=_log_prob_mistakes(logits, tokens),
+                shapes=shapes,
+            )

@@ -101,3 +101,15 @@ class TiedUnembed(nn.Module):
         self, residual: Float[Tensor, "batch posn d_model"]
     ) -> Float[Tensor, "batch posn d_vocab"]:
         return residual @ self.W_U + self.b_U
+
+
+def next_token_log_probs(
+    logits: Float[Tensor, "batch posn d_vocab"], tokens: Int[Tensor, "batch posn"]
+) -> Float[Tensor, "batch posn-1"]:
+    """The log-probability that the logits at position i give to the token at position i + 1,
+    for every position but the last: minus the cross-entropy loss at each position."""
+    # Position i predicts token i + 1, so the last position has nothing to be scored on.
+    log_probs = logits[:, :-1].log_softmax(dim=-1)
+    targets = tokens[:, 1:]
+    # gather picks, at each (batch, position), the entry of the d_vocab axis named by targets.
+    return log_probs.gather(dim=-1, index=targets[..., None])[..., 0]

@@ -1,6 +1,8 @@
 """The chapter 1 embedding checkers accept correct code, however it is written, and name mistakes."""
 
 import math
+from pathlib import Path
+from xml.etree import ElementTree
 
 import einops
 import pytest
@@ -15,7 +17,11 @@ from solutions.embeddings import Embed, PosEmbed, TiedUnembed, Unembed
 from tests.support import assert_accepts, assert_rejects
 
 MODULES = {"embed": Embed, "pos_embed": PosEmbed, "unembed": Unembed}
-FUNCTIONS = {"one_hot": ref.one_hot, "sinusoidal_pos_embed": ref.sinusoidal_pos_embed}
+FUNCTIONS = {
+    "one_hot": ref.one_hot,
+    "sinusoidal_pos_embed": ref.sinusoidal_pos_embed,
+    "next_token_log_probs": ref.next_token_log_probs,
+}
 ALL = {**FUNCTIONS, **MODULES}
 
 
@@ -339,3 +345,121 @@ def test_tied_unembed_shares_W_E_and_saves_d_vocab_times_d_model_parameters():
 def test_tying_saves_38597376_parameters_in_gpt2_small():
     with torch.device("meta"):
         assert sum(p.numel() for p in Embed(GPT2_SMALL).parameters()) == 38_597_376
+
+
+# --- The next-token objective -----------------------------------------------------------
+
+
+def log_probs_by_cross_entropy(logits, tokens):
+    flat = F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten(), reduction="none")
+    return -flat.view(tokens.shape[0], -1)
+
+
+def log_probs_by_indexing(logits, tokens):
+    log_probs = logits - logits.logsumexp(-1, keepdim=True)
+    batch, posn = tokens.shape
+    rows, positions = torch.arange(batch)[:, None], torch.arange(posn - 1)[None]
+    return log_probs[rows, positions, tokens[:, 1:]]
+
+
+@pytest.mark.parametrize(
+    "learner",
+    [
+        lambda logits, tokens: (
+            F.log_softmax(logits, dim=-1)[:, :-1].gather(2, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
+        ),
+        lambda logits, tokens: (
+            -F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
+        ),
+        log_probs_by_cross_entropy,
+        lambda logits, tokens: torch.take_along_dim(
+            logits[:, :-1].log_softmax(-1), tokens[:, 1:, None], dim=-1
+        )[..., 0],
+        log_probs_by_indexing,
+    ],
+)
+def test_check_next_token_log_probs_accepts_correct_variants(learner, capsys):
+    assert_accepts(checks.check_next_token_log_probs, learner, capsys)
+
+
+def pick(scores, targets):
+    return scores.gather(-1, targets[..., None])[..., 0]
+
+
+@pytest.mark.parametrize(
+    "learner, fragment",
+    [
+        (lambda lo, t: pick(lo[:, :-1].log_softmax(-1), t[:, :-1]), "did not shift the targets"),
+        (lambda lo, t: pick(lo[:, 1:].log_softmax(-1), t[:, :-1]), "shifted the wrong way"),
+        (lambda lo, t: pick(lo[:, :-1].softmax(-1), t[:, 1:]), "returned probabilities"),
+        (lambda lo, t: pick(lo[:, :-1].softmax(-1).log(), t[:, 1:]), "log_softmax computes"),
+        (lambda lo, t: pick(lo[:, :-1], t[:, 1:]), "gathered the raw logits"),
+        (
+            lambda lo, t: lo[:, :-1].log_softmax(-1).gather(1, t[:, 1:, None])[..., 0],
+            "gathered along the position axis",
+        ),
+        (
+            lambda lo, t: lo[:, :-1].log_softmax(-1).gather(-1, t[:, None, 1:])[:, 0],
+            "read every target from the first position's row",
+        ),
+        (
+            lambda lo, t: pick(lo.log_softmax(-1), t.roll(-1, dims=1)),
+            "kept the last position, scored against a token wrapped round",
+        ),
+        (
+            lambda lo, t: torch.cat([pick(lo[:, :-1].log_softmax(-1), t[:, 1:]), lo[:, -1:, 0]], 1),
+            "kept the last position: it has no next token",
+        ),
+        (lambda lo, t: lo[:, :-1].log_softmax(-1).max(-1).values, "most likely token"),
+        (
+            lambda lo, t: pick(lo[:, :-1].log_softmax(-1), lo[:, :-1].argmax(-1)),
+            "most likely token",
+        ),
+        (
+            lambda lo, t: F.cross_entropy(lo[:, :-1].transpose(1, 2), t[:, 1:], reduction="none"),
+            "returned minus the log-probabilities",
+        ),
+        (
+            lambda lo, t: -F.cross_entropy(lo[:, :-1].transpose(1, 2), t[:, 1:]),
+            "returned one number",
+        ),
+        (
+            lambda lo, t: lo[:, :-1].log_softmax(-1).gather(-1, t[:, 1:, None]).squeeze(),
+            "squeezed away the batch axis",
+        ),
+        (lambda lo, t: pick(lo[:, :-1].log_softmax(-1), t[:, 1:]).flatten(), "a flat vector"),
+    ],
+)
+def test_check_next_token_log_probs_names_the_mistake(learner, fragment):
+    assert_rejects(checks.check_next_token_log_probs, learner, fragment)
+
+
+def test_check_next_token_log_probs_rejects_log_softmax_in_place():
+    def in_place(logits, tokens):
+        logits -= logits.logsumexp(-1, keepdim=True)
+        return pick(logits[:, :-1], tokens[:, 1:])
+
+    assert_rejects(checks.check_next_token_log_probs, in_place, "modified its input")
+
+
+def test_next_token_log_probs_is_minus_the_cross_entropy_loss():
+    logits = torch.randn(3, 9, TINY.d_vocab)
+    tokens = torch.randint(0, TINY.d_vocab, (3, 9))
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+    torch.testing.assert_close(-ref.next_token_log_probs(logits, tokens).mean(), loss)
+
+
+def test_next_token_log_probs_of_one_token_is_empty():
+    assert ref.next_token_log_probs(torch.randn(2, 1, 5), torch.zeros(2, 1).long()).shape == (2, 0)
+
+
+def test_the_model_figure_is_well_formed_svg_with_transformerlens_names():
+    root = Path(__file__).resolve().parent.parent
+    svg = ElementTree.parse(root / "book" / "figures" / "gpt2.svg").getroot()
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg" and svg.get("viewBox")
+    texts = {"".join(t.itertext()).strip() for t in svg.iter("{http://www.w3.org/2000/svg}text")}
+    names = ["embed", "pos_embed", "ln1", "attn", "ln2", "mlp", "ln_final", "unembed"]
+    hooks = ["hook_embed", "hook_pos_embed", "blocks.0.hook_resid_pre", "hook_attn_out"]
+    hooks += ["hook_resid_mid", "hook_mlp_out", "blocks.0.hook_resid_post"]
+    assert not [name for name in names + hooks if name not in texts]
+    assert "figures/gpt2.svg" in (root / "book" / "01_embeddings.md").read_text()
