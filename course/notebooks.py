@@ -38,7 +38,9 @@ EXERCISES = ROOT / "exercises"
 SOLVED = ROOT / "book" / "solved"
 SOLUTIONS = ROOT / "solutions"
 STUB = "# Your code here.\nraise NotImplementedError()"
-KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+# As the kernel ipykernel installs describes itself: a notebook whose stored kernelspec
+# differs opens as modified ("unsaved") in JupyterLab.
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
 
 @dataclass
