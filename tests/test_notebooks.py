@@ -20,6 +20,23 @@ def test_generated_notebooks_are_current(capsys):
     assert notebooks.check(STEMS) == 0, capsys.readouterr().out
 
 
+def test_notebooks_store_the_kernel_as_jupyter_describes_it():
+    # JupyterLab rewrites both on opening a notebook; any difference shows it as unsaved.
+    # Only Python's version, as the machine that generated them had it, may differ.
+    from ipykernel.ipkernel import IPythonKernel
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec(notebooks.KERNELSPEC["name"])
+    assert notebooks.KERNELSPEC["display_name"] == spec.display_name
+    assert notebooks.KERNELSPEC["language"] == spec.language
+    for path in [*EXERCISES.glob("*.ipynb"), *notebooks.SOLVED.glob("*.ipynb")]:
+        metadata = nbformat.read(path, as_version=4).metadata
+        assert metadata.kernelspec == notebooks.KERNELSPEC, path
+        stored = {k: v for k, v in metadata.language_info.items() if k != "version"}
+        expected = {k: v for k, v in IPythonKernel.language_info.items() if k != "version"}
+        assert stored == expected, path
+
+
 def test_solved_notebooks_are_stored_executed():
     for stem in STEMS:
         nb = nbformat.read(notebooks.SOLVED / f"{stem}.ipynb", as_version=4)
