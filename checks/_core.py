@@ -11,6 +11,7 @@ stand-in for the reference, so that a check handed it says so instead of passing
 
 import functools
 import io
+import re
 import textwrap
 import traceback
 from collections.abc import Callable, Iterator
@@ -332,6 +333,7 @@ class Check:
         """
         if got is None:
             self.fail(f"your code returned None for the {what}: did you forget `return`?")
+        is_, has, holds = ("are", "have", "hold") if _plural(what) else ("is", "has", "holds")
         if not isinstance(got, Tensor):
             self.fail(
                 f"the {what} should be a torch.Tensor of shape {tuple(expected.shape)}, "
@@ -342,37 +344,50 @@ class Check:
             if got.dtype == expected.dtype:
                 for mistake, wrong in mistakes.items():
                     if wrong.shape == got.shape and _close(got, wrong, rtol, atol):
-                        self.fail(f"the {what} is wrong: it looks like you {mistake}.")
+                        self.fail(f"the {what} {is_} wrong: it looks like you {mistake}.")
             # A shape that two mistakes share (common with 1-element inputs) names neither.
             named = [mistake for shape, mistake in shapes or [] if tuple(shape) == got.shape]
             if len(named) == 1:
                 self.fail(
-                    f"the {what} has shape {tuple(got.shape)}, expected "
+                    f"the {what} {has} shape {tuple(got.shape)}, expected "
                     f"{tuple(expected.shape)}: it looks like you {named[0]}."
                 )
             hint = _shape_hint(tuple(got.shape), tuple(expected.shape))
             self.fail(
-                f"the {what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}.{hint}"
+                f"the {what} {has} shape {tuple(got.shape)}, expected "
+                f"{tuple(expected.shape)}.{hint}"
             )
         if got.dtype != expected.dtype:
-            self.fail(f"the {what} has dtype {got.dtype}, expected {expected.dtype}.")
+            self.fail(f"the {what} {has} dtype {got.dtype}, expected {expected.dtype}.")
         if got.is_floating_point() and not torch.isfinite(got).all():
             bad = (~torch.isfinite(got)).sum().item()
             self.fail(
-                f"the {what} holds {bad} NaN or infinite values (the reference's are all finite)."
+                f"the {what} {holds} {bad} NaN or infinite values (the reference's are all finite)."
             )
         got, expected = got.detach(), expected.detach()
         if _close(got, expected, rtol, atol):
             return
         for mistake, wrong in mistakes.items():
             if wrong.shape == got.shape and _close(got, wrong, rtol, atol):
-                self.fail(f"the {what} is wrong: it looks like you {mistake}.")
-        self.fail(f"the {what} has the right shape but wrong values.\n{_difference(got, expected)}")
+                self.fail(f"the {what} {is_} wrong: it looks like you {mistake}.")
+        self.fail(
+            f"the {what} {has} the right shape but wrong values.\n{_difference(got, expected)}"
+        )
 
     def equal(self, got: Any, expected: Any, *, what: str, hint: str = "") -> None:
         """Compare plain Python values (lists, ints, strings)."""
         if got != expected:
-            self.fail(f"the {what} is {_short(got)}, expected {_short(expected)}.{hint}")
+            is_ = "are" if _plural(what) else "is"
+            self.fail(f"the {what} {is_} {_short(got)}, expected {_short(expected)}.{hint}")
+
+
+def _plural(what: str) -> bool:
+    """Whether a description such as "masked scores" or "sum over heads" takes a plural verb:
+    its head noun is the last word before any "of", "over", "through", "for" or "(".
+    """
+    head = re.split(r" (?:of|over|through|for) | \(", what, maxsplit=1)[0]
+    word = head.split()[-1] if head.split() else ""
+    return word.endswith("s") and not word.endswith("ss")
 
 
 def _close(got: Tensor, target: Tensor, rtol: float, atol: float) -> bool:
