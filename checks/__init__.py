@@ -2,8 +2,10 @@
 
 `checks/<chapter>.py` mirrors `solutions/<chapter>.py`. Import a chapter's checkers with
 `from checks.embeddings import *`; `reference_if_failed` and `summary` serve every chapter.
+`reference_if_failed` hands back a marked stand-in for the reference (`is_fallback` tells
+it apart), which no check passes.
 """
 
-from checks._core import CheckFailed, reference_if_failed, summary
+from checks._core import CheckFailed, is_fallback, reference_if_failed, summary
 
-__all__ = ["CheckFailed", "reference_if_failed", "summary"]
+__all__ = ["CheckFailed", "is_fallback", "reference_if_failed", "summary"]

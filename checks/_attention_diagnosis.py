@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from checks._core import randomize
+from checks._core import plural, randomize
 from course.config import TINY
 from solutions import attention as ref
 
@@ -185,7 +185,9 @@ def merged_cases(check, learner_fn, reference_fn, name):
     """Yield (cfg, attn, got) for random layers: values checked, rank at most d_head."""
     for i, cfg in enumerate([TINY, ODD, TINY.but(d_head=1, n_heads=2)]):
         attn = randomize(ref.Attention(cfg), seed=60 + i, scale=0.2)
-        with check.case(f"{name} of a random layer, {cfg.n_heads} heads of d_head {cfg.d_head}"):
+        with check.case(
+            f"{name} of a random layer, {plural(cfg.n_heads, 'head')}, d_head {cfg.d_head}"
+        ):
             expected = reference_fn(attn)
             transposed = expected.transpose(-1, -2)
             got = check.call(learner_fn, attn, what=name)

@@ -4,10 +4,15 @@ A checker is written as `@exercise(reference)` over a function `body(check, lear
 decorator turns it into `check_<name>(learner)`, which prints one line on success and on
 failure raises `CheckFailed` (an `AssertionError`) whose message names the case, what was
 expected, what came back and, where the mismatch matches a known mistake, what to fix.
+
+While a check fails, `reference_if_failed` hands the rest of the notebook a marked
+stand-in for the reference, so that a check handed it says so instead of passing it.
 """
 
 import functools
 import io
+import re
+import textwrap
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
@@ -17,12 +22,45 @@ from typing import Any
 import torch
 from torch import Tensor
 
+# What a check found, by exercise name, as `summary` shows it.
+PASSED, FAILED, NOT_STARTED, REFERENCE = "passed", "failed", "not started", "reference"
+# Set on the stand-in `reference_if_failed` returns: the exercise whose reference it is.
+FALLBACK = "__reference_fallback__"
+WIDTH = 88  # verdict lines are wrapped between words at this width in Jupyter
+
 
 class CheckFailed(AssertionError):
-    """A check's verdict on learner code. Jupyter shows the message alone, not our internals."""
+    """A check's verdict on learner code. Jupyter shows the message alone, not our internals.
+
+    The message is a heading, the exercise and the case (`Attention — case: batch 2`), then
+    the diagnosis on the lines below it; `diagnosis` holds the diagnosis alone.
+    """
+
+    def __init__(self, diagnosis: str, *, exercise: str = "", case: str = "", status: str = ""):
+        self.diagnosis, self.exercise, self.case = diagnosis, exercise, case
+        self.status = status or FAILED
+        heading = " — ".join(part for part in [exercise, case and f"case: {case}"] if part)
+        text = textwrap.indent(diagnosis, "  ") if heading else diagnosis
+        super().__init__(f"{heading}\n{text}" if heading else text)
 
     def _render_traceback_(self) -> list[str]:
-        return ["\x1b[31m✗ " + str(self).replace("\n", "\n  ") + "\x1b[0m"]
+        mark, colour = ("→", 34) if self.status == REFERENCE else ("✗", 31)
+        lines = [_wrap(line) for line in f"{mark} {self}".splitlines()]
+        return [f"\x1b[{colour}m" + "\n".join(lines) + "\x1b[0m"]
+
+
+def _wrap(line: str) -> str:
+    """A long line broken between words, its indent kept (Jupyter would break mid-word)."""
+    if len(line) <= WIDTH:
+        return line
+    indent = line[: len(line) - len(line.lstrip())]
+    return textwrap.fill(
+        line,
+        WIDTH,
+        subsequent_indent=indent + ("  " if not indent else ""),
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 @dataclass
@@ -33,8 +71,11 @@ class Exercise:
     chapter: str
 
 
-# Outcomes of this kernel's checks, by exercise name: True passed, False failed.
-_RESULTS: dict[str, bool] = {}
+# By exercise name: what its last check found, the object it checked, and whether the
+# notebook currently runs on the reference in its place.
+_RESULTS: dict[str, str] = {}
+_CHECKED: dict[str, Any] = {}
+_ON_REFERENCE: set[str] = set()
 _EXERCISES: dict[str, list[Exercise]] = {}
 
 
@@ -45,19 +86,37 @@ def exercise(reference: Any, name: str | None = None):
     def decorate(body: Callable[..., None]) -> Callable[[Any], None]:
         @functools.wraps(body)
         def check_learner(learner: Any) -> None:
+            _CHECKED[exercise_name] = learner
+            if is_fallback(learner):
+                _RESULTS[exercise_name] = REFERENCE
+                raise CheckFailed(
+                    f"this {exercise_name} is the reference solution the notebook fell back "
+                    "to, not your code, so there is nothing of yours to check yet.\n"
+                    f"Run the cell that defines your {exercise_name}, then this check again.",
+                    exercise=exercise_name,
+                    status=REFERENCE,
+                ) from None
             check = Check(exercise_name)
             try:
                 body(check, learner)
             except CheckFailed as failure:
-                _RESULTS[exercise_name] = False
-                raise CheckFailed(f"{exercise_name}: {failure}") from None
-            except Exception as error:  # learner code so broken that the checker itself tripped
-                _RESULTS[exercise_name] = False
+                status = NOT_STARTED if check.not_implemented else FAILED
+                _RESULTS[exercise_name] = status
                 raise CheckFailed(
-                    f"{exercise_name}{check.where()}: checking your code raised "
-                    f"{type(error).__name__}: {error}{_learner_line(error)}"
+                    failure.diagnosis, exercise=exercise_name, case=failure.case, status=status
                 ) from None
-            _RESULTS[exercise_name] = True
+            except Exception as error:  # learner code so broken that the checker itself tripped
+                status = NOT_STARTED if isinstance(error, NotImplementedError) else FAILED
+                _RESULTS[exercise_name] = status
+                raise CheckFailed(
+                    f"checking your code raised {type(error).__name__}: "
+                    f"{error}{_learner_line(error)}",
+                    exercise=exercise_name,
+                    case=check._case,
+                    status=status,
+                ) from None
+            _RESULTS[exercise_name] = PASSED
+            _ON_REFERENCE.discard(exercise_name)
             print(f"✓ {exercise_name} passed {check.count} checks")
 
         chapter = body.__module__.rsplit(".", 1)[-1]
@@ -69,34 +128,98 @@ def exercise(reference: Any, name: str | None = None):
     return decorate
 
 
+def is_fallback(obj: Any) -> bool:
+    """True for the stand-in `reference_if_failed` returns (not for the reference itself)."""
+    return FALLBACK in getattr(obj, "__dict__", {})
+
+
 def reference_if_failed(learner: Any) -> Any:
-    """The learner's object if its check passed; otherwise the reference, with a note."""
+    """The learner's object if its check passes; otherwise a stand-in for the reference.
+
+    The stand-in behaves as the reference does (a function calls it; a class subclasses
+    it, and `isinstance` treats the two as one) but carries a mark, so that a check handed
+    it, when a learner re-runs a check cell without re-running their own cell, says so.
+    """
     name = getattr(learner, "__name__", None)
     found = [ex for exs in _EXERCISES.values() for ex in exs if ex.name == name]
     if not found:
         return learner
     ex = found[0]
-    if ex.name not in _RESULTS:
-        try:
-            with redirect_stdout(io.StringIO()):
-                ex.checker(learner)
-        except CheckFailed:
-            pass
-    if _RESULTS.get(ex.name):
-        return learner
+    if not is_fallback(learner):
+        if _CHECKED.get(ex.name) is not learner:  # never checked, or redefined since
+            try:
+                with redirect_stdout(io.StringIO()):
+                    ex.checker(learner)
+            except CheckFailed:
+                pass
+        if _RESULTS.get(ex.name) == PASSED:
+            _ON_REFERENCE.discard(ex.name)
+            return learner
     print(f"→ {ex.name} has not passed its check yet: the cells below use the reference {ex.name}.")
-    return ex.reference
+    _ON_REFERENCE.add(ex.name)
+    return learner if is_fallback(learner) else _fallback(ex)
+
+
+def _fallback(ex: Exercise) -> Any:
+    reference = ex.reference
+    if isinstance(reference, type):
+        namespace = {
+            FALLBACK: ex.name,
+            "__module__": reference.__module__,
+            "__qualname__": reference.__qualname__,
+            "__doc__": reference.__doc__,
+        }
+        return _fallback_metaclass(type(reference))(ex.name, (reference,), namespace)
+
+    @functools.wraps(reference)
+    def fallback(*args: Any, **kwargs: Any) -> Any:
+        return reference(*args, **kwargs)
+
+    setattr(fallback, FALLBACK, ex.name)
+    fallback.__name__ = ex.name
+    return fallback
+
+
+@functools.cache
+def _fallback_metaclass(meta: type) -> type:
+    """A metaclass under which a stand-in class and its reference pass each other's
+    isinstance and issubclass tests, so objects the reference builds still count."""
+
+    def instancecheck(cls, obj: Any) -> bool:
+        return isinstance(obj, cls.__bases__[0])
+
+    def subclasscheck(cls, sub: type) -> bool:
+        return issubclass(sub, cls.__bases__[0])
+
+    return type(
+        f"Fallback{meta.__name__}",
+        (meta,),
+        {"__instancecheck__": instancecheck, "__subclasscheck__": subclasscheck},
+    )
 
 
 def summary(*chapters: str) -> None:
-    """Print which exercises of a chapter (its checks modules) passed in this kernel."""
-    marks = {True: "✓ passed", False: "✗ failed", None: "· not checked yet"}
+    """Print where each exercise of a chapter (its checks modules) stands in this kernel."""
+    marks = {
+        PASSED: "✓ passed",
+        FAILED: "✗ failed",
+        NOT_STARTED: "○ not started",
+        REFERENCE: "→ its check was handed the reference",
+        None: "· not checked yet",
+    }
     exercises = [ex for chapter in chapters for ex in _EXERCISES.get(chapter, [])]
     width = max((len(ex.name) for ex in exercises), default=0)
-    for ex in exercises:
-        print(f"{ex.name:<{width}}  {marks[_RESULTS.get(ex.name)]}")
-    done = sum(_RESULTS.get(ex.name) is True for ex in exercises)
-    print(f"{done}/{len(exercises)} exercises of this chapter pass.")
+    statuses = [_RESULTS.get(ex.name) for ex in exercises]
+    for ex, status in zip(exercises, statuses, strict=True):
+        note = ""
+        if ex.name in _ON_REFERENCE and status in (FAILED, NOT_STARTED):
+            note = " (later cells use the reference)"
+        print(f"{ex.name:<{width}}  {marks[status]}{note}")
+    print(f"{statuses.count(PASSED)}/{len(exercises)} exercises of this chapter pass.")
+    if NOT_STARTED in statuses:
+        print("Not started: the code still raises NotImplementedError.")
+    if REFERENCE in statuses:
+        print("Handed the reference: run the cell that defines your code again, then its check.")
 
 
 def _learner_line(error: BaseException) -> str:
@@ -124,12 +247,11 @@ class Check:
     count: int = 0
     _case: str = ""
     _notes: list[str] = field(default_factory=list)
-
-    def where(self) -> str:
-        return f" [{self._case}]" if self._case else ""
+    not_implemented: bool = False  # the learner's code raised NotImplementedError: a stub
 
     def fail(self, message: str) -> None:
-        raise CheckFailed(f"{self.where()[1:]} {message}".strip())
+        """Fail the current case; `message` is the diagnosis (its own line under the case)."""
+        raise CheckFailed(message, case=self._case)
 
     @contextmanager
     def case(self, description: str) -> Iterator[None]:
@@ -152,6 +274,7 @@ class Check:
         try:
             out = fn(*args)
         except NotImplementedError:
+            self.not_implemented = True
             self.fail(
                 f"{what} is not implemented yet: replace `raise NotImplementedError` with your code."
             )
@@ -210,6 +333,7 @@ class Check:
         """
         if got is None:
             self.fail(f"your code returned None for the {what}: did you forget `return`?")
+        is_, has, holds = ("are", "have", "hold") if _plural(what) else ("is", "has", "holds")
         if not isinstance(got, Tensor):
             self.fail(
                 f"the {what} should be a torch.Tensor of shape {tuple(expected.shape)}, "
@@ -220,37 +344,50 @@ class Check:
             if got.dtype == expected.dtype:
                 for mistake, wrong in mistakes.items():
                     if wrong.shape == got.shape and _close(got, wrong, rtol, atol):
-                        self.fail(f"the {what} is wrong: it looks like you {mistake}.")
+                        self.fail(f"the {what} {is_} wrong: it looks like you {mistake}.")
             # A shape that two mistakes share (common with 1-element inputs) names neither.
             named = [mistake for shape, mistake in shapes or [] if tuple(shape) == got.shape]
             if len(named) == 1:
                 self.fail(
-                    f"the {what} has shape {tuple(got.shape)}, expected "
+                    f"the {what} {has} shape {tuple(got.shape)}, expected "
                     f"{tuple(expected.shape)}: it looks like you {named[0]}."
                 )
             hint = _shape_hint(tuple(got.shape), tuple(expected.shape))
             self.fail(
-                f"the {what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}.{hint}"
+                f"the {what} {has} shape {tuple(got.shape)}, expected "
+                f"{tuple(expected.shape)}.{hint}"
             )
         if got.dtype != expected.dtype:
-            self.fail(f"the {what} has dtype {got.dtype}, expected {expected.dtype}.")
+            self.fail(f"the {what} {has} dtype {got.dtype}, expected {expected.dtype}.")
         if got.is_floating_point() and not torch.isfinite(got).all():
             bad = (~torch.isfinite(got)).sum().item()
             self.fail(
-                f"the {what} holds {bad} NaN or infinite values (the reference's are all finite)."
+                f"the {what} {holds} {bad} NaN or infinite values (the reference's are all finite)."
             )
         got, expected = got.detach(), expected.detach()
         if _close(got, expected, rtol, atol):
             return
         for mistake, wrong in mistakes.items():
             if wrong.shape == got.shape and _close(got, wrong, rtol, atol):
-                self.fail(f"the {what} is wrong: it looks like you {mistake}.")
-        self.fail(f"the {what} has the right shape but wrong values.\n{_difference(got, expected)}")
+                self.fail(f"the {what} {is_} wrong: it looks like you {mistake}.")
+        self.fail(
+            f"the {what} {has} the right shape but wrong values.\n{_difference(got, expected)}"
+        )
 
     def equal(self, got: Any, expected: Any, *, what: str, hint: str = "") -> None:
         """Compare plain Python values (lists, ints, strings)."""
         if got != expected:
-            self.fail(f"the {what} is {_short(got)}, expected {_short(expected)}.{hint}")
+            is_ = "are" if _plural(what) else "is"
+            self.fail(f"the {what} {is_} {_short(got)}, expected {_short(expected)}.{hint}")
+
+
+def _plural(what: str) -> bool:
+    """Whether a description such as "masked scores" or "sum over heads" takes a plural verb:
+    its head noun is the last word before any "of", "over", "through", "for" or "(".
+    """
+    head = re.split(r" (?:of|over|through|for) | \(", what, maxsplit=1)[0]
+    word = head.split()[-1] if head.split() else ""
+    return word.endswith("s") and not word.endswith("ss")
 
 
 def _close(got: Tensor, target: Tensor, rtol: float, atol: float) -> bool:
@@ -297,6 +434,16 @@ def _fmt(t: Tensor) -> str:
 def _short(value: Any, limit: int = 120) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def plural(n: int, noun: str, nouns: str = "") -> str:
+    """`1 query`, `5 queries`: a count and its noun, for case labels."""
+    return f"{n} {noun if n == 1 else nouns or noun + 's'}"
+
+
+def scaled(what: str, scale: float) -> str:
+    """`, inputs scaled ×10` for a case label; nothing when the scale is 1."""
+    return "" if scale == 1 else f", {what} scaled ×{scale:g}"
 
 
 def seeded(seed: int) -> torch.Generator:

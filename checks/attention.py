@@ -25,7 +25,7 @@ from checks._attention_diagnosis import (
     previous_token_mistakes,
     scale_mistakes,
 )
-from checks._core import exercise, randomize, seeded
+from checks._core import exercise, plural, randomize, scaled, seeded
 from course.config import GPT2_SMALL, TINY
 from solutions import attention as ref
 
@@ -61,7 +61,7 @@ RTOL = {0.01: 1e-4, 1.0: 1e-4, 10.0: 1e-3}
 
 def _describe(cfg, batch, posn, scale) -> str:
     name = "TINY" if cfg == TINY else "ODD"
-    return f"{name}, batch {batch}, {posn} positions, inputs ×{scale:g}"
+    return f"{name}, batch {batch}, {plural(posn, 'position')}" + scaled("inputs", scale)
 
 
 @exercise(ref.single_head_scores)
@@ -69,7 +69,10 @@ def check_single_head_scores(check, single_head_scores):
     for i, (n_q, n_k, d_head, scale) in enumerate(
         [(1, 1, 4, 1.0), (5, 5, 8, 1.0), (3, 7, 16, 1.0), (32, 32, 12, 0.01), (6, 6, 64, 10.0)]
     ):
-        with check.case(f"{n_q} queries, {n_k} keys, d_head {d_head}, inputs ×{scale:g}"):
+        with check.case(
+            f"{plural(n_q, 'query', 'queries')}, {plural(n_k, 'key')}, d_head {d_head}"
+            + scaled("inputs", scale)
+        ):
             gen = seeded(i)
             q, k = (torch.randn(n, d_head, generator=gen) * scale for n in (n_q, n_k))
             expected = ref.single_head_scores(q, k)
@@ -104,7 +107,10 @@ def check_apply_causal_mask(check, apply_causal_mask):
     for i, (batch, n_heads, posn, scale) in enumerate(
         [(1, 1, 1, 1.0), (2, 3, 5, 1.0), (1, 4, 32, 1.0), (3, 2, 7, 1e-3), (2, 2, 6, 300.0)]
     ):
-        with check.case(f"batch {batch}, {n_heads} heads, {posn} positions, scores ×{scale:g}"):
+        with check.case(
+            f"batch {batch}, {plural(n_heads, 'head')}, {plural(posn, 'position')}"
+            + scaled("scores", scale)
+        ):
             scores = torch.randn(batch, n_heads, posn, posn, generator=seeded(20 + i)) * scale
             got = check.call(apply_causal_mask, scores)
             compare_masked(check, got, scores, what="masked scores")
@@ -215,8 +221,8 @@ def check_concat_heads_then_project(check, concat_heads_then_project):
     for i, shape in enumerate(HEAD_CASES):
         batch, posn, n_heads, d_head, d_model, scale = shape
         with check.case(
-            f"batch {batch}, {posn} positions, {n_heads} heads of {d_head}, "
-            f"d_model {d_model}, z ×{scale:g}"
+            f"batch {batch}, {plural(posn, 'position')}, {plural(n_heads, 'head')}, "
+            f"d_head {d_head}, d_model {d_model}" + scaled("z", scale)
         ):
             z, W_O = _z_and_W_O(i, *shape)
             mixed = einops.rearrange(z, "b p h d -> b p (d h)") @ einops.rearrange(
@@ -239,13 +245,15 @@ def check_per_head_outputs(check, per_head_outputs):
     for i, shape in enumerate(HEAD_CASES):
         batch, posn, n_heads, d_head, d_model, scale = shape
         with check.case(
-            f"batch {batch}, {posn} positions, {n_heads} heads of {d_head}, "
-            f"d_model {d_model}, z ×{scale:g}"
+            f"batch {batch}, {plural(posn, 'position')}, {plural(n_heads, 'head')}, "
+            f"d_head {d_head}, d_model {d_model}" + scaled("z", scale)
         ):
             z, W_O = _z_and_W_O(i, *shape)
             got = check.call(per_head_outputs, z, W_O)
             check.tensor(got, ref.per_head_outputs(z, W_O), what="per-head outputs")
-        with check.case(f"{n_heads} heads: the per-head outputs add up to concat-then-W_O"):
+        with check.case(
+            f"the per-head outputs add up to concat-then-W_O, {plural(n_heads, 'head')}"
+        ):
             check.tensor(
                 got.sum(dim=2),
                 ref.concat_heads_then_project(z, W_O),
@@ -292,7 +300,7 @@ def check_head_output_with_frozen_pattern(check, head_output_with_frozen_pattern
         patterns = attn.pattern(torch.randn(batch, posn, cfg.d_model, generator=gen)).detach()
         head = i % cfg.n_heads
         pattern = patterns[:, head]
-        with check.case(_describe(cfg, batch, posn, scale) + f", head {head}"):
+        with check.case(f"head {head} of " + _describe(cfg, batch, posn, scale)):
             with torch.no_grad():
                 expected = ref.head_output_with_frozen_pattern(attn, head, x, pattern)
                 v, W_O = x @ attn.W_V[head] + attn.b_V[head], attn.W_O[head]
@@ -338,7 +346,7 @@ def check_kv_cache_bytes(check, kv_cache_bytes):
         (TINY, "TINY", 32, 4),
         (ODD.but(n_layers=3), "ODD", 7, 2),
     ]:
-        with check.case(f"{name}, {n} tokens, {per} bytes per value"):
+        with check.case(f"{name}, {plural(n, 'token')}, {plural(per, 'byte')} per value"):
             expected = ref.kv_cache_bytes(cfg, n, per)
             got = check.call(kv_cache_bytes, cfg, n, per)
             wrong_by = {

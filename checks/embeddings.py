@@ -5,7 +5,7 @@ from functools import partial
 
 import torch
 
-from checks._core import CheckFailed, exercise, randomize, seeded
+from checks._core import CheckFailed, exercise, randomize, scaled, seeded
 from course.config import TINY
 from solutions import embeddings as ref
 
@@ -23,8 +23,8 @@ MID = TINY.but(d_model=64, d_vocab=1000, n_ctx=128)
 
 
 def _fail_with_hint(check, failure, hint):
-    """Fail with a caught verdict's message (minus its case label: fail adds it) and a hint."""
-    check.fail(str(failure).removeprefix(check.where()[1:]).lstrip() + hint)
+    """Fail the case again with a caught verdict's diagnosis and a hint added."""
+    check.fail(failure.diagnosis + hint)
 
 
 def _tokens(cfg, batch, posn, seed, high=None):
@@ -192,7 +192,7 @@ def check_unembed(check, Unembed):
     ]
     for cfg, batch, posn, seed, scale in cases:
         with check.case(
-            f"batch {batch}, posn {posn}, d_vocab {cfg.d_vocab}, |residual| ~ {scale:g}"
+            f"batch {batch}, posn {posn}, d_vocab {cfg.d_vocab}" + scaled("residual", scale)
         ):
             ours = randomize(ref.Unembed(cfg), seed)
             theirs = check.build(Unembed, cfg)

@@ -19,8 +19,8 @@ __all__ = [
 
 
 def _fail_with_hint(check, failure, hint):
-    """Fail with a caught verdict's message (minus its case label: fail adds it) and a hint."""
-    check.fail(str(failure).removeprefix(check.where()[1:]).lstrip() + hint)
+    """Fail the case again with a caught verdict's diagnosis and a hint added."""
+    check.fail(failure.diagnosis + hint)
 
 
 def _plain(check, fn, args, expected, *, what, kind, mistakes=()):
@@ -45,12 +45,18 @@ def _plain(check, fn, args, expected, *, what, kind, mistakes=()):
     return got
 
 
+def _ids_label(ids: list[int]) -> str:
+    if not ids:
+        return "an empty list, ids = []"
+    return f"ids = {ids}" if len(ids) < 10 else f"{len(ids)} random ids"
+
+
 @exercise(ref.count_pairs)
 def check_count_pairs(check, count_pairs):
     cases = [[], [7], [1, 2], [1, 2, 1, 2, 1], [5, 5, 5], [5, 5, 5, 5], [0, 255, 300, 0, 255]]
     cases.append(torch.randint(0, 260, (60,), generator=seeded(1)).tolist())
     for ids in cases:
-        with check.case(f"ids = {ids if len(ids) < 10 else f'{len(ids)} random ids'}"):
+        with check.case(_ids_label(ids)):
             expected = ref.count_pairs(ids)
             mistakes = [
                 (
@@ -130,7 +136,10 @@ def check_merge(check, merge):
         (torch.randint(0, 4, (60,), generator=seeded(2)).tolist(), (1, 2), 257),
     ]
     for ids, pair, new_id in cases:
-        with check.case(f"merge({ids if len(ids) < 10 else '60 random ids'}, {pair}, {new_id})"):
+        shown = ids if len(ids) < 10 else f"{len(ids)} random ids"
+        with check.case(
+            ("an empty list, " if not ids else "") + f"merge({shown}, {pair}, {new_id})"
+        ):
             expected = ref.merge(ids, pair, new_id)
             mistakes = [
                 (
@@ -359,7 +368,7 @@ def check_bpe_tokenizer(check, BPETokenizer):
                 hint=" Decode bytes with errors='replace' (not 'ignore').",
             )
     for text in [*TRICKY_STRINGS, load_corpus()[5000:5600]]:
-        with check.case(f"text {_quoted(text)}"):
+        with check.case(f"text {_quoted(text)}" + (" (empty)" if not text else "")):
             _check_round_trip(check, tok, ref_tok, text)
     with check.case(
         "BPETokenizer.train('aaaa', 300): overlapping pairs, then nothing left to merge"

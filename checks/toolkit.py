@@ -10,7 +10,7 @@ import einops
 import torch
 from torch import Tensor
 
-from checks._core import exercise, seeded
+from checks._core import exercise, scaled, seeded
 from solutions import toolkit as ref
 
 __all__ = [
@@ -36,6 +36,10 @@ __all__ = [
 LARGE = 1e3  # the scale of the large-magnitude case
 
 
+def _scaled(scale: float) -> str:
+    return scaled("entries", scale)
+
+
 def _randn(seed: int, *shapes: tuple[int, ...], scale: float = 1.0) -> list[Tensor]:
     gen = seeded(seed)
     return [torch.randn(shape, generator=gen) * scale for shape in shapes]
@@ -53,7 +57,7 @@ def check_matmul(check, matmul):
         (3, (4, 1, 6), 1.0),
         (4, (16, 32, 8), LARGE),
     ]:
-        with check.case(f"A of shape ({m}, {k}), B of shape ({k}, {n})"):
+        with check.case(f"A of shape ({m}, {k}), B of shape ({k}, {n})" + _scaled(scale)):
             A, B = _randn(seed, (m, k), (k, n), scale=scale)
             mistakes = {}
             if m == k == n:
@@ -79,7 +83,7 @@ def check_dot(check, dot):
         (14, (2, 3, 7), 1.0),
         (15, (6, 64), LARGE),
     ]:
-        with check.case(f"x, y of shape {shape}"):
+        with check.case(f"x, y of shape {shape}" + _scaled(scale)):
             x, y = _randn(seed, shape, shape, scale=scale)
             mistakes = {
                 "multiplied entry by entry but did not sum over the last axis": x * y,
@@ -101,7 +105,7 @@ def check_diagonal(check, diagonal):
         (113, (2, 3, 2, 2), 1.0),
         (114, (16, 16), LARGE),
     ]:
-        with check.case(f"A of shape {shape}"):
+        with check.case(f"A of shape {shape}" + _scaled(scale)):
             (A,) = _randn(seed, shape, scale=scale)
             mistakes = {
                 "summed each row: name both axes alike, and only the entries A[i, i] are "
@@ -134,7 +138,7 @@ def check_trace(check, trace):
         (123, (2, 3, 2, 2), 1.0),
         (124, (16, 16), LARGE),
     ]:
-        with check.case(f"A of shape {shape}"):
+        with check.case(f"A of shape {shape}" + _scaled(scale)):
             (A,) = _randn(seed, shape, scale=scale)
             mistakes = {
                 "summed every entry; the trace sums the diagonal only, A[i, i]": A.sum((-2, -1)),
@@ -160,7 +164,7 @@ def check_frobenius_inner(check, frobenius_inner):
         (23, (2, 5), 1.0),
         (24, (24, 8), LARGE),
     ]:
-        with check.case(f"A, B of shape ({m}, {n})"):
+        with check.case(f"A, B of shape ({m}, {n})" + _scaled(scale)):
             A, B = _randn(seed, (m, n), (m, n), scale=scale)
             entrywise = "returned the entrywise product A ⊙ B: sum its entries as well"
             mistakes = {
@@ -187,7 +191,7 @@ def check_hadamard(check, hadamard):
         (32, (2, 5), 1.0),
         (33, (7, 4), LARGE),
     ]:
-        with check.case(f"A, B of shape ({m}, {n})"):
+        with check.case(f"A, B of shape ({m}, {n})" + _scaled(scale)):
             A, B = _randn(seed, (m, n), (m, n), scale=scale)
             mistakes = {}
             if m == n:
@@ -208,7 +212,7 @@ def check_outer(check, outer):
         (42, (3, 5), 1.0),
         (43, (32, 8), LARGE),
     ]:
-        with check.case(f"u of shape ({m},), v of shape ({n},)"):
+        with check.case(f"u of shape ({m},), v of shape ({n},)" + _scaled(scale)):
             u, v = _randn(seed, (m,), (n,), scale=scale)
             transposed = "put v first: that is v uᵀ, the transpose of u vᵀ (row i belongs to u_i)"
             shapes = [
@@ -230,7 +234,9 @@ def check_bilinear_form(check, bilinear_form):
         (133, (2, 3, 4, 4), 1.0),
         (134, (8, 6, 16, 16), LARGE),
     ]:
-        with check.case(f"x of shape ({p}, {m}), W of shape ({m}, {n}), y of shape ({q}, {n})"):
+        with check.case(
+            f"x of shape ({p}, {m}), W of shape ({m}, {n}), y of shape ({q}, {n})" + _scaled(scale)
+        ):
             x, W, y = _randn(seed, (p, m), (m, n), (q, n), scale=scale)
             expected = ref.bilinear_form(x, W, y)
             mistakes = {
@@ -267,7 +273,7 @@ def check_query_key_dots(check, query_key_dots):
     ]:
         with check.case(
             f"batch={batch}, query_posn={q_posn}, key_posn={k_posn}, "
-            f"n_heads={n_heads}, d_head={d_head}"
+            f"n_heads={n_heads}, d_head={d_head}" + _scaled(scale)
         ):
             q, k = _randn(
                 seed,
@@ -308,7 +314,9 @@ def _head_cases():
 def check_split_heads(check, split_heads):
     for seed, batch, posn, n_heads, d_head, scale in _head_cases():
         d_model = n_heads * d_head
-        with check.case(f"x of shape ({batch}, {posn}, {d_model}), n_heads={n_heads}"):
+        with check.case(
+            f"x of shape ({batch}, {posn}, {d_model}), n_heads={n_heads}" + _scaled(scale)
+        ):
             (x,) = _randn(seed, (batch, posn, d_model), scale=scale)
             wrong_grouping = einops.rearrange(
                 x, "batch posn (d_head n_heads) -> batch posn n_heads d_head", n_heads=n_heads
@@ -326,7 +334,7 @@ def check_split_heads(check, split_heads):
 @exercise(ref.merge_heads)
 def check_merge_heads(check, merge_heads):
     for seed, batch, posn, n_heads, d_head, scale in _head_cases():
-        with check.case(f"z of shape ({batch}, {posn}, {n_heads}, {d_head})"):
+        with check.case(f"z of shape ({batch}, {posn}, {n_heads}, {d_head})" + _scaled(scale)):
             (z,) = _randn(seed, (batch, posn, n_heads, d_head), scale=scale)
             wrong_grouping = einops.rearrange(
                 z, "batch posn n_heads d_head -> batch posn (d_head n_heads)"
@@ -357,7 +365,7 @@ def check_image_grid(check, image_grid):
         (144, (5, 1, 3, 3), 1.0),
         (145, (12, 3, 8, 8), LARGE),
     ]:
-        with check.case(f"images of shape ({b}, {h}, {w}), n_rows={n_rows}"):
+        with check.case(f"images of shape ({b}, {h}, {w}), n_rows={n_rows}" + _scaled(scale)):
             (images,) = _randn(seed, (b, h, w), scale=scale)
             grid = lambda pattern, x=images, r=n_rows: einops.rearrange(x, pattern, r=r)  # noqa: E731
             mistakes = {
@@ -401,7 +409,7 @@ def check_mean_pool(check, mean_pool):
         (93, (2, 1, 6), 1.0),
         (94, (4, 32, 16), LARGE),
     ]:
-        with check.case(f"x of shape ({batch}, {posn}, {d_model})"):
+        with check.case(f"x of shape ({batch}, {posn}, {d_model})" + _scaled(scale)):
             (x,) = _randn(seed, (batch, posn, d_model), scale=scale)
             mistakes = {
                 "averaged over d_model; the pool averages over posn": x.mean(-1),
@@ -429,7 +437,7 @@ def check_max_pool(check, max_pool):
         (154, (2, 5, 5), 5, 1.0),
         (155, (4, 16, 16), 4, LARGE),
     ]:
-        with check.case(f"images of shape ({b}, {h}, {w}), k={k}"):
+        with check.case(f"images of shape ({b}, {h}, {w}), k={k}" + _scaled(scale)):
             (images,) = _randn(seed, (b, h, w), scale=scale)
             tiles = einops.rearrange(images, "b (h i) (w j) -> b h w i j", i=k, j=k)
             mistakes = {
@@ -467,7 +475,7 @@ def check_repeat_over_batch(check, repeat_over_batch):
         (103, (5, 3), 1, 1.0),
         (104, (16, 8), 4, LARGE),
     ]:
-        with check.case(f"W_pos of shape ({posn}, {d_model}), batch={batch}"):
+        with check.case(f"W_pos of shape ({posn}, {d_model}), batch={batch}" + _scaled(scale)):
             (W_pos,) = _randn(seed, (posn, d_model), scale=scale)
             mistakes = {
                 "put the new batch axis after posn; the output is batch posn d_model": (
@@ -495,7 +503,7 @@ def check_kron(check, kron):
         (53, (3, 1), (1, 2), 1.0),
         (54, (4, 3), (3, 4), LARGE),
     ]:
-        with check.case(f"A of shape ({m}, {n}), B of shape ({p}, {q})"):
+        with check.case(f"A of shape ({m}, {n}), B of shape ({p}, {q})" + _scaled(scale)):
             A, B = _randn(seed, (m, n), (p, q), scale=scale)
             products = einops.einsum(A, B, "m n, p q -> m p n q")
             mistakes = {
@@ -524,7 +532,10 @@ def check_block_matmul(check, block_matmul):
         (62, (2, 3, 2), (2, 4, 3), 1.0),
         (63, (2, 2, 2), (4, 4, 4), LARGE),
     ]:
-        with check.case(f"{r}x{s} blocks of shape ({m}, {k}) times {s}x{t} of ({k}, {n})"):
+        with check.case(
+            f"a {r}×{s} grid of ({m}, {k}) blocks times a {s}×{t} grid of ({k}, {n}) blocks"
+            + _scaled(scale)
+        ):
             A, B = _randn(seed, (r, s, m, k), (s, t, k, n), scale=scale)
             mistakes = {}
             if m == k == n:

@@ -1,7 +1,7 @@
 """Grade exercise notebooks: `python -m course.grade exercises/01_embeddings.ipynb ...`.
 
 Runs a copy of each notebook from top to bottom (the file itself is never written) and
-lists every check cell as passed or failed, with the first line of its verdict. Exits
+lists every check cell as passed or failed, with the start of its verdict. Exits
 with status 1 if any check failed or the notebook stopped early, so a learner's CI can
 run it after nbval (which lets check cells fail: they are tagged `raises-exception`).
 """
@@ -17,7 +17,7 @@ from course.notebooks import execute, is_check_cell
 
 
 def grade(path: Path) -> tuple[list[tuple[str, str | None]], str | None]:
-    """Each check cell with None if it passed, else the first line of its failure; and
+    """Each check cell with None if it passed, else the start of its verdict; and
     the error that stopped the notebook early, if one did."""
     nb = nbformat.read(path, as_version=4)
     stopped = None
@@ -32,7 +32,9 @@ def grade(path: Path) -> tuple[list[tuple[str, str | None]], str | None]:
             ran = cell.get("execution_count") is not None
             failure = None
             if errors:
-                failure = f"{errors[0].ename}: {errors[0].evalue}".splitlines()[0]
+                # The verdict's heading (exercise and case) and its diagnosis's first line.
+                lines = f"{errors[0].ename}: {errors[0].evalue}".splitlines()[:2]
+                failure = "\n".join(line.strip() for line in lines)
             elif not ran:
                 failure = "not run: the notebook stopped before this cell"
             results.append((cell.source.strip(), failure))
@@ -50,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         if stopped:
             print(f"  the notebook stopped early: {stopped}")
         for source, failure in results:
-            print(f"  ✓ {source}" if failure is None else f"  ✗ {source}\n      {failure}")
+            if failure is None:
+                print(f"  ✓ {source}")
+            else:
+                print(f"  ✗ {source}\n      " + failure.replace("\n", "\n      "))
         passed = sum(failure is None for _, failure in results)
         print(f"  {passed} of {len(results)} checks pass")
         all_pass &= passed == len(results) and not stopped

@@ -29,6 +29,7 @@ import argparse
 import ast
 import hashlib
 import importlib
+import platform
 import re
 import sys
 from dataclasses import dataclass, field
@@ -42,7 +43,18 @@ EXERCISES = ROOT / "exercises"
 SOLVED = ROOT / "book" / "solved"
 SOLUTIONS = ROOT / "solutions"
 STUB = "# Your code here.\nraise NotImplementedError()"
-KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+# The kernel as ipykernel installs it and describes itself once started. JupyterLab writes
+# both into a notebook it opens, which then shows as modified ("unsaved") if they differ.
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+LANGUAGE_INFO = {
+    "name": "python",
+    "version": platform.python_version(),
+    "mimetype": "text/x-python",
+    "codemirror_mode": {"name": "ipython", "version": 3},
+    "pygments_lexer": "ipython3",
+    "nbconvert_exporter": "python",
+    "file_extension": ".py",
+}
 
 
 @dataclass
@@ -183,7 +195,7 @@ def render(front: dict[str, str], blocks: list[Block], solved: bool) -> nbformat
     for i, cell in enumerate(cells):
         cell["id"] = f"{cell['cell_type'][:2]}-{i:03d}"
     nb = nbformat.v4.new_notebook(cells=cells)
-    nb.metadata = {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}}
+    nb.metadata = {"kernelspec": KERNELSPEC, "language_info": LANGUAGE_INFO}
     nb.metadata["residual_stream"] = {"source": f"notebooks/{front['stem']}.md"}
     nb.metadata["residual_stream"]["cells_sha"] = cells_sha(nb)
     return nb
@@ -279,7 +291,8 @@ def edited_by_hand(path: Path) -> bool:
 
 def same_cells(a: nbformat.NotebookNode, b: nbformat.NotebookNode) -> bool:
     strip = lambda nb: [(c.cell_type, c.source, dict(c.metadata)) for c in nb.cells]  # noqa: E731
-    return strip(a) == strip(b) and a.metadata["residual_stream"] == b.metadata["residual_stream"]
+    keys = ["residual_stream", "kernelspec"]
+    return strip(a) == strip(b) and all(a.metadata.get(k) == b.metadata.get(k) for k in keys)
 
 
 def is_check_cell(cell: nbformat.NotebookNode) -> bool:

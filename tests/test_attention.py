@@ -242,7 +242,7 @@ def test_check_attention_scores_rejects_missing_scale_and_wrong_axis_order():
     assert_rejects(
         checks.check_attention_scores,
         lambda q, k: torch.einsum("bqhd,bkhd->bqkh", q, k) / q.shape[-1] ** 0.5,
-        "has shape",
+        "have shape",
     )
 
 
@@ -317,7 +317,9 @@ def test_check_per_head_outputs_accepts_broadcast_matmul(capsys):
 
 
 def test_check_per_head_outputs_rejects_summed_heads():
-    assert_rejects(checks.check_per_head_outputs, ref.concat_heads_then_project, "has shape")
+    assert_rejects(
+        checks.check_per_head_outputs, ref.concat_heads_then_project, "per-head outputs have shape"
+    )
 
 
 def test_check_w_qk_and_w_ov_accept_einsum(capsys):

@@ -5,7 +5,17 @@ import torch
 from torch import nn
 
 from checks import CheckFailed, reference_if_failed, summary
-from checks._core import _EXERCISES, _RESULTS, exercise
+from checks._core import (
+    _CHECKED,
+    _EXERCISES,
+    _ON_REFERENCE,
+    _RESULTS,
+    FAILED,
+    REFERENCE,
+    WIDTH,
+    exercise,
+    is_fallback,
+)
 from support import assert_accepts, assert_rejects
 
 
@@ -33,6 +43,14 @@ def check_double(check, learner_cls):
             x = torch.randn(n, 3, generator=torch.Generator().manual_seed(n))
             got = check.call(learner, x, what="Double.forward")
             check.tensor(got, ref(x), mistakes={"forgot the bias": x * 2.0})
+
+
+@pytest.fixture(autouse=True)
+def fresh_kernel():
+    """Each test starts as a fresh kernel would: no exercise checked yet."""
+    for state in (_RESULTS, _CHECKED):
+        state.pop("Double", None), state.pop("triple", None)
+    _ON_REFERENCE.difference_update({"Double", "triple"})
 
 
 def variant(forward):
@@ -127,21 +145,130 @@ def test_failure_hides_checker_internals_in_jupyter():
     assert len(rendered) == 1 and "✗ Double" in rendered[0]
 
 
+def test_verdict_puts_the_diagnosis_under_the_case():
+    message = assert_rejects(check_double, variant(lambda self, x: None), "did you forget")
+    heading, diagnosis = message.splitlines()[:2]
+    assert heading == "Double — case: batch 1"
+    assert diagnosis.startswith("  your code returned None")
+
+
+def test_rendered_verdict_breaks_long_lines_between_words():
+    def forward(self, x):
+        raise ValueError("a very long complaint " * 12)
+
+    with pytest.raises(CheckFailed) as failure:
+        check_double(variant(forward))
+    (rendered,) = failure.value._render_traceback_()
+    lines = rendered.removeprefix("\x1b[31m").removesuffix("\x1b[0m").splitlines()
+    assert lines[0] == "✗ Double — case: batch 1"
+    assert all(len(line) <= WIDTH for line in lines), lines
+    assert all(line.startswith("  ") for line in lines[1:])
+    # 12 in the message, 1 in the learner's line quoted under it: none cut in two.
+    assert " ".join(line.strip() for line in lines).count("a very long complaint") == 13
+
+
+@exercise(lambda x: x * 3, name="triple")
+def check_triple(check, learner):
+    with check.case("x = 2"):
+        check.equal(check.call(learner, 2), 6, what="result")
+
+
 def test_reference_is_used_while_the_check_fails(capsys):
     broken = variant(lambda self, x: None)
     with pytest.raises(CheckFailed):
         check_double(broken)
-    assert reference_if_failed(broken) is Double
+    fallback = reference_if_failed(broken)
     assert "has not passed its check yet" in capsys.readouterr().out
+    assert is_fallback(fallback) and not is_fallback(Double)
+    assert fallback.__name__ == "Double" and issubclass(fallback, Double)
+    # Later cells build, call and test the stand-in as they would the reference.
+    x = torch.randn(2, 3)
+    model = fallback()
+    assert isinstance(model, nn.Module) and isinstance(model, Double)
+    assert isinstance(Double(), fallback) and issubclass(Double, fallback)
+    assert torch.equal(model(x), Double()(x))
+    assert dict(model.named_parameters()).keys() == dict(Double().named_parameters()).keys()
     assert reference_if_failed(Double) is Double
 
 
-def test_summary_lists_every_exercise_of_the_chapter(capsys):
-    _RESULTS.pop("Double", None)
+def test_check_handed_the_reference_says_so_and_never_passes(capsys):
+    with pytest.raises(CheckFailed):
+        check_double(variant(lambda self, x: None))
+    fallback = reference_if_failed(fallback_source := variant(lambda self, x: None))
+    assert fallback is not fallback_source
+    message = assert_rejects(
+        check_double,
+        fallback,
+        "the reference solution the notebook fell back to, not your code",
+        "Run the cell that defines your Double, then this check again.",
+    )
+    assert message.splitlines()[0] == "Double"
+    assert _RESULTS["Double"] == REFERENCE
+    # Re-running the fallback cell keeps the stand-in and does not re-check it.
+    assert reference_if_failed(fallback) is fallback
+    capsys.readouterr()
+    summary("test_core")
+    out = capsys.readouterr().out
+    assert "Double  → its check was handed the reference" in out and "0/2 exercises" in out
+
+
+def test_function_stand_in_calls_the_reference_and_is_marked():
+    fallback = reference_if_failed(lambda x: None)  # no exercise has the name <lambda>
+    assert not is_fallback(fallback)
+
+    def triple(x):
+        raise NotImplementedError()
+
+    with pytest.raises(CheckFailed):
+        check_triple(triple)
+    fallback = reference_if_failed(triple)
+    assert is_fallback(fallback) and fallback(5) == 15 and fallback.__name__ == "triple"
+    assert_rejects(check_triple, fallback, "fell back to")
+
+
+def test_stand_in_class_keeps_classmethods():
+    from checks.tokenizer import check_bpe_tokenizer  # noqa: F401 (registers the exercise)
+    from solutions.tokenizer import BPETokenizer
+
+    class Stub(BPETokenizer):
+        __name__ = "BPETokenizer"
+
+    _RESULTS["BPETokenizer"], _CHECKED["BPETokenizer"] = FAILED, Stub
+    fallback = reference_if_failed(Stub)
+    tok = fallback.train("aaaa", 258)
+    assert isinstance(tok, fallback) and isinstance(tok, BPETokenizer)
+    assert tok.encode("aaaa") == BPETokenizer.train("aaaa", 258).encode("aaaa") == [257]
+
+
+def test_redefined_code_is_checked_again_before_it_is_used(capsys):
+    check_double(Double)
+    assert reference_if_failed(Double) is Double
+    broken = variant(lambda self, x: None)  # redefined, its check cell not run again
+    assert is_fallback(reference_if_failed(broken))
+    assert _RESULTS["Double"] == FAILED
+
+
+def test_summary_tells_each_state_apart(capsys):
+    def triple(x):
+        raise NotImplementedError()
+
     summary("test_core")
     assert "Double  · not checked yet" in capsys.readouterr().out
+    with pytest.raises(CheckFailed):
+        check_triple(triple)
+    with pytest.raises(CheckFailed):
+        check_double(variant(lambda self, x: None))
+    reference_if_failed(triple)
+    capsys.readouterr()
+    summary("test_core")
+    out = capsys.readouterr().out
+    assert "Double  ✗ failed\n" in out
+    assert "triple  ○ not started (later cells use the reference)" in out
+    assert (
+        "Not started: the code still raises NotImplementedError" in out and "0/2 exercises" in out
+    )
     check_double(Double)
     summary("test_core")
     out = capsys.readouterr().out
-    assert "Double  ✓ passed" in out and "1/1 exercises" in out
-    assert [ex.name for ex in _EXERCISES["test_core"]] == ["Double"]
+    assert "Double  ✓ passed" in out and "1/2 exercises" in out
+    assert [ex.name for ex in _EXERCISES["test_core"]] == ["Double", "triple"]

@@ -20,6 +20,23 @@ def test_generated_notebooks_are_current(capsys):
     assert notebooks.check(STEMS) == 0, capsys.readouterr().out
 
 
+def test_notebooks_store_the_kernel_as_jupyter_describes_it():
+    # JupyterLab rewrites both on opening a notebook; any difference shows it as unsaved.
+    # Only Python's version, as the machine that generated them had it, may differ.
+    from ipykernel.ipkernel import IPythonKernel
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec(notebooks.KERNELSPEC["name"])
+    assert notebooks.KERNELSPEC["display_name"] == spec.display_name
+    assert notebooks.KERNELSPEC["language"] == spec.language
+    for path in [*EXERCISES.glob("*.ipynb"), *notebooks.SOLVED.glob("*.ipynb")]:
+        metadata = nbformat.read(path, as_version=4).metadata
+        assert metadata.kernelspec == notebooks.KERNELSPEC, path
+        stored = {k: v for k, v in metadata.language_info.items() if k != "version"}
+        expected = {k: v for k, v in IPythonKernel.language_info.items() if k != "version"}
+        assert stored == expected, path
+
+
 def test_solved_notebooks_are_stored_executed():
     for stem in STEMS:
         nb = nbformat.read(notebooks.SOLVED / f"{stem}.ipynb", as_version=4)
@@ -34,11 +51,22 @@ def test_solved_notebooks_are_stored_executed():
 def test_exercise_notebook_fails_exactly_at_its_check_cells(stem):
     # Executed as "Run All" does: it stops at any error, except in a cell tagged
     # raises-exception, so reaching the end proves the notebook runs top to bottom.
+    # Then, in the same kernel, as a learner would: every check cell run again (each
+    # name now holds the reference the notebook fell back to), then one exercise solved.
     nb = nbformat.read(EXERCISES / f"{stem}.ipynb", as_version=4)
-    notebooks.execute(nb, EXERCISES)
     code = [c for c in nb.cells if c.cell_type == "code"]
     check_cells = [c for c in code if notebooks.is_check_cell(c)]
     assert check_cells
+    rerun = [_code(c.source, raises=True) for c in check_cells]
+    chapter, first = _first_exercise(stem)
+    solved = [
+        _code(notebooks.solution_source(chapter, first)),
+        _code(f"check_{notebooks.snake_case(first)}({first})"),
+    ]
+    summaries = [_code(code[-1].source), _code(code[-1].source)]
+    nb.cells += rerun + summaries[:1] + solved + summaries[1:]
+    notebooks.execute(nb, EXERCISES)
+
     for cell in code:
         errors = [o for o in cell.outputs if o.output_type == "error"]
         if cell in check_cells:
@@ -49,6 +77,34 @@ def test_exercise_notebook_fails_exactly_at_its_check_cells(stem):
             assert not errors, f"{stem}: cell {cell.id} failed:\n{cell.source}\n{errors}"
     fallbacks = [c for c in code if " = reference_if_failed(" in c.source]
     assert all("has not passed its check yet" in _text(c) for c in fallbacks)
+    n = len(check_cells)
+    after_run_all = _text(code[-1])
+    assert after_run_all.count("○ not started") == n, after_run_all
+    assert f"0/{n} exercises" in after_run_all
+
+    for cell in rerun:
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        assert errors, f"{stem}: `{cell.source}` passed the reference the notebook fell back to"
+        assert "fell back to, not your code" in errors[0].evalue, errors[0].evalue
+        assert "Run the cell that defines your" in errors[0].evalue
+    after_rerun = _text(summaries[0])
+    assert after_rerun.count("→ its check was handed the reference") == n, after_rerun
+    assert f"0/{n} exercises" in after_rerun
+
+    assert _text(solved[1]).startswith(f"✓ {first} passed"), solved[1].outputs
+    assert f"1/{n} exercises" in _text(summaries[1])
+
+
+def _first_exercise(stem: str) -> tuple[str, str]:
+    front, blocks = notebooks.parse((notebooks.SOURCES / f"{stem}.md").read_text())
+    return front["chapter"], next(b.name for b in blocks if b.kind == "exercise")
+
+
+def _code(source: str, raises: bool = False):
+    cell = nbformat.v4.new_code_cell(source)
+    if raises:
+        cell.metadata["tags"] = ["raises-exception"]
+    return cell
 
 
 def _text(cell) -> str:
