@@ -3,12 +3,12 @@
 import tempfile
 import time
 from collections import Counter
-from functools import cache
 from pathlib import Path
 
 import regex
 import torch
 
+from checks import _tokenizer_diagnosis as diagnosis
 from checks._core import CheckFailed, exercise, seeded
 from course.corpus import load_corpus
 from solutions import tokenizer as ref
@@ -113,16 +113,6 @@ def check_most_frequent_pair(check, most_frequent_pair):
             )
 
 
-def _merge_overlapping(ids, pair, new_id):
-    """A wrong merge that replaces overlapping occurrences too: [5, 5, 5] -> [new, new]."""
-    hits = [i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair for i in range(len(ids))]
-    return [
-        new_id if hit else x
-        for i, (x, hit) in enumerate(zip(ids, hits, strict=True))
-        if hit or i == 0 or not hits[i - 1]
-    ]
-
-
 @exercise(ref.merge)
 def check_merge(check, merge):
     cases = [
@@ -143,7 +133,7 @@ def check_merge(check, merge):
                 (
                     "merged overlapping occurrences: once a pair merges, both its ids are used "
                     "up, so [5, 5, 5] becomes [new_id, 5]",
-                    _merge_overlapping(ids, pair, new_id),
+                    diagnosis.merge_overlapping(ids, pair, new_id),
                 ),
                 ("dropped the last id when it was not part of a merge", expected[:-1]),
             ]
@@ -177,28 +167,6 @@ TRICKY_STRINGS = [
 
 def _quoted(text: str, limit: int = 30) -> str:
     return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
-
-
-@cache
-def _reference_tokenizer(text: str, vocab_size: int) -> ref.BPETokenizer:
-    return ref.BPETokenizer.train(text, vocab_size)
-
-
-def _encode_variant(merges, text, *, split=True, order="earliest", merge=ref.merge):
-    """The reference encoder with one decision changed, to recognise learners' mistakes."""
-    chunks = regex.findall(ref.GPT2_SPLIT_PATTERN, text) if split else [text]
-    out = []
-    for chunk in chunks:
-        ids = list(chunk.encode("utf-8"))
-        while len(ids) >= 2:
-            pairs = [p for p in zip(ids, ids[1:], strict=False) if p in merges]
-            if not pairs:
-                break
-            pick = {"earliest": min, "latest": max}.get(order)
-            pair = pick(pairs, key=merges.get) if pick else pairs[0]
-            ids = merge(ids, pair, merges[pair])
-        out += ids
-    return out
 
 
 _REGEX_HINT = (
@@ -238,62 +206,6 @@ def _decode(check, tok, ids):
     return got
 
 
-def _first_difference(got: list, expected: list) -> int:
-    return next(
-        (k for k, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b),
-        min(len(got), len(expected)),
-    )
-
-
-def _explain_merge(check, text, got_items, ref_tok):
-    """Fail at the first merge that differs from the reference's, and say why if we can tell."""
-    expected = list(ref_tok.merges.items())
-    k = _first_difference(got_items, expected)
-    if k == len(got_items) == len(expected):
-        return
-    if k == len(got_items):
-        check.fail(f"training stopped after {k} merges; expected {len(expected)}.")
-    if k == len(expected):
-        check.fail(
-            f"training learned {len(got_items)} merges; expected {len(expected)}: stop "
-            "when vocab_size is reached or when no chunk has a pair left."
-        )
-    (pair, new_id), (want, want_id) = got_items[k], expected[k]
-    if pair == want:
-        check.fail(
-            f"merge #{k} of {pair} got new id {new_id}, expected {want_id}: new ids count up from 256."
-        )
-    # Replay the reference up to merge k to count the pairs the learner saw.
-    words = Counter(regex.findall(ref.GPT2_SPLIT_PATTERN, text))
-    state = ref.BPETokenizer(dict(expected[:k]))
-    counts = Counter()
-    for chunk, n in words.items():
-        for p, c in ref.count_pairs(state.encode(chunk)).items():
-            counts[p] += c * n
-    name = lambda p: "(" + ", ".join(repr(ref_tok.vocab.get(i, i)) for i in p) + ")"  # noqa: E731
-    message = (
-        f"merge #{k} (new id {256 + k}) differs: you merged {pair} = {name(pair)}, "
-        f"expected {want} = {name(want)}." + (f" The {k} merges before it match." if k else "")
-    )
-    if counts.get(pair) == counts[want]:
-        message += (
-            f" Both pairs occur {counts[want]} times at that point: break ties as "
-            "most_frequent_pair does, towards the smallest pair."
-        )
-    elif pair in counts:
-        message += (
-            f" At that point your pair occurs {counts[pair]} times and the expected one "
-            f"{counts[want]} times: count pairs inside each chunk of GPT2_SPLIT_PATTERN, "
-            "add the counts over all chunks, and recount after every merge."
-        )
-    else:
-        message += (
-            " Your pair never occurs inside a chunk at that point: count pairs inside each "
-            "chunk of GPT2_SPLIT_PATTERN, on UTF-8 bytes, never across two chunks."
-        )
-    check.fail(message)
-
-
 def _train(check, BPETokenizer, text, vocab_size):
     try:
         trained = check.call(BPETokenizer.train, text, vocab_size, what="BPETokenizer.train")
@@ -326,21 +238,21 @@ def _check_round_trip(check, tok, ref_tok, text):
         merges = ref_tok.merges
         for wrong, description in [
             (
-                _encode_variant(merges, text, split=False),
+                diagnosis.encode_variant(merges, text, split=False),
                 "encoded the whole text as one chunk: "
                 "split it with GPT2_SPLIT_PATTERN first, as training did",
             ),
             (
-                _encode_variant(merges, text, merge=_merge_overlapping),
+                diagnosis.encode_variant(merges, text, merge=diagnosis.merge_overlapping),
                 "merged overlapping pairs: [a, a, a] with a merge (a, a) keeps the last a",
             ),
             (
-                _encode_variant(merges, text, order="latest"),
+                diagnosis.encode_variant(merges, text, order="latest"),
                 "applied the most recently learned "
                 "merge first: apply the earliest learned (smallest new id) first, as in training",
             ),
             (
-                _encode_variant(merges, text, order="left"),
+                diagnosis.encode_variant(merges, text, order="left"),
                 "merged the leftmost mergeable pair "
                 "first: apply the earliest learned merge (smallest new id) first, as in training",
             ),
@@ -360,7 +272,7 @@ def _check_round_trip(check, tok, ref_tok, text):
 @exercise(ref.BPETokenizer)
 def check_bpe_tokenizer(check, BPETokenizer):
     train_text, vocab_size = load_corpus()[:3000], 300
-    ref_tok = _reference_tokenizer(train_text, vocab_size)
+    ref_tok = diagnosis.reference_tokenizer(train_text, vocab_size)
     merges = ref_tok.merges
     with check.case("a tokenizer built from the reference's merges"):
         tok = check.build(BPETokenizer, dict(merges))
@@ -394,8 +306,8 @@ def check_bpe_tokenizer(check, BPETokenizer):
     for text, size in [("日本語 日本語 🙂🙂 café café " * 3, 270), (train_text, vocab_size)]:
         with check.case(f"BPETokenizer.train({_quoted(text)}, {size})"):
             trained = _train(check, BPETokenizer, text, size)
-            _explain_merge(
-                check, text, list(trained.merges.items()), _reference_tokenizer(text, size)
+            diagnosis.explain_merge(
+                check, text, list(trained.merges.items()), diagnosis.reference_tokenizer(text, size)
             )
             check.equal(len(trained.vocab), size, what="vocabulary size")
 
@@ -431,7 +343,7 @@ def check_train_incremental(check, train_incremental):
         with check.case(f"train_incremental({_quoted(text)}, {size}) against BPETokenizer.train"):
             got = _merges_of(check, train_incremental, text, size)
             try:
-                _explain_merge(check, text, got, _reference_tokenizer(text, size))
+                diagnosis.explain_merge(check, text, got, diagnosis.reference_tokenizer(text, size))
             except CheckFailed as failure:
                 _fail_with_hint(
                     check,
@@ -448,7 +360,7 @@ def check_train_incremental(check, train_incremental):
         seconds = time.perf_counter() - start
         expected = ref.train_incremental(text, size)  # equals BPETokenizer.train: see the tests
         reference_s = time.perf_counter() - start - seconds
-        k = _first_difference(got, list(expected.items()))
+        k = diagnosis.first_difference(got, list(expected.items()))
         if k < len(expected) or len(got) != len(expected):
             check.fail(
                 f"merge #{k} differs from BPETokenizer.train's: "
@@ -465,28 +377,6 @@ def check_train_incremental(check, train_incremental):
 
 
 # --- GPT-2's tokenizer -------------------------------------------------------------------
-
-# Text of every kind GPT-2 meets: several scripts, code, runs of whitespace, contractions,
-# numbers of every Unicode kind, emoji, and the special token inside text.
-GPT2_TEXTS = [
-    "Hello world",
-    "def f(x):\n    return x ** 2  # square\n\n\tif x != []: pass",
-    "   leading, trailing   \n\n\n  \t\r\n",
-    "I'll say it's 'quoted' and we're done; they've, I'M don't",
-    "日本語のテキスト、中文。 Ελληνικά русский العربية हिन्दी ภาษาไทย",
-    "🙂👍🏽 👨\u200d👩\u200d👧 e\u0301 café naïve",
-    "x² ½ Ⅻ 1_000 3.14159 2026-11-27",
-    "end.<|endoftext|>Start <|endoftext|><|endoftext|> <|endoftext",
-]
-
-
-@cache
-def _hf_gpt2():
-    """HuggingFace's GPT-2 tokenizer, built from the same two files as load_gpt2_tokenizer."""
-    from transformers import GPT2Tokenizer  # about a second to import: only when needed
-
-    vocab, merges = ref.GPT2_DATA / "vocab.json", ref.GPT2_DATA / "merges.txt"
-    return GPT2Tokenizer(vocab=str(vocab), merges=str(merges))
 
 
 @exercise(ref.bytes_to_unicode)
@@ -575,29 +465,6 @@ def check_load_merge_ranks(check, load_merge_ranks):
         check.equal(got, expected, what="ranks")
 
 
-def _bpe_variant(word, ranks, *, order="lowest", overlap=False, zero_missing=False):
-    """The reference loop with one decision changed, to recognise learners' mistakes."""
-    parts = list(word)
-    while len(parts) >= 2:
-        pairs = [p for p in zip(parts, parts[1:], strict=False) if p in ranks]
-        if zero_missing:
-            pairs = [p for p in pairs if ranks[p]]
-        if not pairs:
-            break
-        pick = {"lowest": min, "highest": max}.get(order)
-        pair = pick(pairs, key=ranks.get) if pick else pairs[0]
-        out, i = [], 0
-        while i < len(parts):
-            if i + 1 < len(parts) and (parts[i], parts[i + 1]) == pair:
-                out.append(pair[0] + pair[1])
-                i += 1 if overlap and i + 2 < len(parts) and parts[i + 2] == pair[1] else 2
-            else:
-                out.append(parts[i])
-                i += 1
-        parts = out
-    return parts
-
-
 def _check_bpe_word(check, bpe, word, ranks):
     got = check.call(bpe, word, ranks, what="bpe")
     if got is None:
@@ -614,7 +481,7 @@ def _check_bpe_word(check, bpe, word, ranks):
             ("never merged the pair of rank 0: `ranks.get(p) or inf` treats 0 as missing", dict(zero_missing=True)),
             ("merged overlapping occurrences: 'aaa' with ('a', 'a') gives ['aa', 'a']", dict(overlap=True)),
         ]:  # fmt: skip
-            if got == _bpe_variant(word, ranks, **variant):
+            if got == diagnosis.bpe_variant(word, ranks, **variant):
                 check.fail(f"bpe({word!r}) gave {got}, expected {expected}: you {description}.")
         if "".join(got) != word:
             check.fail(f"bpe({word!r}) gave {got}: its tokens must join back into the word.")
@@ -630,16 +497,16 @@ def check_bpe(check, bpe):
     for word in ["x", "st", "abc", "xyz", "aaa", "aaaa", "aaaaa", "cba"]:
         with check.case(f"bpe({word!r}) with ranks {toy}"):
             _check_bpe_word(check, bpe, word, toy)
-    tok, hf = ref.load_gpt2_tokenizer(), _hf_gpt2()
+    tok, hf = ref.load_gpt2_tokenizer(), diagnosis.hf_gpt2()
     vocab, ranks = tok.vocab, tok.ranks
     table = ref.bytes_to_unicode()
     with check.case("bpe of every chunk of the test texts, with GPT-2's ranks"):
-        for text in GPT2_TEXTS:
+        for text in diagnosis.GPT2_TEXTS:
             for chunk in regex.findall(ref.GPT2_SPLIT_PATTERN, text):
                 word = "".join(table[b] for b in chunk.encode("utf-8"))
                 _check_bpe_word(check, bpe, word, ranks)
     # The whole tokenizer with your bpe, against HuggingFace's GPT-2 tokenizer.
-    for text in GPT2_TEXTS:
+    for text in diagnosis.GPT2_TEXTS:
         with check.case(f"GPT2Tokenizer.encode({_quoted(text)}) against HuggingFace's"):
             ids = []
             for k, piece in enumerate(text.split(ref.END_OF_TEXT)):

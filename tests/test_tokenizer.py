@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 import pytest
 import regex
 
+from checks import _tokenizer_diagnosis as diagnosis
 from checks import tokenizer as checks
 from course.corpus import load_corpus
 from solutions import tokenizer as ref
@@ -211,7 +212,7 @@ def test_check_merge_accepts_correct_variants(learner, capsys):
 @pytest.mark.parametrize(
     "learner, fragment",
     [
-        (checks._merge_overlapping, "merged overlapping occurrences"),
+        (diagnosis.merge_overlapping, "merged overlapping occurrences"),
         (merge_dropping_the_last_id, "dropped the last id"),
         (merge_in_place, "modified its input"),
         (lambda ids, pair, new_id: tuple(merge(ids, pair, new_id)), "expected a list"),
@@ -293,7 +294,7 @@ def test_check_bpe_tokenizer_accepts_correct_variants(learner, capsys):
 def encoder(**changes):
     """A tokenizer class whose encode is the checker's variant with one decision changed."""
     return type("Tok", (BPETokenizer,), {
-        "encode": lambda self, text: checks._encode_variant(self.merges, text, **changes)
+        "encode": lambda self, text: diagnosis.encode_variant(self.merges, text, **changes)
     })  # fmt: skip
 
 
@@ -353,7 +354,7 @@ class TrainReturningMerges(BPETokenizer):
         (DecodeStrictly, "errors='replace'"),
         (DecodeIgnoringErrors, "not 'ignore'"),
         (encoder(split=False), "as one chunk"),
-        (encoder(merge=checks._merge_overlapping), "merged overlapping pairs"),
+        (encoder(merge=diagnosis.merge_overlapping), "merged overlapping pairs"),
         (encoder(order="latest"), "most recently learned merge first"),
         (encoder(order="left"), "leftmost mergeable pair first"),
         (EncodeToTensor, "list of ints"),
@@ -383,9 +384,9 @@ def test_check_bpe_tokenizer_names_the_first_differing_merge_with_its_bytes():
 RE_SPELLING = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
 
 
-@pytest.mark.parametrize("text", [*checks.GPT2_TEXTS, "chunk" + load_corpus()[:50_000]])
+@pytest.mark.parametrize("text", [*diagnosis.GPT2_TEXTS, "chunk" + load_corpus()[:50_000]])
 def test_split_pattern_cuts_text_where_huggingfaces_gpt2_pretokenizer_does(text):
-    pre_tokenizer = checks._hf_gpt2().backend_tokenizer.pre_tokenizer
+    pre_tokenizer = diagnosis.hf_gpt2().backend_tokenizer.pre_tokenizer
     pieces = text.split(ref.END_OF_TEXT)
     for piece in pieces:
         theirs = [piece[a:b] for _, (a, b) in pre_tokenizer.pre_tokenize_str(piece)]
@@ -403,16 +404,16 @@ def test_re_spelling_differs_from_gpt2_on_numbers_that_are_not_digits():
 
 
 def test_gpt2_tokenizer_gives_huggingfaces_ids_on_every_kind_of_text():
-    tok, hf = ref.load_gpt2_tokenizer(), checks._hf_gpt2()
+    tok, hf = ref.load_gpt2_tokenizer(), diagnosis.hf_gpt2()
     assert tok.encode("Hello world") == [15496, 995]
     assert tok.encode("a<|endoftext|>b") == [64, 50256, 65]
-    for text in checks.GPT2_TEXTS:
+    for text in diagnosis.GPT2_TEXTS:
         assert tok.encode(text) == hf.encode(text), text
         assert tok.decode(tok.encode(text)) == text
 
 
 def test_gpt2_tokenizer_gives_huggingfaces_ids_on_the_whole_corpus():
-    tok, hf, corpus = ref.load_gpt2_tokenizer(), checks._hf_gpt2(), load_corpus()
+    tok, hf, corpus = ref.load_gpt2_tokenizer(), diagnosis.hf_gpt2(), load_corpus()
     ids = tok.encode(corpus)
     assert ids == hf.encode(corpus)
     assert tok.decode(ids) == corpus
@@ -585,10 +586,10 @@ def test_check_bpe_accepts_correct_variants(learner, capsys):
 @pytest.mark.parametrize(
     "learner, fragment",
     [
-        (lambda w, r: checks._bpe_variant(w, r, order="highest"), "highest-rank pair first"),
-        (lambda w, r: checks._bpe_variant(w, r, order="left"), "leftmost pair"),
-        (lambda w, r: checks._bpe_variant(w, r, zero_missing=True), "rank 0"),
-        (lambda w, r: checks._bpe_variant(w, r, overlap=True), "overlapping"),
+        (lambda w, r: diagnosis.bpe_variant(w, r, order="highest"), "highest-rank pair first"),
+        (lambda w, r: diagnosis.bpe_variant(w, r, order="left"), "leftmost pair"),
+        (lambda w, r: diagnosis.bpe_variant(w, r, zero_missing=True), "rank 0"),
+        (lambda w, r: diagnosis.bpe_variant(w, r, overlap=True), "overlapping"),
         (lambda w, r: "".join(ref.bpe(w, r)), "list of str"),
         (lambda w, r: tuple(ref.bpe(w, r)), "list of str"),
         (lambda w, r: list(w), "expected"),
