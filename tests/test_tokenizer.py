@@ -1,5 +1,6 @@
 """The chapter 1 tokenizer checkers accept correct BPE, however it is written, and name mistakes."""
 
+import json
 import re
 from collections import Counter, defaultdict
 
@@ -672,3 +673,15 @@ def simple_trainer(text, vocab_size):
 )
 def test_check_train_incremental_names_the_mistake(learner, fragment):
     assert_rejects(checks.check_train_incremental, learner, fragment)
+
+
+def test_bench_times_both_trainers_and_stores_what_the_chapter_reads(tmp_path, monkeypatch):
+    from course import bench
+
+    stored = json.loads(bench.TRAIN_TIMES.read_text(encoding="utf-8"))
+    monkeypatch.setattr(bench, "TRAIN_TIMES", tmp_path / "times.json")
+    monkeypatch.setattr(bench, "load_corpus", lambda: load_corpus()[:5000])
+    result = bench.bench_training(vocab_size=300)
+    assert json.loads((tmp_path / "times.json").read_text(encoding="utf-8")) == result
+    assert result.keys() == stored.keys()
+    assert stored["vocab_size"] == 4096 and stored["corpus_characters"] == len(load_corpus())
