@@ -83,7 +83,10 @@ def bench_training(vocab_size: int = TRAIN_VOCAB_SIZE) -> dict:
         f"  ({seconds['simple'] / seconds['incremental']:.0f}x faster)"
     )
     TRAIN_TIMES.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"written to course/data/{TRAIN_TIMES.name}")
+    print(
+        f"written to course/data/{TRAIN_TIMES.name}, which chapter 1 prints: refresh its solved "
+        "notebook with `python -m course.notebooks build 01_embeddings --force`"
+    )
     return result
 
 
