@@ -39,7 +39,8 @@ test: venv lint
 notebooks: venv
 	$(BIN)/python -m course.notebooks build
 
-# How long each checker takes on the reference solution.
+# How long each checker takes on the reference solution, and chapter 1's two BPE trainers
+# on the whole corpus (written to course/data/bpe_train_times.json, which the chapter quotes).
 bench: venv
 	$(BIN)/python -m course.bench
 

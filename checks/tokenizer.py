@@ -1,11 +1,14 @@
 """Checkers for chapter 1's tokenizer (solutions/tokenizer.py): byte-level BPE."""
 
-import re
+import tempfile
+import time
 from collections import Counter
-from functools import cache
+from pathlib import Path
 
+import regex
 import torch
 
+from checks import _tokenizer_diagnosis as diagnosis
 from checks._core import CheckFailed, exercise, seeded
 from course.corpus import load_corpus
 from solutions import tokenizer as ref
@@ -15,6 +18,10 @@ __all__ = [
     "check_most_frequent_pair",
     "check_merge",
     "check_bpe_tokenizer",
+    "check_train_incremental",
+    "check_bytes_to_unicode",
+    "check_load_merge_ranks",
+    "check_bpe",
 ]
 
 
@@ -112,16 +119,6 @@ def check_most_frequent_pair(check, most_frequent_pair):
             )
 
 
-def _merge_overlapping(ids, pair, new_id):
-    """A wrong merge that replaces overlapping occurrences too: [5, 5, 5] -> [new, new]."""
-    hits = [i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair for i in range(len(ids))]
-    return [
-        new_id if hit else x
-        for i, (x, hit) in enumerate(zip(ids, hits, strict=True))
-        if hit or i == 0 or not hits[i - 1]
-    ]
-
-
 @exercise(ref.merge)
 def check_merge(check, merge):
     cases = [
@@ -145,7 +142,7 @@ def check_merge(check, merge):
                 (
                     "merged overlapping occurrences: once a pair merges, both its ids are used "
                     "up, so [5, 5, 5] becomes [new_id, 5]",
-                    _merge_overlapping(ids, pair, new_id),
+                    diagnosis.merge_overlapping(ids, pair, new_id),
                 ),
                 ("dropped the last id when it was not part of a merge", expected[:-1]),
             ]
@@ -181,30 +178,19 @@ def _quoted(text: str, limit: int = 30) -> str:
     return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
-@cache
-def _reference_tokenizer(text: str, vocab_size: int) -> ref.BPETokenizer:
-    return ref.BPETokenizer.train(text, vocab_size)
-
-
-def _encode_variant(merges, text, *, split=True, order="earliest", merge=ref.merge):
-    """The reference encoder with one decision changed, to recognise learners' mistakes."""
-    chunks = re.findall(ref.GPT2_SPLIT_PATTERN, text) if split else [text]
-    out = []
-    for chunk in chunks:
-        ids = list(chunk.encode("utf-8"))
-        while len(ids) >= 2:
-            pairs = [p for p in zip(ids, ids[1:], strict=False) if p in merges]
-            if not pairs:
-                break
-            pick = {"earliest": min, "latest": max}.get(order)
-            pair = pick(pairs, key=merges.get) if pick else pairs[0]
-            ids = merge(ids, pair, merges[pair])
-        out += ids
-    return out
+_REGEX_HINT = (
+    "\n  GPT2_SPLIT_PATTERN needs the `regex` package (\\p{L}, \\p{N}): "
+    "regex.findall(GPT2_SPLIT_PATTERN, text), not re.findall."
+)
 
 
 def _encode(check, tok, text):
-    got = check.call(tok.encode, text, what="encode")
+    try:
+        got = check.call(tok.encode, text, what="encode")
+    except CheckFailed as failure:
+        if "bad escape \\p" in str(failure):
+            _fail_with_hint(check, failure, _REGEX_HINT)
+        raise
     if not isinstance(got, list) or not all(isinstance(i, int) for i in got):
         check.fail(
             f"encode should return a list of ints, got {type(got).__name__} {_quoted(str(got))}."
@@ -229,62 +215,6 @@ def _decode(check, tok, ids):
     return got
 
 
-def _first_difference(got: list, expected: list) -> int:
-    return next(
-        (k for k, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b),
-        min(len(got), len(expected)),
-    )
-
-
-def _explain_merge(check, text, got_items, ref_tok):
-    """Fail at the first merge that differs from the reference's, and say why if we can tell."""
-    expected = list(ref_tok.merges.items())
-    k = _first_difference(got_items, expected)
-    if k == len(got_items) == len(expected):
-        return
-    if k == len(got_items):
-        check.fail(f"training stopped after {k} merges; expected {len(expected)}.")
-    if k == len(expected):
-        check.fail(
-            f"training learned {len(got_items)} merges; expected {len(expected)}: stop "
-            "when vocab_size is reached or when no chunk has a pair left."
-        )
-    (pair, new_id), (want, want_id) = got_items[k], expected[k]
-    if pair == want:
-        check.fail(
-            f"merge #{k} of {pair} got new id {new_id}, expected {want_id}: new ids count up from 256."
-        )
-    # Replay the reference up to merge k to count the pairs the learner saw.
-    words = Counter(re.findall(ref.GPT2_SPLIT_PATTERN, text))
-    state = ref.BPETokenizer(dict(expected[:k]))
-    counts = Counter()
-    for chunk, n in words.items():
-        for p, c in ref.count_pairs(state.encode(chunk)).items():
-            counts[p] += c * n
-    name = lambda p: "(" + ", ".join(repr(ref_tok.vocab.get(i, i)) for i in p) + ")"  # noqa: E731
-    message = (
-        f"merge #{k} (new id {256 + k}) differs: you merged {pair} = {name(pair)}, "
-        f"expected {want} = {name(want)}." + (f" The {k} merges before it match." if k else "")
-    )
-    if counts.get(pair) == counts[want]:
-        message += (
-            f" Both pairs occur {counts[want]} times at that point: break ties as "
-            "most_frequent_pair does, towards the smallest pair."
-        )
-    elif pair in counts:
-        message += (
-            f" At that point your pair occurs {counts[pair]} times and the expected one "
-            f"{counts[want]} times: count pairs inside each chunk of GPT2_SPLIT_PATTERN, "
-            "add the counts over all chunks, and recount after every merge."
-        )
-    else:
-        message += (
-            " Your pair never occurs inside a chunk at that point: count pairs inside each "
-            "chunk of GPT2_SPLIT_PATTERN, on UTF-8 bytes, never across two chunks."
-        )
-    check.fail(message)
-
-
 def _train(check, BPETokenizer, text, vocab_size):
     try:
         trained = check.call(BPETokenizer.train, text, vocab_size, what="BPETokenizer.train")
@@ -296,6 +226,8 @@ def _train(check, BPETokenizer, text, vocab_size):
                 "\n  Ids 0..255 are bytes: train on text.encode('utf-8'), not on characters "
                 "(ord(c) is above 255 outside ASCII).",
             )
+        if "bad escape \\p" in str(failure):
+            _fail_with_hint(check, failure, _REGEX_HINT)
         if "ValueError" in str(failure) and "empty" in str(failure):
             _fail_with_hint(
                 check,
@@ -315,21 +247,21 @@ def _check_round_trip(check, tok, ref_tok, text):
         merges = ref_tok.merges
         for wrong, description in [
             (
-                _encode_variant(merges, text, split=False),
+                diagnosis.encode_variant(merges, text, split=False),
                 "encoded the whole text as one chunk: "
                 "split it with GPT2_SPLIT_PATTERN first, as training did",
             ),
             (
-                _encode_variant(merges, text, merge=_merge_overlapping),
+                diagnosis.encode_variant(merges, text, merge=diagnosis.merge_overlapping),
                 "merged overlapping pairs: [a, a, a] with a merge (a, a) keeps the last a",
             ),
             (
-                _encode_variant(merges, text, order="latest"),
+                diagnosis.encode_variant(merges, text, order="latest"),
                 "applied the most recently learned "
                 "merge first: apply the earliest learned (smallest new id) first, as in training",
             ),
             (
-                _encode_variant(merges, text, order="left"),
+                diagnosis.encode_variant(merges, text, order="left"),
                 "merged the leftmost mergeable pair "
                 "first: apply the earliest learned merge (smallest new id) first, as in training",
             ),
@@ -349,7 +281,7 @@ def _check_round_trip(check, tok, ref_tok, text):
 @exercise(ref.BPETokenizer)
 def check_bpe_tokenizer(check, BPETokenizer):
     train_text, vocab_size = load_corpus()[:3000], 300
-    ref_tok = _reference_tokenizer(train_text, vocab_size)
+    ref_tok = diagnosis.reference_tokenizer(train_text, vocab_size)
     merges = ref_tok.merges
     with check.case("a tokenizer built from the reference's merges"):
         tok = check.build(BPETokenizer, dict(merges))
@@ -383,7 +315,212 @@ def check_bpe_tokenizer(check, BPETokenizer):
     for text, size in [("日本語 日本語 🙂🙂 café café " * 3, 270), (train_text, vocab_size)]:
         with check.case(f"BPETokenizer.train({_quoted(text)}, {size})"):
             trained = _train(check, BPETokenizer, text, size)
-            _explain_merge(
-                check, text, list(trained.merges.items()), _reference_tokenizer(text, size)
+            diagnosis.explain_merge(
+                check, text, list(trained.merges.items()), diagnosis.reference_tokenizer(text, size)
             )
             check.equal(len(trained.vocab), size, what="vocabulary size")
+
+
+# --- Incremental training ----------------------------------------------------------------
+
+
+def _merges_of(check, train, text, vocab_size):
+    """The learner's train_incremental(text, vocab_size), as a list of (pair, new_id)."""
+    try:
+        got = check.call(train, text, vocab_size, what="train_incremental")
+    except CheckFailed as failure:
+        if "bad escape \\p" in str(failure):
+            _fail_with_hint(check, failure, _REGEX_HINT)
+        raise
+    if isinstance(got, ref.BPETokenizer):
+        check.fail("train_incremental returned a tokenizer: return its merges dict.")
+    if not isinstance(got, dict):
+        check.fail(f"train_incremental returned a {type(got).__name__}, expected a dict.")
+    return list(got.items())
+
+
+@exercise(ref.train_incremental)
+def check_train_incremental(check, train_incremental):
+    corpus = load_corpus()
+    cases = [
+        ("aaaa", 300),
+        ("日本語 日本語 🙂🙂 café café " * 3, 270),
+        ("low lower lowest slow slower newest widest " * 5, 300),
+        (corpus[:3000], 300),
+    ]
+    for text, size in cases:
+        with check.case(f"train_incremental({_quoted(text)}, {size}) against BPETokenizer.train"):
+            got = _merges_of(check, train_incremental, text, size)
+            try:
+                diagnosis.explain_merge(check, text, got, diagnosis.reference_tokenizer(text, size))
+            except CheckFailed as failure:
+                _fail_with_hint(
+                    check,
+                    failure,
+                    "\n  After merging a pair, each chunk that held it loses its old pairs and "
+                    "gains its new ones, each counted as often as the chunk occurs; index those "
+                    "chunks under their new pairs too.",
+                )
+    # Learning many merges on more text: the index and the counts must stay exact throughout.
+    text, size = corpus[:40_000], 768
+    with check.case(f"the first 40,000 characters of the corpus, {size} tokens"):
+        start = time.perf_counter()
+        got = _merges_of(check, train_incremental, text, size)
+        seconds = time.perf_counter() - start
+        expected = ref.train_incremental(text, size)  # equals BPETokenizer.train: see the tests
+        reference_s = time.perf_counter() - start - seconds
+        k = diagnosis.first_difference(got, list(expected.items()))
+        if k < len(expected) or len(got) != len(expected):
+            check.fail(
+                f"merge #{k} differs from BPETokenizer.train's: "
+                f"{got[k] if k < len(got) else 'none'} instead of {list(expected.items())[k]}. "
+                "The counts drift after many merges: subtract every old pair of each changed "
+                "chunk and add every new one."
+            )
+        if seconds > max(1.0, 15 * reference_s):
+            check.fail(
+                f"the merges are right but took {seconds:.1f} s ({reference_s:.2f} s for the "
+                "reference): update only the chunks that hold the merged pair, and find the "
+                "most frequent pair without scanning every count (a heap)."
+            )
+
+
+# --- GPT-2's tokenizer -------------------------------------------------------------------
+
+
+@exercise(ref.bytes_to_unicode)
+def check_bytes_to_unicode(check, bytes_to_unicode):
+    expected = ref.bytes_to_unicode()
+    with check.case("bytes_to_unicode()"):
+        got = check.call(bytes_to_unicode, what="bytes_to_unicode")
+        if got is None:
+            check.fail("your bytes_to_unicode returned None: did you forget `return`?")
+        if not isinstance(got, dict):
+            check.fail(f"bytes_to_unicode returned a {type(got).__name__}, expected a dict.")
+        if sorted(got) != list(range(256)):
+            check.fail("the keys must be the 256 byte values 0..255, as ints.")
+        if not all(isinstance(c, str) and len(c) == 1 for c in got.values()):
+            check.fail("each byte must map to a str of exactly one character.")
+        if len(set(got.values())) < 256:
+            check.fail("two bytes map to the same character: the table must be invertible.")
+        wrong = [b for b in range(256) if got[b] != expected[b]]
+        if wrong:
+            b = wrong[0]
+            if got[32] == " ":
+                why = "a space stands for itself, but merges.txt separates tokens with spaces"
+            elif got[173] == chr(173):
+                why = "byte 173 (soft hyphen, invisible) is not among the printable bytes"
+            elif got[127] == chr(256 + 127):
+                why = "the other bytes take chr(256), chr(257), ... in order: count them"
+            else:
+                why = "printable bytes stand for themselves, the other 68 take chr(256 + n)"
+            check.fail(
+                f"byte {b} maps to {got[b]!r}, expected {expected[b]!r} "
+                f"({len(wrong)} bytes differ): {why}."
+            )
+    with check.case("the 256 one-byte tokens of GPT-2's vocab.json"):
+        vocab = ref.load_gpt2_tokenizer().vocab
+        check.equal(
+            sorted(got.values()), sorted(t for t, i in vocab.items() if i < 256), what="characters"
+        )
+
+
+def _ranks_from(check, load_merge_ranks, path):
+    try:
+        got = check.call(load_merge_ranks, path, what="load_merge_ranks")
+    except CheckFailed as failure:
+        if "'str' object has no attribute" in str(failure):
+            _fail_with_hint(
+                check, failure, "\n  `path` may be a str: open it with Path(path) or open(path)."
+            )
+        raise
+    if got is None:
+        check.fail("your load_merge_ranks returned None: did you forget `return`?")
+    if not isinstance(got, dict):
+        check.fail(f"load_merge_ranks returned a {type(got).__name__}, expected a dict.")
+    return got
+
+
+@exercise(ref.load_merge_ranks)
+def check_load_merge_ranks(check, load_merge_ranks):
+    small = "#version: 0.2\nĠ t\nĠ a\nh e\nĠt he\nÃ ¤\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text, as_str in [
+            ("a five-merge file", small, True),
+            ("a file without a final newline", small.rstrip("\n"), False),
+        ]:
+            path = Path(tmp) / "merges.txt"
+            path.write_text(text, encoding="utf-8")
+            with check.case(name):
+                got = _ranks_from(check, load_merge_ranks, str(path) if as_str else path)
+                expected = ref.load_merge_ranks(path)
+                if ("#version:", "0.2") in got:
+                    check.fail("the header line '#version: 0.2' became a merge: skip line 1.")
+                if any(not isinstance(k, tuple) for k in got):
+                    check.fail(
+                        f"keys must be pairs of token strings, ('Ġ', 't'); got {next(iter(got))!r}."
+                    )
+                if got.get(("Ġ", "t")) == 1:
+                    check.fail("the first merge has rank 1: ranks start at 0, as in GPT-2.")
+                if any(k not in expected for k in got):
+                    extra = next(k for k in got if k not in expected)
+                    why = "skip empty lines" if extra in {(), ("",)} else "split each line on ' '"
+                    check.fail(f"{extra!r} is not a merge of the file: {why}.")
+                check.equal(got, expected, what="ranks")
+    with check.case("GPT-2's merges.txt"):
+        path = Path(str(ref.GPT2_DATA / "merges.txt"))
+        got, expected = _ranks_from(check, load_merge_ranks, path), ref.load_gpt2_tokenizer().ranks
+        check.equal(len(got), len(expected), what="number of merges")
+        check.equal(got, expected, what="ranks")
+
+
+def _check_bpe_word(check, bpe, word, ranks):
+    got = check.call(bpe, word, ranks, what="bpe")
+    if got is None:
+        check.fail("your bpe returned None: did you forget `return`?")
+    if not isinstance(got, list) or not all(isinstance(t, str) for t in got):
+        check.fail(
+            f"bpe should return a list of str, got {type(got).__name__} {_quoted(str(got))}."
+        )
+    expected = ref.bpe(word, ranks)
+    if got != expected:
+        for description, variant in [
+            ("merged the leftmost pair that has a rank: the lowest rank wins", dict(order="left")),
+            ("merged the highest-rank pair first: the lowest rank wins", dict(order="highest")),
+            ("never merged the pair of rank 0: `ranks.get(p) or inf` treats 0 as missing", dict(zero_missing=True)),
+            ("merged overlapping occurrences: 'aaa' with ('a', 'a') gives ['aa', 'a']", dict(overlap=True)),
+        ]:  # fmt: skip
+            if got == diagnosis.bpe_variant(word, ranks, **variant):
+                check.fail(f"bpe({word!r}) gave {got}, expected {expected}: you {description}.")
+        if "".join(got) != word:
+            check.fail(f"bpe({word!r}) gave {got}: its tokens must join back into the word.")
+    check.equal(got, expected, what=f"tokens of {word!r}")
+
+
+@exercise(ref.bpe)
+def check_bpe(check, bpe):
+    # Each word tells one mistake apart: "st" needs the rank-0 merge, "abc" the lower of two
+    # overlapping pairs, "xyz" a lower rank to the right of a higher one.
+    toy = {("s", "t"): 0, ("a", "b"): 1, ("y", "z"): 2, ("b", "c"): 3, ("x", "y"): 4}
+    toy |= {("a", "a"): 5, ("aa", "a"): 6}
+    for word in ["x", "st", "abc", "xyz", "aaa", "aaaa", "aaaaa", "cba"]:
+        with check.case(f"bpe({word!r}) with ranks {toy}"):
+            _check_bpe_word(check, bpe, word, toy)
+    tok, hf = ref.load_gpt2_tokenizer(), diagnosis.hf_gpt2()
+    vocab, ranks = tok.vocab, tok.ranks
+    table = ref.bytes_to_unicode()
+    with check.case("bpe of every chunk of the test texts, with GPT-2's ranks"):
+        for text in diagnosis.GPT2_TEXTS:
+            for chunk in regex.findall(ref.GPT2_SPLIT_PATTERN, text):
+                word = "".join(table[b] for b in chunk.encode("utf-8"))
+                _check_bpe_word(check, bpe, word, ranks)
+    # The whole tokenizer with your bpe, against HuggingFace's GPT-2 tokenizer.
+    for text in diagnosis.GPT2_TEXTS:
+        with check.case(f"GPT2Tokenizer.encode({_quoted(text)}) against HuggingFace's"):
+            ids = []
+            for k, piece in enumerate(text.split(ref.END_OF_TEXT)):
+                ids += [vocab[ref.END_OF_TEXT]] * (k > 0)
+                for chunk in regex.findall(ref.GPT2_SPLIT_PATTERN, piece):
+                    word = "".join(table[b] for b in chunk.encode("utf-8"))
+                    ids += [vocab[t] for t in check.call(bpe, word, ranks, what="bpe")]
+            check.equal(ids, hf.encode(text), what="ids")

@@ -1,21 +1,33 @@
-"""Time every checker on its reference solution: `python -m course.bench` (or `make bench`).
+"""Time the course's code: `python -m course.bench` (or `make bench`).
 
-A check should answer in about a second on a 2-core laptop CPU; slower ones are flagged.
+Two sections. Checks: every checker on its reference solution; a check should answer in about
+a second on a 2-core laptop CPU, and slower ones are flagged. Training: chapter 1's two BPE
+trainers side by side on the whole corpus, written to course/data/bpe_train_times.json, which
+the chapter quotes. `python -m course.bench checks` or `training` runs one section.
 """
 
 import contextlib
 import importlib
 import io
+import json
+import os
 import pkgutil
+import platform
+import sys
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 
 import checks
 from checks._core import _EXERCISES
+from course.corpus import load_corpus
 
 BUDGET_S = 1.5
+TRAIN_VOCAB_SIZE = 4096
+TRAIN_TIMES = Path(__file__).parent / "data" / "bpe_train_times.json"
 
 
-def main() -> None:
+def bench_checks() -> None:
     for module in pkgutil.iter_modules(checks.__path__):
         if not module.name.startswith("_"):
             importlib.import_module(f"checks.{module.name}")
@@ -34,5 +46,58 @@ def main() -> None:
     )
 
 
+def bench_training(vocab_size: int = TRAIN_VOCAB_SIZE) -> dict:
+    """Both trainers on the whole corpus; they must learn the same merges.
+
+    Times are CPU seconds of this process (time.process_time), which other programs running
+    on the machine hardly change; both trainers use one core.
+    """
+    from solutions.tokenizer import BPETokenizer, train_incremental
+
+    corpus = load_corpus()
+    trainers = {
+        "simple": lambda: BPETokenizer.train(corpus, vocab_size).merges,
+        "incremental": lambda: train_incremental(corpus, vocab_size),
+    }
+    seconds, merges = {}, {}
+    for name, train in trainers.items():
+        start = time.process_time()
+        merges[name] = list(train().items())
+        seconds[name] = time.process_time() - start
+    if merges["simple"] != merges["incremental"]:
+        raise AssertionError("the two trainers learned different merges")
+    result = {
+        "vocab_size": vocab_size,
+        "corpus_characters": len(corpus),
+        "merges": len(merges["simple"]),
+        "simple_cpu_s": round(seconds["simple"], 1),
+        "incremental_cpu_s": round(seconds["incremental"], 2),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+    }
+    print(
+        f"BPE training, {vocab_size:,}-token vocabulary on the whole corpus "
+        f"({len(corpus):,} characters), the same {result['merges']:,} merges, CPU time:\n"
+        f"  {'BPETokenizer.train (simple)':<34}{result['simple_cpu_s']:8.1f} s\n"
+        f"  {'train_incremental':<34}{result['incremental_cpu_s']:8.2f} s"
+        f"  ({seconds['simple'] / seconds['incremental']:.0f}x faster)"
+    )
+    TRAIN_TIMES.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(
+        f"written to course/data/{TRAIN_TIMES.name}, which chapter 1 prints: refresh its solved "
+        "notebook with `python -m course.notebooks build 01_embeddings --force`"
+    )
+    return result
+
+
+def main(argv: list[str]) -> None:
+    sections = argv or ["checks", "training"]
+    if "checks" in sections:
+        bench_checks()
+    if "training" in sections:
+        print()
+        bench_training()
+
+
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -1,14 +1,21 @@
 """Chapter 1, first half: byte-level byte-pair encoding, the tokenizer of GPT-2 (text <-> ids)."""
 
+import heapq
+import json
 import math
-import re
-from collections import Counter
+from collections import Counter, defaultdict
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
 
-# GPT-2's pre-tokenisation pattern, written for Python's `re`, which has no \p{L} or \p{N}:
-# a letter is a word character that is neither a digit nor "_" ([^\W\d_]), a number is \d,
-# and "_" joins the punctuation class. Every character matches some alternative, so the
-# chunks always join back into the text.
-GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
+import regex
+
+# GPT-2's pre-tokenisation pattern, exactly as OpenAI's encoder.py writes it, for the `regex`
+# package: \p{L} is any letter and \p{N} any number, in any script. Python's `re` has neither.
+# Every character matches some alternative, so the chunks always join back into the text.
+GPT2_SPLIT_PATTERN = (
+    r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+)
 
 
 def count_pairs(ids: list[int]) -> dict[tuple[int, int], int]:
@@ -59,7 +66,7 @@ class BPETokenizer:
     def train(cls, text: str, vocab_size: int) -> "BPETokenizer":
         """Learn vocab_size - 256 merges from `text`; return `cls(merges)`.
 
-        Split `text` into chunks with GPT2_SPLIT_PATTERN (re.findall) and each chunk into
+        Split `text` into chunks with GPT2_SPLIT_PATTERN (regex.findall) and each chunk into
         its UTF-8 bytes. Then for new_id = 256, 257, ..., vocab_size - 1: count the pairs
         inside every chunk (never across two chunks) and add the counts up, pick
         `most_frequent_pair`, record merges[pair] = new_id and merge the pair in every
@@ -67,7 +74,7 @@ class BPETokenizer:
         """
         # Each distinct chunk is handled once and its pairs weighted by how often it
         # occurs: the same counts as going through every chunk, many times faster.
-        chunks = Counter(re.findall(GPT2_SPLIT_PATTERN, text))
+        chunks = Counter(regex.findall(GPT2_SPLIT_PATTERN, text))
         words = [(list(chunk.encode("utf-8")), n) for chunk, n in chunks.items()]
         merges = {}
         for new_id in range(256, vocab_size):
@@ -89,7 +96,7 @@ class BPETokenizer:
         the pair learned earliest (the smallest new id) everywhere in the chunk.
         """
         tokens = []
-        for chunk in re.findall(GPT2_SPLIT_PATTERN, text):
+        for chunk in regex.findall(GPT2_SPLIT_PATTERN, text):
             ids = list(chunk.encode("utf-8"))
             while len(ids) >= 2:
                 rank = lambda pair: self.merges.get(pair, math.inf)  # noqa: E731
@@ -108,3 +115,152 @@ class BPETokenizer:
         U+FFFD: use bytes.decode("utf-8", errors="replace").
         """
         return b"".join(self.vocab[i] for i in ids).decode("utf-8", errors="replace")
+
+
+def train_incremental(text: str, vocab_size: int) -> dict[tuple[int, int], int]:
+    """The merges BPETokenizer.train learns, in the same order, without recounting every pair.
+
+    A merge changes only the chunks that contain its pair. Keep the summed pair counts and an
+    index from each pair to the chunks it occurs in; after merging `pair`, go through just those
+    chunks: subtract their old pair counts, merge, add their new ones (each times the chunk's
+    frequency), and index the chunks under their new pairs. Pick each merge as
+    most_frequent_pair would: highest count, then smallest pair.
+    """
+    chunks = Counter(regex.findall(GPT2_SPLIT_PATTERN, text))
+    words = [list(chunk.encode("utf-8")) for chunk in chunks]
+    freq = list(chunks.values())
+    counts, where = Counter(), defaultdict(set)
+    for w, ids in enumerate(words):
+        for pair, k in count_pairs(ids).items():
+            counts[pair] += k * freq[w]
+            where[pair].add(w)
+    # Scanning every count for the maximum would cost as much as recounting: a heap of
+    # (-count, pair) pops the highest count, smallest pair first. A count that changes gets a
+    # new entry; old entries are skipped when they reach the top.
+    heap = [(-n, pair) for pair, n in counts.items()]
+    heapq.heapify(heap)
+    merges = {}
+    for new_id in range(256, vocab_size):
+        while heap and -heap[0][0] != counts.get(heap[0][1]):
+            heapq.heappop(heap)
+        if not heap:
+            break
+        pair = heapq.heappop(heap)[1]
+        merges[pair] = new_id
+        changed = set()
+        for w in where.pop(pair):
+            before = count_pairs(words[w])
+            words[w] = merge(words[w], pair, new_id)
+            after = count_pairs(words[w])
+            for p in before.keys() | after.keys():
+                if delta := (after.get(p, 0) - before.get(p, 0)) * freq[w]:
+                    counts[p] += delta
+                    changed.add(p)
+            for p in after:
+                where[p].add(w)  # a chunk may stay indexed under pairs it lost: harmless
+        for p in changed:
+            if counts[p]:
+                heapq.heappush(heap, (-counts[p], p))
+            else:
+                del counts[p]
+    return merges
+
+
+# --- GPT-2's own tokenizer, from the files OpenAI published ------------------------------
+
+GPT2_DATA = files("course") / "data"
+END_OF_TEXT = "<|endoftext|>"
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's table from each byte to the printable character that spells it in its files.
+
+    vocab.json and merges.txt are text, one merge a line with a space between the two tokens,
+    so a token's bytes must be spelled in characters that are neither whitespace nor control
+    codes. The 188 bytes that are printable Latin-1 characters ('!'..'~', '¡'..'¬', '®'..'ÿ')
+    stand for themselves; the other 68 take chr(256), chr(257), ... in byte order. A space
+    (byte 32, the 33rd of them) is 'Ġ' = chr(288), a newline 'Ċ' = chr(266).
+    """
+    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)}
+    printable |= set(range(ord("®"), ord("ÿ") + 1))
+    table, n = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + n)
+            n += 1
+    return table
+
+
+def load_merge_ranks(path: str | Path) -> dict[tuple[str, str], int]:
+    """GPT-2's merges.txt as ranks: each pair of token strings to its place, 0 for the first.
+
+    The first line is a header ("#version: 0.2"); every other line is one merge, such as
+    "Ġ t", in the order GPT-2 learned them. A lower rank means learned earlier.
+    """
+    lines = Path(path).read_text(encoding="utf-8").splitlines()[1:]
+    return {tuple(line.split(" ")): rank for rank, line in enumerate(lines)}
+
+
+def bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
+    """GPT-2's encoding of one chunk, spelled in bytes_to_unicode characters, into tokens.
+
+    Start from the characters of `word`. While some adjacent pair has a rank, take the pair of
+    lowest rank and join each of its occurrences into one string, left to right, as `merge`
+    does ("aaa" with ("a", "a") gives ["aa", "a"]).
+    """
+    parts = list(word)
+    while len(parts) >= 2:
+        pair = min(zip(parts, parts[1:], strict=False), key=lambda p: ranks.get(p, math.inf))
+        if pair not in ranks:
+            break
+        out, i = [], 0
+        while i < len(parts):
+            if i + 1 < len(parts) and (parts[i], parts[i + 1]) == pair:
+                out.append(parts[i] + parts[i + 1])
+                i += 2
+            else:
+                out.append(parts[i])
+                i += 1
+        parts = out
+    return parts
+
+
+class GPT2Tokenizer:
+    """GPT-2's tokenizer: its pattern, byte table, merge ranks and ids, and <|endoftext|>.
+
+    encode and decode give the ids of OpenAI's encoder and of HuggingFace's GPT-2 tokenizer.
+    """
+
+    def __init__(self, vocab: dict[str, int], ranks: dict[tuple[str, str], int]):
+        self.vocab, self.ranks = vocab, ranks
+        self.tokens = {i: token for token, i in vocab.items()}
+        self.byte_char = bytes_to_unicode()
+        self.char_byte = {c: b for b, c in self.byte_char.items()}
+        self.cache: dict[str, list[int]] = {}  # chunk -> ids: most chunks recur
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of `text`: <|endoftext|> anywhere in it is id 50256, never split into pieces."""
+        ids = []
+        for k, piece in enumerate(text.split(END_OF_TEXT)):
+            if k:
+                ids.append(self.vocab[END_OF_TEXT])
+            for chunk in regex.findall(GPT2_SPLIT_PATTERN, piece):
+                if chunk not in self.cache:
+                    word = "".join(self.byte_char[b] for b in chunk.encode("utf-8"))
+                    self.cache[chunk] = [self.vocab[t] for t in bpe(word, self.ranks)]
+                ids += self.cache[chunk]
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        """The text of `ids`: tokens' characters -> bytes, then UTF-8, as BPETokenizer does."""
+        chars = "".join(self.tokens[i] for i in ids)
+        return bytes(self.char_byte[c] for c in chars).decode("utf-8", errors="replace")
+
+
+@cache
+def load_gpt2_tokenizer() -> GPT2Tokenizer:
+    """GPT-2's tokenizer from the vocab.json and merges.txt in course/data (see its README)."""
+    vocab = json.loads((GPT2_DATA / "vocab.json").read_text(encoding="utf-8"))
+    return GPT2Tokenizer(vocab, load_merge_ranks(Path(str(GPT2_DATA / "merges.txt"))))
