@@ -40,9 +40,10 @@ notebooks: venv
 	$(BIN)/python -m course.notebooks build
 
 # How long each checker takes on the reference solution, and chapter 1's two BPE trainers
-# on the whole corpus (written to course/data/bpe_train_times.json, which the chapter quotes).
+# on the whole corpus. `make bench BENCH_ARGS=--record` also rewrites
+# course/data/bpe_train_times.json, the figures chapter 1 quotes.
 bench: venv
-	$(BIN)/python -m course.bench
+	$(BIN)/python -m course.bench $(BENCH_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -3,7 +3,8 @@
 Two sections. Checks: every checker on its reference solution; a check should answer in about
 a second on a 2-core laptop CPU, and slower ones are flagged. Training: chapter 1's two BPE
 trainers side by side on the whole corpus, written to course/data/bpe_train_times.json, which
-the chapter quotes. `python -m course.bench checks` or `training` runs one section.
+the chapter quotes when run with `--record` (a plain run only prints, so it never leaves the
+stored chapter out of date). `python -m course.bench checks` or `training` runs one section.
 """
 
 import contextlib
@@ -46,7 +47,7 @@ def bench_checks() -> None:
     )
 
 
-def bench_training(vocab_size: int = TRAIN_VOCAB_SIZE) -> dict:
+def bench_training(vocab_size: int = TRAIN_VOCAB_SIZE, record: bool = False) -> dict:
     """Both trainers on the whole corpus; they must learn the same merges.
 
     Times are CPU seconds of this process (time.process_time), which other programs running
@@ -82,21 +83,23 @@ def bench_training(vocab_size: int = TRAIN_VOCAB_SIZE) -> dict:
         f"  {'train_incremental':<34}{result['incremental_cpu_s']:8.2f} s"
         f"  ({seconds['simple'] / seconds['incremental']:.0f}x faster)"
     )
-    TRAIN_TIMES.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(
-        f"written to course/data/{TRAIN_TIMES.name}, which chapter 1 prints: refresh its solved "
-        "notebook with `python -m course.notebooks build 01_embeddings --force`"
-    )
+    if record:
+        TRAIN_TIMES.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(
+            f"written to course/data/{TRAIN_TIMES.name}, which chapter 1 prints: refresh its "
+            "solved notebook with `python -m course.notebooks build 01_embeddings --force`"
+        )
     return result
 
 
 def main(argv: list[str]) -> None:
-    sections = argv or ["checks", "training"]
+    record = "--record" in argv
+    sections = [a for a in argv if a != "--record"] or ["checks", "training"]
     if "checks" in sections:
         bench_checks()
     if "training" in sections:
         print()
-        bench_training()
+        bench_training(record=record)
 
 
 if __name__ == "__main__":

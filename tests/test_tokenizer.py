@@ -682,6 +682,8 @@ def test_bench_times_both_trainers_and_stores_what_the_chapter_reads(tmp_path, m
     monkeypatch.setattr(bench, "TRAIN_TIMES", tmp_path / "times.json")
     monkeypatch.setattr(bench, "load_corpus", lambda: load_corpus()[:5000])
     result = bench.bench_training(vocab_size=300)
+    assert not (tmp_path / "times.json").exists(), "a plain bench run must not rewrite the record"
+    result = bench.bench_training(vocab_size=300, record=True)
     assert json.loads((tmp_path / "times.json").read_text(encoding="utf-8")) == result
     assert result.keys() == stored.keys()
     assert stored["vocab_size"] == 4096 and stored["corpus_characters"] == len(load_corpus())

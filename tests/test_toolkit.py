@@ -61,7 +61,9 @@ def test_check_rejects_code_that_raises_and_shows_the_line(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_check_rejects_a_wrong_shape(name):
-    assert_rejects(checker(name), lambda *args: torch.zeros(7, 7, 7, 7, 7), "shape (7, 7, 7, 7, 7), expected")
+    assert_rejects(
+        checker(name), lambda *args: torch.zeros(7, 7, 7, 7, 7), "shape (7, 7, 7, 7, 7), expected"
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
