@@ -41,7 +41,7 @@ class TrainConfig:
 
 
 def random_windows(
-    tokens: Int[Tensor, " posn"], batch_size: int, n_ctx: int, generator: torch.Generator
+    tokens: Int[Tensor, " n"], batch_size: int, n_ctx: int, generator: torch.Generator
 ) -> Int[Tensor, "batch posn"]:
     """batch_size windows of n_ctx + 1 consecutive tokens, starting at random places.
 
@@ -53,7 +53,7 @@ def random_windows(
 
 
 def fixed_windows(
-    tokens: Int[Tensor, " posn"], n_ctx: int, n_windows: int
+    tokens: Int[Tensor, " n"], n_ctx: int, n_windows: int
 ) -> Int[Tensor, "batch posn"]:
     """n_windows windows of n_ctx + 1 tokens spread evenly over `tokens`: the same every time."""
     starts = torch.linspace(0, len(tokens) - n_ctx - 1, n_windows).long()
@@ -68,17 +68,21 @@ def window_loss(model: nn.Module, windows: Int[Tensor, "batch posn"]) -> Tensor:
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: decay on every parameter with 2 or more axes, none on the rest.
+    """AdamW groups: decay on the weight matrices (TransformerLens's W_*), none on the rest.
 
     Decay pulls weights toward 0, which suits matrices (it bounds their norm) but not biases
-    or LayerNorm's w (whose neutral value is 1). The embeddings W_E and W_pos are matrices
-    and are decayed, as in nanoGPT: a row of W_E for a rare token gets few gradient updates,
-    and decay keeps it from staying wherever noise left it.
+    or LayerNorm's w (whose neutral value is 1). The usual rule "decay what has 2 or more
+    axes" would catch b_Q, b_K and b_V here, which are [n_heads, d_head]: the names decide.
+    The embeddings W_E and W_pos are matrices and are decayed, as in nanoGPT: a rare token's
+    row of W_E gets few gradient updates, and decay keeps it from staying where noise left it.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if name.rsplit(".", 1)[-1].startswith("W_") else no_decay).append(p)
     return [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
     ]
 
 
@@ -134,8 +138,8 @@ def write_log(path: Path, log: list[dict]) -> None:
 
 def train(
     model: nn.Module,
-    train_tokens: Int[Tensor, " posn"],
-    val_tokens: Int[Tensor, " posn"],
+    train_tokens: Int[Tensor, " n"],
+    val_tokens: Int[Tensor, " m"],
     tcfg: TrainConfig,
     checkpoint: Path | None = None,
     resume: bool = False,
