@@ -24,12 +24,14 @@ from course.pretrained import MODEL_DIR
 from solutions.training import TrainConfig, pick_device, train
 from solutions.transformer import Transformer
 
-# Measured on the 2-core CPU: a step (32 windows of 128 tokens) takes about 0.4 s with the
-# fused attention, so 1,600 steps fit in about 11 minutes, leaving the rest of the 20 for
-# the tokenizer, encoding and the model card. Early stopping guards against memorising.
+# Measured on the 2-core CPU (`make bench`, model section): a step of 32 windows of 128
+# tokens takes about 0.4 s with the fused attention on a quiet machine (10,000 tokens/s) and
+# up to 0.9 s when other programs share it. 1,200 steps (4.9M tokens) take 8 to 18 minutes,
+# leaving room in the 20 for the tokenizer, encoding and the model card. Early stopping on
+# the validation loss guards against memorising.
 COURSE_TRAINING = TrainConfig(
     batch_size=32,
-    max_steps=1600,
+    max_steps=1200,
     max_lr=3e-3,
     min_lr=3e-4,
     warmup_steps=100,
