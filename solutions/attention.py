@@ -11,7 +11,6 @@ import zlib
 
 import einops
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
@@ -57,17 +56,11 @@ def apply_causal_mask(
 
 
 class Attention(nn.Module):
-    """Causal multi-head self-attention: n_heads heads read the stream and add to it.
+    """Causal multi-head self-attention: n_heads heads read the stream and add to it."""
 
-    `fast=True` computes z with PyTorch's fused F.scaled_dot_product_attention instead of an
-    explicit softmax: the same function (tested equal), quicker to train, but the pattern is
-    never formed, so `pattern` still computes it the explicit way for whoever reads it.
-    """
-
-    def __init__(self, cfg: Config, fast: bool = False):
+    def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
-        self.fast = fast
         h, d, d_head = cfg.n_heads, cfg.d_model, cfg.d_head
         self.W_Q = nn.Parameter(torch.empty(h, d, d_head))
         self.W_K = nn.Parameter(torch.empty(h, d, d_head))
@@ -101,34 +94,19 @@ class Attention(nn.Module):
         """attn_out: each head's pattern-weighted values through its W_O, summed, plus b_O."""
         to_heads = "batch posn d_model, n_heads d_model d_head -> batch posn n_heads d_head"
         v = einops.einsum(normalized_resid_pre, self.W_V, to_heads) + self.b_V
-        if self.fast:
-            z = self.fast_z(normalized_resid_pre, v)
-        else:
-            pattern = self.pattern(normalized_resid_pre)
-            z = einops.einsum(
-                pattern,
-                v,
-                "batch n_heads query_posn key_posn, batch key_posn n_heads d_head "
-                "-> batch query_posn n_heads d_head",
-            )
+        pattern = self.pattern(normalized_resid_pre)
+        z = einops.einsum(
+            pattern,
+            v,
+            "batch n_heads query_posn key_posn, batch key_posn n_heads d_head "
+            "-> batch query_posn n_heads d_head",
+        )
         # Summing over heads here is the same as concatenating the z's and multiplying by
         # one (n_heads·d_head, d_model) matrix: see `concat_heads_then_project`.
         attn_out = einops.einsum(
             z, self.W_O, "batch posn n_heads d_head, n_heads d_head d_model -> batch posn d_model"
         )
         return attn_out + self.b_O
-
-    def fast_z(
-        self,
-        normalized_resid_pre: Float[Tensor, "batch posn d_model"],
-        v: Float[Tensor, "batch posn n_heads d_head"],
-    ) -> Float[Tensor, "batch posn n_heads d_head"]:
-        """z by the fused kernel: its default scale is 1 / sqrt(d_head), its causal mask ours."""
-        to_heads = "batch posn d_model, n_heads d_model d_head -> batch n_heads posn d_head"
-        q = einops.einsum(normalized_resid_pre, self.W_Q, to_heads) + self.b_Q[:, None]
-        k = einops.einsum(normalized_resid_pre, self.W_K, to_heads) + self.b_K[:, None]
-        z = F.scaled_dot_product_attention(q, k, v.transpose(1, 2), is_causal=True)
-        return z.transpose(1, 2)
 
 
 def concat_heads_then_project(

@@ -2,6 +2,7 @@
 the unembedding. Every layer reads the residual stream and adds its output back into it.
 """
 
+import einops
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
@@ -14,6 +15,29 @@ from solutions.layernorm import LayerNorm
 from solutions.mlp import MLP
 
 
+class FastAttention(Attention):
+    """Attention whose forward uses PyTorch's fused F.scaled_dot_product_attention.
+
+    The same parameters and the same function as Attention (tested equal, outputs and
+    gradients), faster to train, but the pattern is never formed inside forward: for reading
+    heads, `pattern` still computes it the explicit way.
+    """
+
+    def forward(
+        self, normalized_resid_pre: Float[Tensor, "batch posn d_model"]
+    ) -> Float[Tensor, "batch posn d_model"]:
+        to_heads = "batch posn d_model, n_heads d_model d_head -> batch n_heads posn d_head"
+        q = einops.einsum(normalized_resid_pre, self.W_Q, to_heads) + self.b_Q[:, None]
+        k = einops.einsum(normalized_resid_pre, self.W_K, to_heads) + self.b_K[:, None]
+        v = einops.einsum(normalized_resid_pre, self.W_V, to_heads) + self.b_V[:, None]
+        # Its default scale is 1 / sqrt(d_head) and is_causal is our causal mask.
+        z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        attn_out = einops.einsum(
+            z, self.W_O, "batch n_heads posn d_head, n_heads d_head d_model -> batch posn d_model"
+        )
+        return attn_out + self.b_O
+
+
 class TransformerBlock(nn.Module):
     """Pre-norm: resid_mid = resid_pre + attn(ln1(resid_pre)), resid_post = resid_mid +
     mlp(ln2(resid_mid)). The stream itself is never normalised, only what each layer reads."""
@@ -22,7 +46,7 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.ln1 = LayerNorm(cfg)
-        self.attn = Attention(cfg, fast=fast_attention)
+        self.attn = FastAttention(cfg) if fast_attention else Attention(cfg)
         self.ln2 = LayerNorm(cfg)
         self.mlp = MLP(cfg)
 
@@ -37,10 +61,9 @@ class TransformerBlock(nn.Module):
 class Transformer(nn.Module):
     """Token ids in, next-token logits out, at every position.
 
-    `fast_attention=True` computes each head's pattern-weighted sum with PyTorch's fused
-    `F.scaled_dot_product_attention`: the same function of the same parameters (tested equal,
-    outputs and gradients), faster for training, but it never forms the pattern, so keep it
-    off when reading heads.
+    `fast_attention=True` builds its blocks with FastAttention, PyTorch's fused kernel in
+    place of the explicit softmax: the same parameters and function, faster to train. The
+    weights load into either form.
     """
 
     def __init__(self, cfg: Config, fast_attention: bool = False):

@@ -14,7 +14,7 @@ from solutions.attention import Attention
 from solutions.embeddings import next_token_log_probs
 from solutions.layernorm import LayerNorm
 from solutions.mlp import MLP, gelu_new
-from solutions.transformer import Transformer, TransformerBlock, lm_loss
+from solutions.transformer import FastAttention, Transformer, TransformerBlock, lm_loss
 
 CFG = TINY
 
@@ -135,7 +135,7 @@ def test_lm_loss_is_mean_negative_next_token_log_prob():
 def test_fused_attention_equals_explicit_softmax(posn):
     # In float64, so that the two orders of summation agree to 1e-7 relative: equal.
     explicit = randomized(Attention(CFG)).double()
-    fast = Attention(CFG, fast=True).double()
+    fast = FastAttention(CFG).double()
     fast.load_state_dict(explicit.state_dict())
     x = stream(posn=posn).double()
     x_fast = x.clone().requires_grad_()
@@ -154,7 +154,7 @@ def test_fused_transformer_equals_explicit_with_the_same_weights():
     explicit = randomized(Transformer(CFG)).double()
     fast = Transformer(CFG, fast_attention=True).double()
     fast.load_state_dict(explicit.state_dict())
-    assert all(block.attn.fast for block in fast.blocks)
+    assert all(isinstance(block.attn, FastAttention) for block in fast.blocks)
     tokens = torch.randint(0, CFG.d_vocab, (2, CFG.n_ctx))
     loss, loss_fast = lm_loss(explicit(tokens), tokens), lm_loss(fast(tokens), tokens)
     torch.testing.assert_close(loss_fast, loss)
@@ -165,6 +165,6 @@ def test_fused_transformer_equals_explicit_with_the_same_weights():
 
 
 def test_fused_attention_still_gives_the_pattern():
-    attn = randomized(Attention(CFG, fast=True))
+    attn = randomized(FastAttention(CFG))
     pattern = attn.pattern(stream())
     torch.testing.assert_close(pattern.sum(-1), torch.ones(pattern.shape[:-1]))
