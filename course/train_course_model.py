@@ -88,7 +88,7 @@ def main(out: Path = MODEL_DIR, tcfg: TrainConfig = COURSE_TRAINING, cfg=COURSE_
         machine=machine(),
         train_tokens=len(train_tokens),
         val_tokens=len(val_tokens),
-        total_seconds=round(time.perf_counter() - start, 1),
+        total_time_s=round(time.perf_counter() - start, 1),
     )
     print(json.dumps({k: v for k, v in summary.items() if k != "train_config"}, indent=2))
     write_card(out, explicit, tokenizer, train_tokens, val_tokens, summary)
@@ -110,9 +110,11 @@ def write_card(out, model, tokenizer, train_tokens, val_tokens, summary) -> None
         out / "MODEL_CARD.md",
         model=model,
         tokenizer=tokenizer,
+        cfg=model.cfg,
         train_tokens=train_tokens,
         val_tokens=val_tokens,
         summary=summary,
+        loss_log_path=out / "loss_log.csv",
     )
 
 

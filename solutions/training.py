@@ -215,7 +215,7 @@ def train(
     return {
         "steps": step,
         "tokens_seen": step * tcfg.batch_size * n_ctx,
-        "seconds": round(seconds, 1),
+        "time_s": round(seconds, 1),
         "device": device.type,
         "final_train_loss": evaluate(model, train_windows),
         "final_val_loss": best["val_loss"] if evals else None,
