@@ -26,12 +26,12 @@ from solutions.transformer import Transformer
 
 # Measured on the 2-core CPU (`make bench`, model section): a step of 32 windows of 128
 # tokens takes about 0.4 s with the fused attention on a quiet machine (10,000 tokens/s) and
-# up to 0.9 s when other programs share it. 1,200 steps (4.9M tokens) take 8 to 18 minutes,
-# leaving room in the 20 for the tokenizer, encoding and the model card. Early stopping on
-# the validation loss guards against memorising.
+# 0.5 s when other programs share it. 1,500 steps (6.1M tokens, about three passes over the
+# 2.1M training tokens) take 10 to 13 minutes; the tokenizer, encoding and the model card
+# add under a minute. Early stopping on the validation loss guards against memorising.
 COURSE_TRAINING = TrainConfig(
     batch_size=32,
-    max_steps=1200,
+    max_steps=1500,
     max_lr=3e-3,
     min_lr=3e-4,
     warmup_steps=100,

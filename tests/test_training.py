@@ -2,6 +2,7 @@
 determinism, exact resume; and the shipped course model (course/pretrained.py)."""
 
 import csv
+import json
 import time
 
 import pytest
@@ -143,6 +144,19 @@ def test_course_model_loads_offline_quickly_in_eval_mode():
     ids = tokenizer.encode("The cat sat on the mat.")
     assert tokenizer.decode(ids) == "The cat sat on the mat."
     assert model(torch.tensor([ids])).shape == (1, len(ids), model.cfg.d_vocab)
+
+
+@pytest.mark.skipif(not MODEL_DIR.exists(), reason="the course model is not trained here yet")
+def test_course_model_validation_loss_is_the_cards():
+    from course import english
+    from course.evaluate import model_loss
+
+    card = json.loads((MODEL_DIR / "card.json").read_text(encoding="utf-8"))
+    model, tokenizer = load_course_model()
+    val = english.encode_documents(tokenizer, english.load_documents("validation"))
+    assert len(val) == card["validation"]["tokens"]
+    loss = model_loss(model, val, model.cfg.n_ctx, card["validation"]["batch_size"])
+    assert loss == pytest.approx(card["validation"]["model"], abs=1e-4)
 
 
 def test_missing_course_model_points_at_make(tmp_path):
