@@ -149,9 +149,11 @@ def train(
 ) -> dict:
     """Train `model` in place; return a summary (steps, tokens seen, time, final losses).
 
-    With `checkpoint`, the state is saved there after the last step (and at every
-    evaluation); `resume=True` starts from it instead of from scratch. `stop_at` ends the run
-    early at that step, as an interrupted run would, without changing the schedule.
+    With `checkpoint`, the state is saved there at every evaluation and after the last step;
+    `resume=True` starts from it instead of from scratch. `stop_at` ends the run at that step,
+    as an interrupted run would, without changing the schedule. A run that reaches max_steps,
+    or stops early (`patience` evaluations without a new lowest validation loss), ends with
+    the weights of its lowest validation loss.
     """
     n_ctx = model.cfg.n_ctx
     device = next(model.parameters()).device
@@ -201,11 +203,13 @@ def train(
             break
     bar.close()
     seconds = time.perf_counter() - start
-    if stopped_early:
-        # Validation loss turned up: go back to the weights where it was lowest.
-        model.load_state_dict(best["state"])
     if checkpoint is not None:
+        # The state as the loop left it, before the line below: a resumed run goes on from here.
         save_checkpoint(checkpoint, model, optimizer, step, generator, log, best)
+    if (stopped_early or step == tcfg.max_steps) and best["state"] is not None:
+        # A finished run keeps the weights of its lowest validation loss: if the loss went up
+        # after it, the later weights had begun to memorise.
+        model.load_state_dict(best["state"])
     if log_path is not None:
         write_log(log_path, log)
     evals = [r for r in log if r["val_loss"] != ""]
@@ -219,6 +223,7 @@ def train(
         "device": device.type,
         "final_train_loss": evaluate(model, train_windows),
         "final_val_loss": best["val_loss"] if evals else None,
+        "last_val_loss": evals[-1]["val_loss"] if evals else None,
         "best_step": best["step"],
         "stopped_early": stopped_early,
         "train_config": asdict(tcfg),
