@@ -26,9 +26,10 @@ from solutions.transformer import Transformer
 
 # Measured on the 2-core CPU (`make bench`, model section): a step of 32 windows of 128
 # tokens takes about 0.4 s with the fused attention on a quiet machine (10,000 tokens/s) and
-# 0.5 s when other programs share it. 1,500 steps (6.1M tokens, about three passes over the
-# 2.1M training tokens) take 10 to 13 minutes; the tokenizer, encoding and the model card
-# add under a minute. Early stopping on the validation loss guards against memorising.
+# 0.56 s with other programs sharing it (400 steps, evaluations included, in 226 s). 1,500
+# steps (6.1M tokens, about three passes over the 2.1M training tokens) take 10 to 14
+# minutes; the tokenizer, encoding and the model card add under a minute. Early stopping on
+# the validation loss guards against memorising.
 COURSE_TRAINING = TrainConfig(
     batch_size=32,
     max_steps=1500,
