@@ -19,8 +19,6 @@ MODEL_DIR = Path(__file__).parent / "data" / "course_model"
 
 def load_course_model(directory: Path = MODEL_DIR) -> tuple[Transformer, BPETokenizer]:
     """The trained Transformer (eval mode) and the BPE tokenizer it was trained with."""
-    from course.english import load_tokenizer
-
     needed = ["config.json", "model.safetensors", "tokenizer.json"]
     missing = [name for name in needed if not (directory / name).exists()]
     if missing:
@@ -28,6 +26,8 @@ def load_course_model(directory: Path = MODEL_DIR) -> tuple[Transformer, BPEToke
             f"the course model is missing {', '.join(missing)} in {directory}: "
             "run `make course-model` to train it and write these files"
         )
+    from course.english import load_tokenizer
+
     settings = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     cfg = Config(**{f.name: settings[f.name] for f in fields(Config)})
     model = Transformer(cfg)
