@@ -1,10 +1,10 @@
 # One front door: `make book`, `make lab`, `make grade`, `make test`, `make notebooks`,
-# `make bench`.
+# `make bench`, `make course-model`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv book lab grade test notebooks bench lint clean
+.PHONY: venv book lab grade test notebooks bench course-model lint clean
 
 venv: $(VENV)/.installed
 
@@ -44,6 +44,11 @@ notebooks: venv
 # course/data/bpe_train_times.json, the figures chapter 1 quotes.
 bench: venv
 	$(BIN)/python -m course.bench $(BENCH_ARGS)
+
+# Retrain the course model from scratch (at most 20 minutes on a 2-core CPU; a GPU is used
+# when there is one) and rewrite course/data/course_model/.
+course-model: venv
+	$(BIN)/python -m course.train_course_model
 
 lint: venv
 	$(BIN)/ruff check .

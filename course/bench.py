@@ -1,10 +1,12 @@
 """Time the course's code: `python -m course.bench` (or `make bench`).
 
-Two sections. Checks: every checker on its reference solution; a check should answer in about
+Three sections. Checks: every checker on its reference solution; a check should answer in about
 a second on a 2-core laptop CPU, and slower ones are flagged. Training: chapter 1's two BPE
 trainers side by side on the whole corpus, written to course/data/bpe_train_times.json, which
 the chapter quotes when run with `--record` (a plain run only prints, so it never leaves the
-stored chapter out of date). `python -m course.bench checks` or `training` runs one section.
+stored chapter out of date). Model: training throughput of the reference GPT-2 at the
+course-model config, explicit softmax and fused attention side by side.
+`python -m course.bench checks`, `training` or `model` runs one section.
 """
 
 import contextlib
@@ -92,14 +94,60 @@ def bench_training(vocab_size: int = TRAIN_VOCAB_SIZE, record: bool = False) -> 
     return result
 
 
+def bench_model(steps: int = 8) -> dict:
+    """Training tokens per second at COURSE_MODEL (batch of COURSE_TRAINING), both attentions.
+
+    Each figure is the median wall time of `steps` optimizer steps after one warm-up step, on
+    random tokens (the speed does not depend on the text), with the threads the course model
+    trains with. Wall time, as a training run feels it: other programs on the machine slow it.
+    """
+    import torch
+
+    from course.config import COURSE_MODEL
+    from course.train_course_model import COURSE_TRAINING
+    from solutions.training import param_groups, window_loss
+    from solutions.transformer import Transformer
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    cfg, batch = COURSE_MODEL, COURSE_TRAINING.batch_size
+    g = torch.Generator().manual_seed(0)
+    windows = torch.randint(0, cfg.d_vocab, (steps + 1, batch, cfg.n_ctx + 1), generator=g)
+    result = {}
+    for name, fast in [("explicit softmax", False), ("F.scaled_dot_product_attention", True)]:
+        torch.manual_seed(0)
+        model = Transformer(cfg, fast_attention=fast)
+        optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3)
+        times = []
+        for w in windows:
+            start = time.perf_counter()
+            loss = window_loss(model, w)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            times.append(time.perf_counter() - start)
+        step_s = sorted(times[1:])[len(times[1:]) // 2]
+        result[name] = batch * cfg.n_ctx / step_s
+    n_params = sum(p.numel() for p in model.parameters())
+    print(
+        f"Training throughput at COURSE_MODEL ({n_params / 1e6:.2f}M parameters, batch {batch} "
+        f"x {cfg.n_ctx} tokens, {torch.get_num_threads()} threads), median of {steps} steps:"
+    )
+    for name, tokens_per_s in result.items():
+        print(f"  {name:<34}{tokens_per_s:8,.0f} tokens/s")
+    return result
+
+
 def main(argv: list[str]) -> None:
     record = "--record" in argv
-    sections = [a for a in argv if a != "--record"] or ["checks", "training"]
+    sections = [a for a in argv if a != "--record"] or ["checks", "training", "model"]
     if "checks" in sections:
         bench_checks()
     if "training" in sections:
         print()
         bench_training(record=record)
+    if "model" in sections:
+        print()
+        bench_model()
 
 
 if __name__ == "__main__":

@@ -30,3 +30,10 @@ GPT2_SMALL = Config()
 # Small enough that a forward pass takes milliseconds on a laptop CPU, with every
 # dimension distinct so that a transposed or swapped axis never goes unnoticed.
 TINY = Config(d_model=48, d_vocab=101, n_ctx=32, d_head=12, d_mlp=192, n_heads=4, n_layers=2)
+
+# The course model (course/train_course_model.py, shipped in course/data/course_model/): a
+# small GPT-2 that trains in under 20 minutes on a 2-core CPU and whose float32 weights stay
+# under 10 MB. d_vocab matches the course's own BPE on the English corpus.
+COURSE_MODEL = Config(
+    d_model=128, d_vocab=4096, n_ctx=128, d_head=32, d_mlp=512, n_heads=4, n_layers=4
+)

@@ -1,0 +1,44 @@
+"""The course model: a small GPT-2 trained by the course's own code on English prose.
+
+`load_course_model()` reads the shipped files in course/data/course_model/ (written by
+`make course-model`) and returns the model, in eval mode, with its tokenizer. Offline.
+"""
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+from course.config import Config
+from solutions.tokenizer import BPETokenizer
+from solutions.transformer import Transformer
+
+MODEL_DIR = Path(__file__).parent / "data" / "course_model"
+
+
+def load_course_model(directory: Path = MODEL_DIR) -> tuple[Transformer, BPETokenizer]:
+    """The trained Transformer (eval mode) and the BPE tokenizer it was trained with."""
+    needed = ["config.json", "model.safetensors", "tokenizer.json"]
+    missing = [name for name in needed if not (directory / name).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"the course model is missing {', '.join(missing)} in {directory}: "
+            "run `make course-model` to train it and write these files"
+        )
+    from course.english import load_tokenizer
+
+    settings = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    cfg = Config(**{f.name: settings[f.name] for f in fields(Config)})
+    model = Transformer(cfg)
+    weights = load_file(directory / "model.safetensors")
+    expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in weights.items()}
+    if found != expected:
+        raise ValueError(
+            f"model.safetensors does not fit config.json: missing {expected.keys() - found.keys()}, "
+            f"unexpected {found.keys() - expected.keys()}, wrong shapes "
+            f"{[n for n in expected.keys() & found.keys() if expected[n] != found[n]]}"
+        )
+    model.load_state_dict({name: t.float() for name, t in weights.items()}, strict=True)
+    return model.eval(), load_tokenizer(directory / "tokenizer.json")

@@ -1,0 +1,230 @@
+"""Chapter 6: training the transformer on a stream of tokens.
+
+A seeded loader cuts random windows of n_ctx + 1 tokens from one long token tensor; AdamW
+decays only the matrices; the learning rate warms up linearly, then follows a cosine down;
+gradients are clipped; the validation loss is measured on fixed windows; and a checkpoint
+holds everything the loop needs (weights, optimizer, step, the loader's generator, the log)
+to resume exactly where it stopped.
+"""
+
+import csv
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Int
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: batch, schedule, regularisation, evaluation, seed."""
+
+    batch_size: int = 32
+    max_steps: int = 2000
+    max_lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_windows: int = 64
+    # Stop when the validation loss has not improved for this many evaluations in a row,
+    # and keep the weights of the best one (0: never stop early).
+    patience: int = 3
+    seed: int = 0
+
+
+def random_windows(
+    tokens: Int[Tensor, " n"], batch_size: int, n_ctx: int, generator: torch.Generator
+) -> Int[Tensor, "batch posn"]:
+    """batch_size windows of n_ctx + 1 consecutive tokens, starting at random places.
+
+    A model of context n_ctx reads the first n_ctx tokens and is scored on the last n_ctx:
+    position i predicts token i + 1.
+    """
+    starts = torch.randint(0, len(tokens) - n_ctx, (batch_size,), generator=generator)
+    return torch.stack([tokens[s : s + n_ctx + 1] for s in starts.tolist()])
+
+
+def fixed_windows(
+    tokens: Int[Tensor, " n"], n_ctx: int, n_windows: int
+) -> Int[Tensor, "batch posn"]:
+    """n_windows windows of n_ctx + 1 tokens spread evenly over `tokens`: the same every time."""
+    starts = torch.linspace(0, len(tokens) - n_ctx - 1, n_windows).long()
+    return torch.stack([tokens[s : s + n_ctx + 1] for s in starts.tolist()])
+
+
+def window_loss(model: nn.Module, windows: Int[Tensor, "batch posn"]) -> Tensor:
+    """Mean next-token loss (nats per token): the model reads the first n_ctx tokens of each
+    window, and position i is scored on token i + 1, so every one of the n_ctx counts."""
+    logits = model(windows[:, :-1])
+    return F.cross_entropy(logits.flatten(0, 1), windows[:, 1:].flatten())
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay on the weight matrices (TransformerLens's W_*), none on the rest.
+
+    Decay pulls weights toward 0, which suits matrices (it bounds their norm) but not biases
+    or LayerNorm's w (whose neutral value is 1). The usual rule "decay what has 2 or more
+    axes" would catch b_Q, b_K and b_V here, which are [n_heads, d_head]: the names decide.
+    The embeddings W_E and W_pos are matrices and are decayed, as in nanoGPT: a rare token's
+    row of W_E gets few gradient updates, and decay keeps it from staying where noise left it.
+    """
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if name.rsplit(".", 1)[-1].startswith("W_") else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def learning_rate(step: int, tcfg: TrainConfig) -> float:
+    """Linear warm-up from 0 to max_lr over warmup_steps, then a cosine down to min_lr at
+    max_steps (and min_lr after)."""
+    if step < tcfg.warmup_steps:
+        return tcfg.max_lr * (step + 1) / tcfg.warmup_steps
+    progress = min(1.0, (step - tcfg.warmup_steps) / max(1, tcfg.max_steps - tcfg.warmup_steps))
+    return tcfg.min_lr + 0.5 * (tcfg.max_lr - tcfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, windows: Int[Tensor, "batch posn"], batch_size: int = 16) -> float:
+    """Mean loss (nats per token) over the windows, in eval mode, batch by batch."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total = 0.0
+    for i in range(0, len(windows), batch_size):
+        chunk = windows[i : i + batch_size].to(device)
+        total += window_loss(model, chunk).item() * len(chunk)
+    model.train(was_training)
+    return total / len(windows)
+
+
+def pick_device() -> torch.device:
+    """The GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def save_checkpoint(path: Path, model, optimizer, step, generator, log, best) -> None:
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "generator": generator.get_state(),
+            "log": log,
+            "best": best,
+        },
+        path,
+    )
+
+
+def write_log(path: Path, log: list[dict]) -> None:
+    """The loss log as CSV: step, lr, train_loss, and val_loss where it was measured."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["step", "lr", "train_loss", "val_loss"])
+        writer.writeheader()
+        writer.writerows(log)
+
+
+def train(
+    model: nn.Module,
+    train_tokens: Int[Tensor, " n"],
+    val_tokens: Int[Tensor, " m"],
+    tcfg: TrainConfig,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    stop_at: int | None = None,
+    log_path: Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train `model` in place; return a summary (steps, tokens seen, time, final losses).
+
+    With `checkpoint`, the state is saved there at every evaluation and after the last step;
+    `resume=True` starts from it instead of from scratch. `stop_at` ends the run at that step,
+    as an interrupted run would, without changing the schedule. A run that reaches max_steps,
+    or stops early (`patience` evaluations without a new lowest validation loss), ends with
+    the weights of its lowest validation loss.
+    """
+    n_ctx = model.cfg.n_ctx
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW(
+        param_groups(model, tcfg.weight_decay), lr=tcfg.max_lr, betas=tcfg.betas
+    )
+    generator = torch.Generator().manual_seed(tcfg.seed)
+    val_windows = fixed_windows(val_tokens, n_ctx, tcfg.eval_windows)
+    step, log, best = 0, [], {"val_loss": math.inf, "step": 0, "state": None, "bad_evals": 0}
+    if resume:
+        state = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        step, log, best = state["step"], state["log"], state["best"]
+    last = tcfg.max_steps if stop_at is None else min(stop_at, tcfg.max_steps)
+    model.train()
+    start = time.perf_counter()
+    bar = tqdm(total=last, initial=step, disable=not progress, desc=f"training on {device.type}")
+    stopped_early = False
+    while step < last:
+        lr = learning_rate(step, tcfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = random_windows(train_tokens, tcfg.batch_size, n_ctx, generator).to(device)
+        loss = window_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        optimizer.step()
+        step += 1
+        row = {"step": step, "lr": lr, "train_loss": loss.item(), "val_loss": ""}
+        if step % tcfg.eval_every == 0 or step == tcfg.max_steps:
+            row["val_loss"] = evaluate(model, val_windows)
+            if row["val_loss"] < best["val_loss"]:
+                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best = {"val_loss": row["val_loss"], "step": step, "state": state, "bad_evals": 0}
+            else:
+                best["bad_evals"] += 1
+            bar.set_postfix(train=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}")
+        log.append(row)
+        if checkpoint is not None and row["val_loss"] != "":
+            save_checkpoint(checkpoint, model, optimizer, step, generator, log, best)
+        bar.update(1)
+        if tcfg.patience and best["bad_evals"] >= tcfg.patience:
+            stopped_early = True
+            break
+    bar.close()
+    seconds = time.perf_counter() - start
+    if checkpoint is not None:
+        # The state as the loop left it, before the line below: a resumed run goes on from here.
+        save_checkpoint(checkpoint, model, optimizer, step, generator, log, best)
+    if (stopped_early or step == tcfg.max_steps) and best["state"] is not None:
+        # A finished run keeps the weights of its lowest validation loss: if the loss went up
+        # after it, the later weights had begun to memorise.
+        model.load_state_dict(best["state"])
+    if log_path is not None:
+        write_log(log_path, log)
+    evals = [r for r in log if r["val_loss"] != ""]
+    # Training loss measured as the validation loss is (same windows count, eval mode, final
+    # weights), so the two are comparable: a gap between them is memorisation.
+    train_windows = fixed_windows(train_tokens, n_ctx, tcfg.eval_windows)
+    return {
+        "steps": step,
+        "tokens_seen": step * tcfg.batch_size * n_ctx,
+        "time_s": round(seconds, 1),
+        "device": device.type,
+        "final_train_loss": evaluate(model, train_windows),
+        "final_val_loss": best["val_loss"] if evals else None,
+        "last_val_loss": evals[-1]["val_loss"] if evals else None,
+        "best_step": best["step"],
+        "stopped_early": stopped_early,
+        "train_config": asdict(tcfg),
+    }

@@ -1,0 +1,105 @@
+"""Chapter 5: the whole GPT-2: embeddings, a stack of pre-norm blocks, a final LayerNorm, and
+the unembedding. Every layer reads the residual stream and adds its output back into it.
+"""
+
+import einops
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from course.config import Config
+from solutions.attention import Attention
+from solutions.embeddings import Embed, PosEmbed, Unembed
+from solutions.layernorm import LayerNorm
+from solutions.mlp import MLP
+
+
+class FastAttention(Attention):
+    """Attention whose forward uses PyTorch's fused F.scaled_dot_product_attention.
+
+    The same parameters and the same function as Attention (tested equal, outputs and
+    gradients), faster to train, but the pattern is never formed inside forward: for reading
+    heads, `pattern` still computes it the explicit way.
+    """
+
+    def forward(
+        self, normalized_resid_pre: Float[Tensor, "batch posn d_model"]
+    ) -> Float[Tensor, "batch posn d_model"]:
+        to_heads = "batch posn d_model, n_heads d_model d_head -> batch n_heads posn d_head"
+        q = einops.einsum(normalized_resid_pre, self.W_Q, to_heads) + self.b_Q[:, None]
+        k = einops.einsum(normalized_resid_pre, self.W_K, to_heads) + self.b_K[:, None]
+        v = einops.einsum(normalized_resid_pre, self.W_V, to_heads) + self.b_V[:, None]
+        # Its default scale is 1 / sqrt(d_head) and is_causal is our causal mask.
+        z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        attn_out = einops.einsum(
+            z, self.W_O, "batch n_heads posn d_head, n_heads d_head d_model -> batch posn d_model"
+        )
+        return attn_out + self.b_O
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm: resid_mid = resid_pre + attn(ln1(resid_pre)), resid_post = resid_mid +
+    mlp(ln2(resid_mid)). The stream itself is never normalised, only what each layer reads."""
+
+    def __init__(self, cfg: Config, fast_attention: bool = False):
+        super().__init__()
+        self.cfg = cfg
+        self.ln1 = LayerNorm(cfg)
+        self.attn = FastAttention(cfg) if fast_attention else Attention(cfg)
+        self.ln2 = LayerNorm(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(
+        self, resid_pre: Float[Tensor, "batch posn d_model"]
+    ) -> Float[Tensor, "batch posn d_model"]:
+        resid_mid = resid_pre + self.attn(self.ln1(resid_pre))
+        resid_post = resid_mid + self.mlp(self.ln2(resid_mid))
+        return resid_post
+
+
+class Transformer(nn.Module):
+    """Token ids in, next-token logits out, at every position.
+
+    `fast_attention=True` builds its blocks with FastAttention, PyTorch's fused kernel in
+    place of the explicit softmax: the same parameters and function, faster to train. The
+    weights load into either form.
+    """
+
+    def __init__(self, cfg: Config, fast_attention: bool = False):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = Embed(cfg)
+        self.pos_embed = PosEmbed(cfg)
+        self.blocks = nn.ModuleList(
+            [TransformerBlock(cfg, fast_attention) for _ in range(cfg.n_layers)]
+        )
+        self.ln_final = LayerNorm(cfg)
+        self.unembed = Unembed(cfg)
+        self.apply(self._init_gpt2)
+
+    def _init_gpt2(self, module: nn.Module) -> None:
+        """GPT-2's initialisation: weights normal(0, init_range), biases 0, LayerNorm w 1."""
+        for name, p in module.named_parameters(recurse=False):
+            with torch.no_grad():
+                if isinstance(module, LayerNorm):
+                    p.fill_(1.0 if name == "w" else 0.0)
+                elif name.startswith("b"):
+                    p.zero_()
+                else:
+                    p.normal_(0.0, self.cfg.init_range)
+
+    def forward(self, tokens: Int[Tensor, "batch posn"]) -> Float[Tensor, "batch posn d_vocab"]:
+        residual = self.embed(tokens) + self.pos_embed(tokens)
+        for block in self.blocks:
+            residual = block(residual)
+        return self.unembed(self.ln_final(residual))
+
+
+def lm_loss(
+    logits: Float[Tensor, "batch posn d_vocab"], tokens: Int[Tensor, "batch posn"]
+) -> Float[Tensor, ""]:
+    """Mean cross-entropy (nats per token) of predicting token i + 1 from position i."""
+    # F.cross_entropy is -log_softmax picked at the target (embeddings.next_token_log_probs),
+    # in one fused, stable step.
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())

@@ -1,0 +1,170 @@
+"""The reference GPT-2 (solutions/layernorm.py, mlp.py, transformer.py): TransformerLens names
+and shapes, each module against an independent computation, and the fused attention equal to
+the explicit one."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers.activations import NewGELUActivation
+
+from course.config import TINY
+from solutions.attention import Attention
+from solutions.embeddings import next_token_log_probs
+from solutions.layernorm import LayerNorm
+from solutions.mlp import MLP, gelu_new
+from solutions.transformer import FastAttention, Transformer, TransformerBlock, lm_loss
+
+CFG = TINY
+
+
+def randomized(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Every parameter random, biases and LayerNorm w included, so none can hide."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return module
+
+
+def stream(batch=3, posn=7, seed=1):
+    return torch.randn(batch, posn, CFG.d_model, generator=torch.Generator().manual_seed(seed))
+
+
+def test_parameter_names_and_shapes_are_transformer_lens_ones():
+    model = Transformer(CFG)
+    d, h, dh, m, v = CFG.d_model, CFG.n_heads, CFG.d_head, CFG.d_mlp, CFG.d_vocab
+    expected = {"embed.W_E": (v, d), "pos_embed.W_pos": (CFG.n_ctx, d)}
+    for layer in range(CFG.n_layers):
+        block = {
+            "ln1.w": (d,), "ln1.b": (d,), "ln2.w": (d,), "ln2.b": (d,),
+            "attn.W_Q": (h, d, dh), "attn.W_K": (h, d, dh), "attn.W_V": (h, d, dh),
+            "attn.W_O": (h, dh, d), "attn.b_Q": (h, dh), "attn.b_K": (h, dh),
+            "attn.b_V": (h, dh), "attn.b_O": (d,),
+            "mlp.W_in": (d, m), "mlp.b_in": (m,), "mlp.W_out": (m, d), "mlp.b_out": (d,),
+        }  # fmt: skip
+        expected |= {f"blocks.{layer}.{name}": shape for name, shape in block.items()}
+    expected |= {"ln_final.w": (d,), "ln_final.b": (d,), "unembed.W_U": (d, v), "unembed.b_U": (v,)}
+    assert {k: tuple(p.shape) for k, p in model.state_dict().items()} == expected
+    assert isinstance(model.blocks, torch.nn.ModuleList)
+    assert all(module.cfg is CFG for module in model.modules() if hasattr(module, "cfg"))
+
+
+def test_gpt2_initialisation():
+    torch.manual_seed(0)
+    model = Transformer(CFG.but(d_model=256, d_mlp=1024, d_head=64))
+    for name, p in model.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        if ".ln" in f".{name}" and leaf == "w":
+            assert torch.equal(p, torch.ones_like(p)), name
+        elif leaf.startswith("b"):
+            assert torch.equal(p, torch.zeros_like(p)), name
+        else:
+            assert abs(p.mean().item()) < 3e-3 and abs(p.std().item() - 0.02) < 2e-3, name
+
+
+def test_layer_norm_equals_torch():
+    ln = randomized(LayerNorm(CFG))
+    x = stream() * 5 + 3
+    expected = F.layer_norm(x, (CFG.d_model,), ln.w, ln.b, eps=CFG.layer_norm_eps)
+    torch.testing.assert_close(ln(x), expected)
+
+
+def test_layer_norm_eps_is_inside_the_square_root():
+    ln = LayerNorm(CFG.but(layer_norm_eps=1.0))
+    x = stream()
+    centred = x - x.mean(-1, keepdim=True)
+    expected = centred / (centred.pow(2).mean(-1, keepdim=True) + 1.0).sqrt()
+    torch.testing.assert_close(ln(x), expected)
+
+
+def test_gelu_new_is_huggingface_gpt2_gelu():
+    x = torch.linspace(-8, 8, 1001)
+    torch.testing.assert_close(gelu_new(x), NewGELUActivation()(x))
+    torch.testing.assert_close(gelu_new(x), F.gelu(x, approximate="tanh"))
+    # ...and not the exact GELU, though close to it.
+    assert 1e-5 < (gelu_new(x) - F.gelu(x)).abs().max() < 1e-3
+
+
+def test_mlp_equals_the_formula():
+    mlp = randomized(MLP(CFG))
+    x = stream()
+    hidden = F.gelu(x @ mlp.W_in + mlp.b_in, approximate="tanh")
+    torch.testing.assert_close(mlp(x), hidden @ mlp.W_out + mlp.b_out)
+
+
+def test_block_is_pre_norm_with_two_residual_additions():
+    block = randomized(TransformerBlock(CFG))
+    x = stream()
+    mid = x + block.attn(block.ln1(x))
+    torch.testing.assert_close(block(x), mid + block.mlp(block.ln2(mid)))
+
+
+def test_transformer_composes_its_modules():
+    model = randomized(Transformer(CFG))
+    tokens = torch.randint(0, CFG.d_vocab, (2, 9), generator=torch.Generator().manual_seed(2))
+    residual = model.embed.W_E[tokens] + model.pos_embed.W_pos[:9]
+    for block in model.blocks:
+        residual = block(residual)
+    x = F.layer_norm(residual, (CFG.d_model,), model.ln_final.w, model.ln_final.b, eps=1e-5)
+    torch.testing.assert_close(model(tokens), x @ model.unembed.W_U + model.unembed.b_U)
+
+
+def test_transformer_is_causal():
+    model = randomized(Transformer(CFG))
+    tokens = torch.randint(0, CFG.d_vocab, (1, 12), generator=torch.Generator().manual_seed(3))
+    changed = tokens.clone()
+    changed[0, 8] = (tokens[0, 8] + 1) % CFG.d_vocab
+    torch.testing.assert_close(model(tokens)[:, :8], model(changed)[:, :8])
+    assert not torch.allclose(model(tokens)[:, 8], model(changed)[:, 8])
+
+
+def test_lm_loss_is_mean_negative_next_token_log_prob():
+    logits = torch.randn(2, 6, CFG.d_vocab)
+    tokens = torch.randint(0, CFG.d_vocab, (2, 6))
+    torch.testing.assert_close(
+        lm_loss(logits, tokens), -next_token_log_probs(logits, tokens).mean()
+    )
+    # An untrained model is close to uniform: about log(d_vocab) nats.
+    model = Transformer(CFG)
+    assert abs(lm_loss(model(tokens), tokens).item() - math.log(CFG.d_vocab)) < 0.1
+
+
+@pytest.mark.parametrize("posn", [1, 5, CFG.n_ctx])
+def test_fused_attention_equals_explicit_softmax(posn):
+    # In float64, so that the two orders of summation agree to 1e-7 relative: equal.
+    explicit = randomized(Attention(CFG)).double()
+    fast = FastAttention(CFG).double()
+    fast.load_state_dict(explicit.state_dict())
+    x = stream(posn=posn).double()
+    x_fast = x.clone().requires_grad_()
+    x.requires_grad_()
+    out, out_fast = explicit(x), fast(x_fast)
+    torch.testing.assert_close(out_fast, out)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    out_fast.backward(grad)
+    torch.testing.assert_close(x_fast.grad, x.grad)
+    for (name, p), p_fast in zip(explicit.named_parameters(), fast.parameters(), strict=True):
+        torch.testing.assert_close(p_fast.grad, p.grad, msg=name)
+
+
+def test_fused_transformer_equals_explicit_with_the_same_weights():
+    explicit = randomized(Transformer(CFG)).double()
+    fast = Transformer(CFG, fast_attention=True).double()
+    fast.load_state_dict(explicit.state_dict())
+    assert all(isinstance(block.attn, FastAttention) for block in fast.blocks)
+    tokens = torch.randint(0, CFG.d_vocab, (2, CFG.n_ctx))
+    loss, loss_fast = lm_loss(explicit(tokens), tokens), lm_loss(fast(tokens), tokens)
+    torch.testing.assert_close(loss_fast, loss)
+    loss.backward()
+    loss_fast.backward()
+    for (name, p), p_fast in zip(explicit.named_parameters(), fast.parameters(), strict=True):
+        torch.testing.assert_close(p_fast.grad, p.grad, msg=name)
+
+
+def test_fused_attention_still_gives_the_pattern():
+    attn = randomized(FastAttention(CFG))
+    pattern = attn.pattern(stream())
+    torch.testing.assert_close(pattern.sum(-1), torch.ones(pattern.shape[:-1]))
