@@ -1,3 +1,0 @@
-"""Checkers for chapter 6 (solutions/training.py): training. The chapter's exercises add theirs here."""
-
-__all__: list[str] = []
