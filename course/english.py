@@ -1,0 +1,94 @@
+"""The course's English corpus (public-domain books, see data/README.md) and its BPE tokenizer."""
+
+import json
+import lzma
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+
+import regex
+import torch
+
+from solutions.tokenizer import GPT2_SPLIT_PATTERN, BPETokenizer, train_incremental
+
+ENGLISH = files("course") / "data" / "english"
+SPLITS = ("train", "validation")
+BIG = 1 << 62  # larger than any token id: "no merge"
+
+
+@cache
+def load_manifest() -> tuple[dict, ...]:
+    """Each book's id, title, author, year, split, size in characters and file, in order."""
+    manifest = ENGLISH / "manifest.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(
+            "the English corpus is not in course/data/english/: build it from the books' "
+            "plain-text files with `python -m course.build_corpus SRC_DIR`"
+        )
+    return tuple(json.loads(manifest.read_text(encoding="utf-8")))
+
+
+@cache
+def _documents(split: str) -> tuple[str, ...]:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    books = [book for book in load_manifest() if book["split"] == split]
+    return tuple(lzma.decompress((ENGLISH / b["file"]).read_bytes()).decode() for b in books)
+
+
+def load_documents(split: str) -> list[str]:
+    """The books of `split` ("train" or "validation"), one string each, in manifest order."""
+    return list(_documents(split))
+
+
+def train_course_tokenizer(vocab_size: int = 4096) -> BPETokenizer:
+    """Chapter 1's byte-level BPE learned on the training books only, joined by blank lines."""
+    return BPETokenizer(train_incremental("\n\n".join(_documents("train")), vocab_size))
+
+
+def save_tokenizer(tok: BPETokenizer, path: str | Path) -> None:
+    """Write the merges, in the order they were learned, as JSON: [[a, b], ...] for 256, 257..."""
+    merges = [list(pair) for pair, _ in sorted(tok.merges.items(), key=lambda item: item[1])]
+    Path(path).write_text(json.dumps({"merges": merges}, separators=(",", ":")) + "\n")
+
+
+def load_tokenizer(path: str | Path) -> BPETokenizer:
+    """The tokenizer save_tokenizer wrote: merge k makes token 256 + k."""
+    merges = json.loads(Path(path).read_text(encoding="utf-8"))["merges"]
+    return BPETokenizer({(a, b): 256 + k for k, (a, b) in enumerate(merges)})
+
+
+def encode_chunk(tok: BPETokenizer, chunk: str) -> list[int]:
+    """The ids of one GPT2_SPLIT_PATTERN chunk, merged exactly as BPETokenizer.encode does."""
+    ids = list(chunk.encode("utf-8"))
+    while len(ids) >= 2:
+        # A merge's new id is also its rank: the smallest was learned first.
+        new_id = min(tok.merges.get(p, BIG) for p in zip(ids, ids[1:], strict=False))
+        if new_id == BIG:
+            break
+        out, i = [], 0
+        while i < len(ids):
+            if i + 1 < len(ids) and tok.merges.get((ids[i], ids[i + 1])) == new_id:
+                out.append(new_id)
+                i += 2
+            else:
+                out.append(ids[i])
+                i += 1
+        ids = out
+    return ids
+
+
+def encode_documents(tok: BPETokenizer, docs: list[str]) -> torch.Tensor:
+    """1-D int64 ids of the documents joined by blank lines: tok.encode("\\n\\n".join(docs)).
+
+    Most chunks (words with their leading space) recur thousands of times, so each distinct
+    chunk is merged once and its ids reused: a few seconds for the whole corpus instead of
+    minutes.
+    """
+    cache: dict[str, list[int]] = {}
+    ids: list[int] = []
+    for chunk in regex.findall(GPT2_SPLIT_PATTERN, "\n\n".join(docs)):
+        if chunk not in cache:
+            cache[chunk] = encode_chunk(tok, chunk)
+        ids += cache[chunk]
+    return torch.tensor(ids, dtype=torch.int64)

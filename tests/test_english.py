@@ -1,0 +1,101 @@
+"""The English corpus builds clean and splits by book, and its tokenizer encodes exactly."""
+
+import pytest
+
+from course import build_corpus, english
+from course.corpus import load_corpus
+from solutions.tokenizer import BPETokenizer, train_incremental
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return BPETokenizer(train_incremental(load_corpus()[:200_000], 1024))
+
+
+def test_a_missing_corpus_says_how_to_build_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(english, "ENGLISH", tmp_path)
+    english.load_manifest.cache_clear()
+    with pytest.raises(FileNotFoundError, match="course.build_corpus"):
+        english.load_documents("train")
+    english.load_manifest.cache_clear()
+
+
+def test_built_books_load_by_split(monkeypatch, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for number, text in [(1, "First book.\n"), (2, "Second\nbook.\n"), (3, "Third.\n")]:
+        (src / f"{number}.txt").write_text(text, encoding="utf-8")
+    books = [(1, "A", "B", 1900), (2, "C", "D", 1901), (3, "E", "F", 1902)]
+    monkeypatch.setattr(build_corpus, "BOOKS", books)
+    monkeypatch.setattr(build_corpus, "VALIDATION", {2})
+    build_corpus.build(src, tmp_path / "english")
+    monkeypatch.setattr(english, "ENGLISH", tmp_path / "english")
+    english.load_manifest.cache_clear()
+    english._documents.cache_clear()
+    try:
+        assert english.load_documents("train") == ["First book.", "Third."]
+        assert english.load_documents("validation") == ["Second book."]
+        with pytest.raises(ValueError):
+            english.load_documents("test")
+    finally:
+        english.load_manifest.cache_clear()
+        english._documents.cache_clear()
+
+
+def test_the_reference_corpus_still_loads():
+    assert load_corpus().startswith(load_corpus()[:10]) and len(load_corpus()) > 400_000
+
+
+def test_clean_strips_the_header_and_unwraps_paragraphs():
+    raw = (
+        "\ufeffThe Project Gutenberg eBook of X\r\n\r\n*** START OF THE PROJECT GUTENBERG EBOOK X"
+        " ***\r\n\r\nCHAPTER I.\r\n\r\n\u201cIt is _very_ odd,\u201d said\r\nshe.\r\n\r\n"
+        "[Illustration: a cat\r\nsitting]\r\n\r\n    A verse line,\r\n    and another.\r\n"
+        "\r\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\r\nlicence text\r\n"
+    )
+    assert build_corpus.clean(raw) == (
+        'CHAPTER I.\n\n"It is very odd," said she.\n\nA verse line,\nand another.'
+    )
+
+
+def test_build_is_byte_identical(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "1.txt").write_text("One\nparagraph.\n\nTwo.\n", encoding="utf-8")
+    (src / "2.txt").write_text("Three.\n", encoding="utf-8")
+    monkeypatch.setattr(build_corpus, "BOOKS", [(1, "A", "B", 1900), (2, "C", "D", 1901)])
+    monkeypatch.setattr(build_corpus, "VALIDATION", {2})
+    outputs = []
+    for name in ["a", "b"]:
+        build_corpus.build(src, tmp_path / name)
+        outputs.append({p.name: p.read_bytes() for p in sorted((tmp_path / name).iterdir())})
+    assert outputs[0] == outputs[1]
+    assert set(outputs[0]) == {"1.txt.xz", "2.txt.xz", "manifest.json"}
+
+
+def test_encode_documents_equals_encode(tok):
+    corpus = load_corpus()
+    docs = [
+        corpus[:3000],
+        corpus[-3000:],
+        "  odd  spacing\t\n\n\n 12,345 caf\u00e9 \u2014 \U0001f642",
+    ]
+    ids = english.encode_documents(tok, docs)
+    assert ids.dtype == english.torch.int64 and ids.ndim == 1
+    assert ids.tolist() == tok.encode("\n\n".join(docs))
+    assert english.encode_documents(tok, []).shape == (0,)
+
+
+def test_decode_inverts_encode(tok):
+    doc = load_corpus()[300_000:310_000]
+    assert tok.decode(english.encode_documents(tok, [doc]).tolist()) == doc
+
+
+def test_tokenizer_save_and_load_round_trip(tok, tmp_path):
+    assert len(tok.vocab) == 1024
+    english.save_tokenizer(tok, tmp_path / "tokenizer.json")
+    loaded = english.load_tokenizer(tmp_path / "tokenizer.json")
+    assert list(loaded.merges.items()) == list(tok.merges.items())
+    assert loaded.vocab == tok.vocab
+    text = load_corpus()[50_000:52_000]
+    assert loaded.encode(text) == tok.encode(text)
