@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from course import english
 from course.config import COURSE_MODEL
+from course.evaluate import write_model_card
 from course.pretrained import MODEL_DIR
 from solutions.training import TrainConfig, pick_device, train
 from solutions.transformer import Transformer
@@ -97,16 +98,7 @@ def main(out: Path = MODEL_DIR, tcfg: TrainConfig = COURSE_TRAINING, cfg=COURSE_
 
 
 def write_card(out, model, tokenizer, train_tokens, val_tokens, summary) -> None:
-    """MODEL_CARD.md by course.evaluate (baselines, unseen English, samples); without that
-    module, a card of the training summary alone."""
-    try:
-        from course.evaluate import write_model_card
-    except ImportError:
-        rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items() if k != "train_config")
-        (out / "MODEL_CARD.md").write_text(
-            f"# The course model\n\n| | |\n|---|---|\n{rows}\n", encoding="utf-8"
-        )
-        return
+    """MODEL_CARD.md and card.json: baselines, unseen English and samples (course.evaluate)."""
     write_model_card(
         out / "MODEL_CARD.md",
         model=model,

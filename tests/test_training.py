@@ -3,13 +3,13 @@ determinism, exact resume; and the shipped course model (course/pretrained.py)."
 
 import csv
 import json
-import time
+from dataclasses import replace
 
 import pytest
 import torch
 
 from course.config import TINY
-from course.pretrained import MODEL_DIR, load_course_model
+from course.pretrained import load_course_model
 from solutions.training import (
     TrainConfig,
     evaluate,
@@ -135,25 +135,45 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
     assert evaluate(model, fixed_windows(val, CFG.n_ctx, tcfg.eval_windows)) == pytest.approx(best)
 
 
-@pytest.mark.skipif(not MODEL_DIR.exists(), reason="the course model is not trained here yet")
-def test_course_model_loads_offline_quickly_in_eval_mode():
-    start = time.perf_counter()
-    model, tokenizer = load_course_model()
-    assert time.perf_counter() - start < 2.0
-    assert not model.training
+@pytest.fixture(scope="module")
+def course_model_dir(tmp_path_factory):
+    """`make course-model` end to end, at a tiny size, on slices of the reference corpus."""
+    from course import english
+    from course.corpus import load_corpus
+    from course.train_course_model import COURSE_TRAINING, main
+
+    corpus = load_corpus()
+    books = {
+        "train": (corpus[:120_000], corpus[120_000:200_000]),
+        "validation": (corpus[-30_000:],),
+    }
+    out = tmp_path_factory.mktemp("course_model")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(english, "_documents", books.__getitem__)
+        tcfg = replace(COURSE_TRAINING, batch_size=4, max_steps=6, warmup_steps=2, eval_every=3)
+        main(out, tcfg, TINY.but(d_vocab=300, n_ctx=32))
+    return out
+
+
+def test_course_model_files_load_offline_in_eval_mode(course_model_dir):
+    names = {p.name for p in course_model_dir.iterdir()}
+    expected = {"model.safetensors", "config.json", "tokenizer.json", "loss_log.csv"}
+    assert expected | {"MODEL_CARD.md", "card.json"} <= names
+    model, tokenizer = load_course_model(course_model_dir)
+    assert not model.training and model.cfg == TINY.but(d_vocab=300, n_ctx=32)
     ids = tokenizer.encode("The cat sat on the mat.")
     assert tokenizer.decode(ids) == "The cat sat on the mat."
-    assert model(torch.tensor([ids])).shape == (1, len(ids), model.cfg.d_vocab)
+    assert model(torch.tensor([ids])).shape == (1, len(ids), 300)
 
 
-@pytest.mark.skipif(not MODEL_DIR.exists(), reason="the course model is not trained here yet")
-def test_course_model_validation_loss_is_the_cards():
+def test_course_model_validation_loss_is_the_cards(course_model_dir):
     from course import english
+    from course.corpus import load_corpus
     from course.evaluate import model_loss
 
-    card = json.loads((MODEL_DIR / "card.json").read_text(encoding="utf-8"))
-    model, tokenizer = load_course_model()
-    val = english.encode_documents(tokenizer, english.load_documents("validation"))
+    card = json.loads((course_model_dir / "card.json").read_text(encoding="utf-8"))
+    model, tokenizer = load_course_model(course_model_dir)
+    val = english.encode_documents(tokenizer, [load_corpus()[-30_000:]])
     assert len(val) == card["validation"]["tokens"]
     loss = model_loss(model, val, model.cfg.n_ctx, card["validation"]["batch_size"])
     assert loss == pytest.approx(card["validation"]["model"], abs=1e-4)
