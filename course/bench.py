@@ -5,7 +5,7 @@ a second on a 2-core laptop CPU, and slower ones are flagged. Training: chapter 
 trainers side by side on the whole corpus, written to course/data/bpe_train_times.json, which
 the chapter quotes when run with `--record` (a plain run only prints, so it never leaves the
 stored chapter out of date). Model: training throughput of the reference GPT-2 at the
-course-model config, explicit softmax and fused attention side by side.
+course-model config: the reference explicit and fused, and HuggingFace's GPT-2, side by side.
 `python -m course.bench checks`, `training` or `model` runs one section.
 """
 
@@ -94,14 +94,17 @@ def bench_training(vocab_size: int = TRAIN_VOCAB_SIZE, record: bool = False) -> 
     return result
 
 
-def bench_model(steps: int = 8) -> dict:
-    """Training tokens per second at COURSE_MODEL (batch of COURSE_TRAINING), both attentions.
+def bench_model(steps: int = 20) -> dict:
+    """Training tokens per second at COURSE_MODEL (batch of COURSE_TRAINING): the reference
+    with each attention, and HuggingFace's GPT2LMHeadModel of the same shape beside them.
 
-    Each figure is the median wall time of `steps` optimizer steps after one warm-up step, on
+    Each figure is the median wall time of `steps` optimizer steps after one warm-up step, the
+    contenders taking turns step by step, on
     random tokens (the speed does not depend on the text), with the threads the course model
     trains with. Wall time, as a training run feels it: other programs on the machine slow it.
     """
     import torch
+    import torch.nn.functional as F
 
     from course.config import COURSE_MODEL
     from course.train_course_model import COURSE_TRAINING
@@ -112,29 +115,72 @@ def bench_model(steps: int = 8) -> dict:
     cfg, batch = COURSE_MODEL, COURSE_TRAINING.batch_size
     g = torch.Generator().manual_seed(0)
     windows = torch.randint(0, cfg.d_vocab, (steps + 1, batch, cfg.n_ctx + 1), generator=g)
-    result = {}
-    for name, fast in [("explicit softmax", False), ("F.scaled_dot_product_attention", True)]:
+
+    def huggingface_loss(model, w):
+        logits = model(w[:, :-1]).logits
+        return F.cross_entropy(logits.flatten(0, 1), w[:, 1:].flatten())
+
+    contenders = {
+        "reference, explicit softmax": (lambda: Transformer(cfg), window_loss),
+        "reference, fused (SDPA, F.layer_norm)": (
+            lambda: Transformer(cfg, fused=True),
+            window_loss,
+        ),
+        "HuggingFace GPT2LMHeadModel (sdpa)": (lambda: _huggingface_gpt2(cfg), huggingface_loss),
+    }
+    runs = {}
+    for name, (build, loss_of) in contenders.items():
         torch.manual_seed(0)
-        model = Transformer(cfg, fast_attention=fast)
-        optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3)
-        times = []
-        for w in windows:
+        model = build().train()
+        runs[name] = (model, loss_of, torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3), [])
+    # Round robin, a step of each in turn, so that a slow spell of the machine hits all alike.
+    for w in windows:
+        for model, loss_of, optimizer, times in runs.values():
             start = time.perf_counter()
-            loss = window_loss(model, w)
+            loss = loss_of(model, w)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             times.append(time.perf_counter() - start)
+    result, sizes = {}, {}
+    for name, (model, _, _, times) in runs.items():
         step_s = sorted(times[1:])[len(times[1:]) // 2]
         result[name] = batch * cfg.n_ctx / step_s
-    n_params = sum(p.numel() for p in model.parameters())
+        sizes[name] = sum(p.numel() for p in model.parameters())
     print(
-        f"Training throughput at COURSE_MODEL ({n_params / 1e6:.2f}M parameters, batch {batch} "
-        f"x {cfg.n_ctx} tokens, {torch.get_num_threads()} threads), median of {steps} steps:"
+        f"Training throughput at COURSE_MODEL (batch {batch} x {cfg.n_ctx} tokens, "
+        f"{torch.get_num_threads()} threads), median of {steps} steps:"
     )
+    baseline = result["HuggingFace GPT2LMHeadModel (sdpa)"]
     for name, tokens_per_s in result.items():
-        print(f"  {name:<34}{tokens_per_s:8,.0f} tokens/s")
+        print(
+            f"  {name:<45}{tokens_per_s:8,.0f} tokens/s  {tokens_per_s / baseline:5.2f}x  "
+            f"({sizes[name] / 1e6:.2f}M parameters)"
+        )
     return result
+
+
+def _huggingface_gpt2(cfg):
+    """GPT2LMHeadModel with the reference's shape: untied unembedding, no dropout."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=cfg.d_vocab,
+        n_positions=cfg.n_ctx,
+        n_embd=cfg.d_model,
+        n_layer=cfg.n_layers,
+        n_head=cfg.n_heads,
+        n_inner=cfg.d_mlp,
+        activation_function="gelu_new",
+        layer_norm_epsilon=cfg.layer_norm_eps,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
+    return GPT2LMHeadModel(config)
 
 
 def main(argv: list[str]) -> None:

@@ -26,7 +26,7 @@ from solutions.training import TrainConfig, pick_device, train
 from solutions.transformer import Transformer
 
 # Measured on the 2-core CPU (`make bench`, model section): a step of 32 windows of 128
-# tokens takes about 0.4 s with the fused attention on a quiet machine (10,000 tokens/s) and
+# tokens takes about 0.4 s with the fused kernels on a quiet machine (10,000 tokens/s) and
 # 0.56 s with other programs sharing it (400 steps, evaluations included, in 226 s). 1,500
 # steps (6.1M tokens, about three passes over the 2.1M training tokens) take 10 to 14
 # minutes; the tokenizer, encoding and the model card add under a minute. Early stopping on
@@ -71,9 +71,9 @@ def main(out: Path = MODEL_DIR, tcfg: TrainConfig = COURSE_TRAINING, cfg=COURSE_
     print(f"{len(train_tokens):,} training tokens, {len(val_tokens):,} validation tokens")
 
     torch.manual_seed(tcfg.seed)
-    # The fused attention trains faster and computes the same function; the shipped weights
+    # The fused kernels train faster and compute the same function; the shipped weights
     # load into the explicit model that chapters read.
-    model = Transformer(cfg, fast_attention=True).to(device)
+    model = Transformer(cfg, fused=True).to(device)
     out.mkdir(parents=True, exist_ok=True)
     summary = train(model, train_tokens, val_tokens, tcfg, log_path=out / "loss_log.csv")
     model = model.cpu()

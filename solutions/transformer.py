@@ -15,7 +15,7 @@ from solutions.layernorm import LayerNorm
 from solutions.mlp import MLP
 
 
-class FastAttention(Attention):
+class FusedAttention(Attention):
     """Attention whose forward uses PyTorch's fused F.scaled_dot_product_attention.
 
     The same parameters and the same function as Attention (tested equal, outputs and
@@ -38,16 +38,27 @@ class FastAttention(Attention):
         return attn_out + self.b_O
 
 
+class FusedLayerNorm(LayerNorm):
+    """LayerNorm through PyTorch's one fused kernel, F.layer_norm: the same parameters and
+    function (tested equal), without the intermediate tensors the explicit form keeps."""
+
+    def forward(
+        self, residual: Float[Tensor, "batch posn d_model"]
+    ) -> Float[Tensor, "batch posn d_model"]:
+        return F.layer_norm(residual, (self.cfg.d_model,), self.w, self.b, self.cfg.layer_norm_eps)
+
+
 class TransformerBlock(nn.Module):
     """Pre-norm: resid_mid = resid_pre + attn(ln1(resid_pre)), resid_post = resid_mid +
     mlp(ln2(resid_mid)). The stream itself is never normalised, only what each layer reads."""
 
-    def __init__(self, cfg: Config, fast_attention: bool = False):
+    def __init__(self, cfg: Config, fused: bool = False):
         super().__init__()
         self.cfg = cfg
-        self.ln1 = LayerNorm(cfg)
-        self.attn = FastAttention(cfg) if fast_attention else Attention(cfg)
-        self.ln2 = LayerNorm(cfg)
+        norm = FusedLayerNorm if fused else LayerNorm
+        self.ln1 = norm(cfg)
+        self.attn = FusedAttention(cfg) if fused else Attention(cfg)
+        self.ln2 = norm(cfg)
         self.mlp = MLP(cfg)
 
     def forward(
@@ -61,20 +72,19 @@ class TransformerBlock(nn.Module):
 class Transformer(nn.Module):
     """Token ids in, next-token logits out, at every position.
 
-    `fast_attention=True` builds its blocks with FastAttention, PyTorch's fused kernel in
-    place of the explicit softmax: the same parameters and function, faster to train. The
-    weights load into either form.
+    `fused=True` builds it with PyTorch's fused kernels, FusedAttention in place of the
+    explicit softmax and FusedLayerNorm in place of the explicit LayerNorm: the same
+    parameters and function, faster to train (`make bench`, model section). The weights load
+    into either form.
     """
 
-    def __init__(self, cfg: Config, fast_attention: bool = False):
+    def __init__(self, cfg: Config, fused: bool = False):
         super().__init__()
         self.cfg = cfg
         self.embed = Embed(cfg)
         self.pos_embed = PosEmbed(cfg)
-        self.blocks = nn.ModuleList(
-            [TransformerBlock(cfg, fast_attention) for _ in range(cfg.n_layers)]
-        )
-        self.ln_final = LayerNorm(cfg)
+        self.blocks = nn.ModuleList([TransformerBlock(cfg, fused) for _ in range(cfg.n_layers)])
+        self.ln_final = FusedLayerNorm(cfg) if fused else LayerNorm(cfg)
         self.unembed = Unembed(cfg)
         self.apply(self._init_gpt2)
 

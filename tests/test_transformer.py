@@ -14,7 +14,13 @@ from solutions.attention import Attention
 from solutions.embeddings import next_token_log_probs
 from solutions.layernorm import LayerNorm
 from solutions.mlp import MLP, gelu_new
-from solutions.transformer import FastAttention, Transformer, TransformerBlock, lm_loss
+from solutions.transformer import (
+    FusedAttention,
+    FusedLayerNorm,
+    Transformer,
+    TransformerBlock,
+    lm_loss,
+)
 
 CFG = TINY
 
@@ -135,7 +141,7 @@ def test_lm_loss_is_mean_negative_next_token_log_prob():
 def test_fused_attention_equals_explicit_softmax(posn):
     # In float64, so that the two orders of summation agree to 1e-7 relative: equal.
     explicit = randomized(Attention(CFG)).double()
-    fast = FastAttention(CFG).double()
+    fast = FusedAttention(CFG).double()
     fast.load_state_dict(explicit.state_dict())
     x = stream(posn=posn).double()
     x_fast = x.clone().requires_grad_()
@@ -152,9 +158,12 @@ def test_fused_attention_equals_explicit_softmax(posn):
 
 def test_fused_transformer_equals_explicit_with_the_same_weights():
     explicit = randomized(Transformer(CFG)).double()
-    fast = Transformer(CFG, fast_attention=True).double()
+    fast = Transformer(CFG, fused=True).double()
     fast.load_state_dict(explicit.state_dict())
-    assert all(isinstance(block.attn, FastAttention) for block in fast.blocks)
+    assert all(isinstance(block.attn, FusedAttention) for block in fast.blocks)
+    norms = [m for m in fast.modules() if isinstance(m, LayerNorm)]
+    assert len(norms) == 2 * CFG.n_layers + 1
+    assert all(isinstance(m, FusedLayerNorm) for m in norms)
     tokens = torch.randint(0, CFG.d_vocab, (2, CFG.n_ctx))
     loss, loss_fast = lm_loss(explicit(tokens), tokens), lm_loss(fast(tokens), tokens)
     torch.testing.assert_close(loss_fast, loss)
@@ -164,7 +173,24 @@ def test_fused_transformer_equals_explicit_with_the_same_weights():
         torch.testing.assert_close(p_fast.grad, p.grad, msg=name)
 
 
+def test_fused_layer_norm_equals_explicit():
+    explicit = randomized(LayerNorm(CFG)).double()
+    fused = FusedLayerNorm(CFG).double()
+    fused.load_state_dict(explicit.state_dict())
+    x = (stream(posn=5) * 3 + 1).double()
+    x_fused = x.clone().requires_grad_()
+    x.requires_grad_()
+    out, out_fused = explicit(x), fused(x_fused)
+    torch.testing.assert_close(out_fused, out)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    out_fused.backward(grad)
+    torch.testing.assert_close(x_fused.grad, x.grad)
+    torch.testing.assert_close(fused.w.grad, explicit.w.grad)
+    torch.testing.assert_close(fused.b.grad, explicit.b.grad)
+
+
 def test_fused_attention_still_gives_the_pattern():
-    attn = randomized(FastAttention(CFG))
+    attn = randomized(FusedAttention(CFG))
     pattern = attn.pattern(stream())
     torch.testing.assert_close(pattern.sum(-1), torch.ones(pattern.shape[:-1]))
