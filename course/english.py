@@ -13,7 +13,6 @@ from solutions.tokenizer import GPT2_SPLIT_PATTERN, BPETokenizer, train_incremen
 
 ENGLISH = files("course") / "data" / "english"
 SPLITS = ("train", "validation")
-BIG = 1 << 62  # larger than any token id: "no merge"
 
 
 @cache
@@ -58,26 +57,6 @@ def load_tokenizer(path: str | Path) -> BPETokenizer:
     return BPETokenizer({(a, b): 256 + k for k, (a, b) in enumerate(merges)})
 
 
-def encode_chunk(tok: BPETokenizer, chunk: str) -> list[int]:
-    """The ids of one GPT2_SPLIT_PATTERN chunk, merged exactly as BPETokenizer.encode does."""
-    ids = list(chunk.encode("utf-8"))
-    while len(ids) >= 2:
-        # A merge's new id is also its rank: the smallest was learned first.
-        new_id = min(tok.merges.get(p, BIG) for p in zip(ids, ids[1:], strict=False))
-        if new_id == BIG:
-            break
-        out, i = [], 0
-        while i < len(ids):
-            if i + 1 < len(ids) and tok.merges.get((ids[i], ids[i + 1])) == new_id:
-                out.append(new_id)
-                i += 2
-            else:
-                out.append(ids[i])
-                i += 1
-        ids = out
-    return ids
-
-
 def encode_documents(tok: BPETokenizer, docs: list[str]) -> torch.Tensor:
     """1-D int64 ids of the documents joined by blank lines: tok.encode("\\n\\n".join(docs)).
 
@@ -89,6 +68,6 @@ def encode_documents(tok: BPETokenizer, docs: list[str]) -> torch.Tensor:
     ids: list[int] = []
     for chunk in regex.findall(GPT2_SPLIT_PATTERN, "\n\n".join(docs)):
         if chunk not in cache:
-            cache[chunk] = encode_chunk(tok, chunk)
+            cache[chunk] = tok.encode(chunk)  # a chunk splits into itself alone
         ids += cache[chunk]
     return torch.tensor(ids, dtype=torch.int64)
