@@ -57,30 +57,31 @@ def fold_layer_norm(
 
 
 def fold_transformer(model: nn.Module) -> nn.Module:
-    """A copy of a Transformer (chapter 5) with every LayerNorm's w and b folded into the layer that reads it;
-    its LayerNorms only centre and scale (w = 1, b = 0), and its outputs are the same."""
+    """A copy of a Transformer (chapter 5) with each LayerNorm's w and b folded into the
+    layers that read it; its LayerNorms then only centre and scale (w = 1, b = 0)."""
     folded = copy.deepcopy(model)
-    heads = "n_heads d_model d_head -> d_model (n_heads d_head)"
+    # Each head's W_Q (or W_K, W_V) side by side: one [d_model, n_heads·d_head] matrix.
+    side_by_side = "n_heads d_model d_head -> d_model (n_heads d_head)"
+    per_head = "d_model (n_heads d_head) -> n_heads d_model d_head"
     with torch.no_grad():
         for block in folded.blocks:
             attn = block.attn
             for W, b in [(attn.W_Q, attn.b_Q), (attn.W_K, attn.b_K), (attn.W_V, attn.b_V)]:
-                W_new, b_new = fold_layer_norm(block.ln1, einops.rearrange(W, heads), b.flatten())
-                W.copy_(
-                    einops.rearrange(
-                        W_new,
-                        "d_model (n_heads d_head) -> n_heads d_model d_head",
-                        n_heads=W.shape[0],
-                    )
+                W_new, b_new = fold_layer_norm(
+                    block.ln1, einops.rearrange(W, side_by_side), b.flatten()
                 )
+                W.copy_(einops.rearrange(W_new, per_head, n_heads=attn.cfg.n_heads))
                 b.copy_(b_new.view_as(b))
-            W_in, b_in = fold_layer_norm(block.ln2, block.mlp.W_in, block.mlp.b_in)
-            block.mlp.W_in.copy_(W_in), block.mlp.b_in.copy_(b_in)
-        W_U, b_U = fold_layer_norm(folded.ln_final, folded.unembed.W_U, folded.unembed.b_U)
-        folded.unembed.W_U.copy_(W_U), folded.unembed.b_U.copy_(b_U)
-        for module in folded.modules():
-            if isinstance(module, LayerNorm):
-                module.w.fill_(1.0), module.b.zero_()
+            mlp = block.mlp
+            W_in, b_in = fold_layer_norm(block.ln2, mlp.W_in, mlp.b_in)
+            mlp.W_in.copy_(W_in), mlp.b_in.copy_(b_in)
+        unembed = folded.unembed
+        W_U, b_U = fold_layer_norm(folded.ln_final, unembed.W_U, unembed.b_U)
+        unembed.W_U.copy_(W_U), unembed.b_U.copy_(b_U)
+        for block in folded.blocks:
+            for ln in (block.ln1, block.ln2):
+                ln.w.fill_(1.0), ln.b.zero_()
+        folded.ln_final.w.fill_(1.0), folded.ln_final.b.zero_()
     return folded
 
 
