@@ -1,0 +1,192 @@
+"""Checkers for chapter 4 (solutions/layernorm.py).
+
+Every check uses random w and b (a w of ones and a b of zeros hide a forgotten or swapped
+parameter) and configs whose layer_norm_eps is not the default, on inputs whose variance is
+near that eps, so that an eps written in by hand, or put outside the square root, shows.
+"""
+
+import torch
+
+from checks._core import exercise, plural, randomize, scaled, seeded
+from course.config import TINY
+from solutions import layernorm as ref
+
+__all__ = [
+    "check_layer_norm",
+    "check_layer_norm_jacobian",
+    "check_fold_layer_norm",
+    "check_rms_norm",
+]
+
+# (config, batch, positions, input scale). EPS's eps is 1e-2, and inputs ×0.1 have a
+# variance of 1e-2: there eps counts as much as the variance does.
+EPS = TINY.but(layer_norm_eps=1e-2)
+ODD = TINY.but(d_model=5, layer_norm_eps=1e-3)
+CASES = [
+    (TINY, 2, 5, 1.0),
+    (ODD, 3, 4, 1.0),
+    (EPS, 2, 6, 0.1),
+    (ODD, 1, 1, 0.03),
+    (TINY, 1, 7, 100.0),
+]
+
+
+def _describe(cfg, batch, posn, scale) -> str:
+    return (
+        f"d_model {cfg.d_model}, eps {cfg.layer_norm_eps:g}, batch {batch}, "
+        f"{plural(posn, 'position')}" + scaled("inputs", scale)
+    )
+
+
+def _inputs(cfg, batch, posn, scale, seed):
+    gen = seeded(seed)
+    # An offset per position, so that forgetting to subtract the mean shows.
+    x = torch.randn(batch, posn, cfg.d_model, generator=gen) * scale
+    return x + torch.randn(batch, posn, 1, generator=gen) * scale
+
+
+def _norm(x, w, b, eps, *, var="biased", eps_in=True, centre=True, dim=-1):
+    """A LayerNorm with one thing done differently, as a learner might."""
+    c = x - x.mean(dim=dim, keepdim=True) if centre else x
+    v = x.var(dim=dim, keepdim=True, unbiased=var == "unbiased")
+    if not centre:
+        v = x.pow(2).mean(dim=dim, keepdim=True)
+    scale = (v + eps).sqrt() if eps_in else v.sqrt() + eps
+    return c / scale * w + b
+
+
+def layer_norm_mistakes(x, w, b, eps) -> dict[str, torch.Tensor]:
+    mistakes = {
+        "used the unbiased variance (divided by d_model - 1): GPT-2's LayerNorm divides by "
+        "d_model (`unbiased=False`, or `correction=0`)": _norm(x, w, b, eps, var="unbiased"),
+        "added eps outside the square root: it is sqrt(var + eps), not sqrt(var) + eps": _norm(
+            x, w, b, eps, eps_in=False
+        ),
+        "did not subtract the mean before scaling": _norm(x, w, b, eps, centre=False),
+        "forgot the bias b": _norm(x, w, 0, eps),
+        "swapped w and b: the normalised x is multiplied by w, then b is added": _norm(
+            x, b, w, eps
+        ),
+        "did not use the config's eps: read it from `self.cfg.layer_norm_eps` "
+        f"(here {eps:g}), do not write a number in": _norm(x, w, b, 1e-5),
+        "left out eps (or used one other than the config's): add `self.cfg.layer_norm_eps` "
+        "under the square root": _norm(x, w, b, 0.0),
+    }
+    if x.shape[-2] > 1:
+        mistakes["normalised over the positions: the mean and variance are over d_model, "
+                 "the last axis"] = _norm(x, w, b, eps, dim=-2)  # fmt: skip
+    if x.shape[0] > 1:
+        mistakes["normalised over the batch: the mean and variance are over d_model, "
+                 "the last axis"] = _norm(x, w, b, eps, dim=0)  # fmt: skip
+    return mistakes
+
+
+@exercise(ref.LayerNorm)
+def check_layer_norm(check, LayerNorm):
+    cases = [*CASES, (EPS, 2, 3, 0.0)]
+    for i, (cfg, batch, posn, scale) in enumerate(cases):
+        label = _describe(cfg, batch, posn, scale) if scale else "a constant stream: x̂ = 0"
+        with check.case(label):
+            reference = randomize(ref.LayerNorm(cfg), seed=i)
+            ln = check.build(LayerNorm, cfg)
+            check.load_weights(ln, reference)
+            x = _inputs(cfg, batch, posn, scale, seed=10 + i)
+            if not scale:
+                x = torch.full((batch, posn, cfg.d_model), 3.0)
+            expected = reference(x)
+            got = check.call(ln, x, what="LayerNorm.forward")
+            w, b, eps = reference.w.detach(), reference.b.detach(), cfg.layer_norm_eps
+            check.tensor(got, expected, what="output", mistakes=layer_norm_mistakes(x, w, b, eps))
+
+
+@exercise(ref.layer_norm_jacobian)
+def check_layer_norm_jacobian(check, layer_norm_jacobian):
+    for i, (cfg, scale) in enumerate([(TINY, 1.0), (ODD, 1.0), (EPS, 0.1), (TINY, 30.0)]):
+        with check.case(
+            f"d_model {cfg.d_model}, eps {cfg.layer_norm_eps:g}" + scaled("input", scale)
+        ):
+            ln = randomize(ref.LayerNorm(cfg), seed=20 + i)
+            x = _inputs(cfg, 1, 1, scale, seed=30 + i)[0, 0]
+            with torch.no_grad():
+                expected = ref.layer_norm_jacobian(ln, x)
+            d, w = cfg.d_model, ln.w.detach()
+            sigma = (x.var(unbiased=False) + cfg.layer_norm_eps).sqrt()
+            x_hat = (x - x.mean()) / sigma
+            eye, ones = torch.eye(d), torch.ones(d, d) / d
+            outer = torch.outer(x_hat, x_hat) / d
+            mistakes = {
+                "put w on the wrong side: row i (output i) is scaled by w_i, so "
+                "w[:, None] * ..., not ... * w": expected * w[None, :] / w[:, None],
+                "left out w": expected / w[:, None],
+                "left out the x̂x̂ᵀ/d term (σ depends on x too)": w[:, None] * (eye - ones) / sigma,
+                "left out the 11ᵀ/d term (the mean depends on x too)": w[:, None]
+                * (eye - outer)
+                / sigma,
+                "forgot to divide by σ": expected * sigma,
+            }
+            got = check.call(layer_norm_jacobian, ln, x)
+            check.tensor(got, expected, what="Jacobian", mistakes=mistakes)
+            if i == 0:
+                autograd = torch.autograd.functional.jacobian(
+                    lambda v, ln=ln: ln(v[None, None])[0, 0], x
+                )
+                check.tensor(got, autograd, what="Jacobian (against autograd's)")
+
+
+@exercise(ref.fold_layer_norm)
+def check_fold_layer_norm(check, fold_layer_norm):
+    for i, (cfg, n) in enumerate([(TINY, 30), (ODD, 7), (TINY, 1), (ODD, 5)]):
+        with check.case(f"d_model {cfg.d_model}, W [{cfg.d_model}, {n}]"):
+            ln = randomize(ref.LayerNorm(cfg), seed=40 + i)
+            gen = seeded(50 + i)
+            W, bias = torch.randn(cfg.d_model, n, generator=gen), torch.randn(n, generator=gen)
+            with torch.no_grad():
+                W_ref, b_ref = ref.fold_layer_norm(ln, W, bias)
+                w, b = ln.w, ln.b
+                got = check.call(fold_layer_norm, ln, W, bias)
+            if not isinstance(got, tuple | list) or len(got) != 2:
+                check.fail(f"return a pair (W_folded, b_folded), not a {type(got).__name__}.")
+            columns = {}
+            if n == cfg.d_model:
+                columns["scaled W's columns: w scales W's rows, one per d_model"] = W * w
+            check.tensor(
+                got[0],
+                W_ref,
+                what="folded W",
+                mistakes=columns | {"left W as it was: w must move into it": W},
+            )
+            check.tensor(
+                got[1],
+                b_ref,
+                what="folded b",
+                mistakes={
+                    "forgot the layer's own bias: b' = b W + bias": b @ W,
+                    "passed b through the folded W: b' = b W + bias, with the original W": (
+                        (b * w) @ W + bias
+                    ),
+                    "left the bias as it was: b must pass through W into it": bias,
+                },
+            )
+
+
+@exercise(ref.RMSNorm)
+def check_rms_norm(check, RMSNorm):
+    for i, (cfg, batch, posn, scale) in enumerate(CASES):
+        with check.case(_describe(cfg, batch, posn, scale)):
+            reference = randomize(ref.RMSNorm(cfg), seed=60 + i)
+            norm = check.build(RMSNorm, cfg)
+            check.load_weights(norm, reference)
+            x = _inputs(cfg, batch, posn, scale, seed=70 + i)
+            w, eps = reference.w.detach(), cfg.layer_norm_eps
+            ms = x.pow(2).mean(-1, keepdim=True)
+            mistakes = {
+                "subtracted the mean: RMSNorm does not centre": _norm(x, w, 0, eps),
+                "added eps outside the square root": x / ((ms + 0).sqrt() + eps) * w,
+                "did not use the config's eps: read it from `self.cfg.layer_norm_eps`": x
+                / (ms + 1e-5).sqrt()
+                * w,
+                "forgot w": x / (ms + eps).sqrt(),
+                "divided by the mean square, not its square root": x / (ms + eps) * w,
+            }
+            got = check.call(norm, x, what="RMSNorm.forward")
+            check.tensor(got, reference(x), what="output", mistakes=mistakes)

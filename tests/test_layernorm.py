@@ -1,0 +1,297 @@
+"""The chapter 4 checkers accept LayerNorm however it is written, and name each usual mistake."""
+
+import einops
+import pytest
+import torch
+import torch.nn.functional as F
+
+from checks import layernorm as checks
+from solutions.layernorm import (
+    LayerNorm,
+    RMSNorm,
+    fold_layer_norm,
+    layer_norm_jacobian,
+)
+from support import assert_accepts, assert_rejects
+
+
+def learner_layer_norm(
+    *, unbiased=False, eps_outside=False, centre=True, dim=-1, bias=True, swap=False, eps=None
+):
+    """A LayerNorm written the way a learner might, one mistake switched on."""
+
+    def forward(self, x):
+        c = x - x.mean(dim=dim, keepdim=True) if centre else x
+        var = (c if centre else x).pow(2).sum(dim=dim, keepdim=True) / (
+            x.shape[dim] - (1 if unbiased else 0)
+        )
+        e = self.cfg.layer_norm_eps if eps is None else eps
+        scale = var.sqrt() + e if eps_outside else (var + e).sqrt()
+        w, b = (self.b, self.w) if swap else (self.w, self.b)
+        return c / scale * w + (b if bias else 0)
+
+    return type("LayerNorm", (LayerNorm,), {"forward": forward})
+
+
+def variant(cls=LayerNorm, **methods):
+    return type(cls.__name__, (cls,), methods)
+
+
+# --- LayerNorm -------------------------------------------------------------------------
+
+
+def test_check_layer_norm_accepts_the_reference(capsys):
+    assert_accepts(checks.check_layer_norm, LayerNorm, capsys)
+
+
+def test_check_layer_norm_accepts_a_learner_s_sum_and_divide(capsys):
+    assert_accepts(checks.check_layer_norm, learner_layer_norm(), capsys)
+
+
+def test_check_layer_norm_accepts_f_layer_norm(capsys):
+    def forward(self, x):
+        return F.layer_norm(x, (self.cfg.d_model,), self.w, self.b, self.cfg.layer_norm_eps)
+
+    assert_accepts(checks.check_layer_norm, variant(forward=forward), capsys)
+
+
+def test_check_layer_norm_accepts_einsum_and_var_with_correction_0(capsys):
+    def forward(self, x):
+        centred = x - einops.reduce(x, "batch posn d_model -> batch posn 1", "mean")
+        var = torch.var(x, dim=-1, keepdim=True, correction=0)
+        return (
+            einops.einsum(
+                centred / torch.sqrt(var + self.cfg.layer_norm_eps),
+                torch.diag(self.w),
+                "batch posn d_model, d_model n -> batch posn n",
+            )
+            + self.b
+        )
+
+    assert_accepts(checks.check_layer_norm, variant(forward=forward), capsys)
+
+
+LAYER_NORM_MISTAKES = {
+    "unbiased variance": (dict(unbiased=True), "unbiased variance"),
+    "eps outside the square root": (dict(eps_outside=True), "outside the square root"),
+    "no mean subtraction": (dict(centre=False), "did not subtract the mean"),
+    "normalising over positions": (dict(dim=-2), "normalised over the positions"),
+    "normalising over the batch": (dict(dim=0), "normalised over the batch"),
+    "forgotten bias": (dict(bias=False), "forgot the bias b"),
+    "w and b swapped": (dict(swap=True), "swapped w and b"),
+    "eps that ignores the config": (dict(eps=1e-5), "self.cfg.layer_norm_eps"),
+    "no eps": (dict(eps=0.0), "self.cfg.layer_norm_eps"),
+}
+
+
+@pytest.mark.parametrize("mistake", LAYER_NORM_MISTAKES)
+def test_check_layer_norm_rejects_and_names(mistake):
+    switches, diagnosis = LAYER_NORM_MISTAKES[mistake]
+    assert_rejects(checks.check_layer_norm, learner_layer_norm(**switches), diagnosis)
+
+
+def test_check_layer_norm_rejects_a_hard_coded_eps_even_written_as_f_layer_norm_s_default():
+    def forward(self, x):
+        return F.layer_norm(x, (self.cfg.d_model,), self.w, self.b)
+
+    assert_rejects(checks.check_layer_norm, variant(forward=forward), "self.cfg.layer_norm_eps")
+
+
+def test_check_layer_norm_rejects_the_stub():
+    def stub(self, x):
+        raise NotImplementedError()
+
+    assert_rejects(checks.check_layer_norm, variant(forward=stub), "not implemented yet")
+
+
+@pytest.mark.parametrize(
+    "forward, message",
+    [
+        (lambda self, x: None, "did you forget `return`"),
+        (lambda self, x: LayerNorm.forward(self, x)[..., :-1], "has shape"),
+        (lambda self, x: LayerNorm.forward(self, x).double(), "dtype torch.float64"),
+        (lambda self, x: LayerNorm.forward(self, x) * float("nan"), "NaN"),
+        (lambda self, x: x @ torch.ones(3, 3), "raised RuntimeError"),
+        (lambda self, x: LayerNorm.forward(self, x.sub_(x.mean())), "modified its input"),
+    ],
+    ids=["none", "shape", "dtype", "nan", "raises", "in-place"],
+)
+def test_check_layer_norm_turns_broken_code_into_a_verdict(forward, message):
+    assert_rejects(checks.check_layer_norm, variant(forward=forward), message)
+
+
+def test_check_layer_norm_names_a_misnamed_parameter():
+    class Renamed(LayerNorm):
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            self.weight = self.w
+            del self.w
+
+    assert_rejects(checks.check_layer_norm, Renamed, "Missing: ['w']", "unexpected: ['weight']")
+
+
+# --- The Jacobian ------------------------------------------------------------------------
+
+
+def test_check_layer_norm_jacobian_accepts_the_reference_and_autograd(capsys):
+    assert_accepts(checks.check_layer_norm_jacobian, layer_norm_jacobian, capsys)
+
+    def through_autograd(ln, x):
+        return torch.autograd.functional.jacobian(lambda v: ln(v[None, None])[0, 0], x)
+
+    assert_accepts(checks.check_layer_norm_jacobian, through_autograd, capsys)
+
+
+def _jacobian(ln, x, *, w_side="rows", ones=True, outer=True, sigma=True):
+    d = x.shape[-1]
+    s = (x.var(unbiased=False) + ln.cfg.layer_norm_eps).sqrt()
+    x_hat = (x - x.mean()) / s
+    m = torch.eye(d) - (torch.ones(d, d) / d if ones else 0)
+    m = m - (torch.outer(x_hat, x_hat) / d if outer else 0)
+    m = m / s if sigma else m
+    w = ln.w.detach()
+    return {"rows": w[:, None] * m, "columns": m * w, "none": m}[w_side]
+
+
+@pytest.mark.parametrize(
+    "switches, message",
+    [
+        (dict(w_side="columns"), "w on the wrong side"),
+        (dict(w_side="none"), "left out w"),
+        (dict(outer=False), "x̂x̂ᵀ/d"),
+        (dict(ones=False), "11ᵀ/d"),
+        (dict(sigma=False), "divide by σ"),
+    ],
+    ids=["w-columns", "no-w", "no-outer", "no-ones", "no-sigma"],
+)
+def test_check_layer_norm_jacobian_rejects(switches, message):
+    assert_rejects(
+        checks.check_layer_norm_jacobian, lambda ln, x: _jacobian(ln, x, **switches), message
+    )
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (lambda ln, x: None, "did you forget `return`"),
+        (lambda ln, x: layer_norm_jacobian(ln, x)[:-1], "has shape"),
+        (lambda ln, x: layer_norm_jacobian(ln, x) * float("nan"), "NaN"),
+        (lambda ln, x: x @ torch.ones(3, 3), "raised RuntimeError"),
+    ],
+    ids=["none", "shape", "nan", "raises"],
+)
+def test_check_layer_norm_jacobian_turns_broken_code_into_a_verdict(fn, message):
+    assert_rejects(checks.check_layer_norm_jacobian, fn, message)
+
+
+# --- Folding -----------------------------------------------------------------------------
+
+
+def test_check_fold_layer_norm_accepts_the_reference_and_diag(capsys):
+    assert_accepts(checks.check_fold_layer_norm, fold_layer_norm, capsys)
+    assert_accepts(
+        checks.check_fold_layer_norm,
+        lambda ln, W, bias: (torch.diag(ln.w) @ W, einops.einsum(ln.b, W, "m, m n -> n") + bias),
+        capsys,
+    )
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (lambda ln, W, bias: (W * ln.w, ln.b @ W + bias), "scaled W's columns"),
+        (lambda ln, W, bias: (W, ln.b @ W + bias), "left W as it was"),
+        (lambda ln, W, bias: (ln.w[:, None] * W, ln.b @ W), "forgot the layer's own bias"),
+        (
+            lambda ln, W, bias: (ln.w[:, None] * W, ln.b @ (ln.w[:, None] * W) + bias),
+            "with the original W",
+        ),
+        (lambda ln, W, bias: (ln.w[:, None] * W, bias), "left the bias as it was"),
+        (lambda ln, W, bias: ln.w[:, None] * W, "return a pair"),
+        (lambda ln, W, bias: None, "return a pair"),
+        (lambda ln, W, bias: (ln.w[:, None] * W, (ln.b @ W + bias)[None]), "has shape"),
+        (lambda ln, W, bias: (W * float("nan"), bias), "NaN"),
+        (lambda ln, W, bias: (W @ W, bias), "raised RuntimeError"),
+    ],
+    ids=[
+        "columns",
+        "W-unchanged",
+        "no-bias",
+        "folded-W",
+        "bias-unchanged",
+        "single",
+        "none",
+        "shape",
+        "nan",
+        "raises",
+    ],  # fmt: skip
+)
+def test_check_fold_layer_norm_rejects(fn, message):
+    assert_rejects(checks.check_fold_layer_norm, fn, message)
+
+
+# --- RMSNorm -----------------------------------------------------------------------------
+
+
+def test_check_rms_norm_accepts_the_reference_and_rsqrt(capsys):
+    assert_accepts(checks.check_rms_norm, RMSNorm, capsys)
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.cfg.layer_norm_eps) * self.w
+
+    assert_accepts(checks.check_rms_norm, variant(RMSNorm, forward=forward), capsys)
+
+
+def _rms(*, centre=False, eps_outside=False, eps=None, w=True, root=True):
+    def forward(self, x):
+        x = x - x.mean(-1, keepdim=True) if centre else x
+        ms = x.pow(2).mean(-1, keepdim=True)
+        e = self.cfg.layer_norm_eps if eps is None else eps
+        scale = ms.sqrt() + e if eps_outside else (ms + e).sqrt() if root else ms + e
+        return x / scale * (self.w if w else 1)
+
+    return variant(RMSNorm, forward=forward)
+
+
+@pytest.mark.parametrize(
+    "switches, message",
+    [
+        (dict(centre=True), "RMSNorm does not centre"),
+        (dict(eps_outside=True), "outside the square root"),
+        (dict(eps=1e-5), "self.cfg.layer_norm_eps"),
+        (dict(w=False), "forgot w"),
+        (dict(root=False), "not its square root"),
+    ],
+    ids=["centred", "eps-outside", "eps-ignores-config", "no-w", "no-root"],
+)
+def test_check_rms_norm_rejects(switches, message):
+    assert_rejects(checks.check_rms_norm, _rms(**switches), message)
+
+
+def test_check_rms_norm_rejects_the_stub_and_nan():
+    def stub(self, x):
+        raise NotImplementedError()
+
+    assert_rejects(checks.check_rms_norm, variant(RMSNorm, forward=stub), "not implemented yet")
+    nan = variant(RMSNorm, forward=lambda self, x: RMSNorm.forward(self, x) * float("nan"))
+    assert_rejects(checks.check_rms_norm, nan, "NaN")
+
+
+# --- The solutions' claims ---------------------------------------------------------------
+
+
+def test_folded_transformer_computes_what_the_unfolded_one_does():
+    from checks._core import randomize
+    from course.config import TINY
+    from solutions.layernorm import fold_transformer
+    from solutions.transformer import Transformer
+
+    model = randomize(Transformer(TINY), seed=0, scale=0.3)
+    folded = fold_transformer(model)
+    tokens = torch.randint(TINY.d_vocab, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(folded(tokens), model(tokens), atol=1e-5)
+        for module in folded.modules():
+            if isinstance(module, LayerNorm):
+                assert torch.equal(module.w, torch.ones_like(module.w))
+                assert torch.equal(module.b, torch.zeros_like(module.b))
