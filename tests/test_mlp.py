@@ -294,3 +294,29 @@ def test_every_checker_accepts_its_reference(capsys):
             "check_highway": Highway,
         }[name]
         assert_accepts(checker, reference, capsys)
+
+
+ROUTE_BAD = {
+    "a single tensor": (lambda logits, k: logits.softmax(-1), "pair (probs, R)"),
+    "None": (lambda logits, k: None, "pair (probs, R)"),
+    "NaN in R": (lambda logits, k: (logits.softmax(-1), logits * float("nan")), "NaN"),
+    "an exception": (lambda logits, k: logits.topk(k + 100), "raised RuntimeError"),
+}
+
+
+@pytest.mark.parametrize("bad", ROUTE_BAD)
+def test_check_route_survives_broken_code(bad):
+    learner, diagnosis = ROUTE_BAD[bad]
+    assert_rejects(checks.check_route, learner, diagnosis)
+
+
+def test_check_moe_survives_a_wrong_shape_and_a_stub():
+    def summed(self, x):
+        return x.sum(0)
+
+    def stub(self, x):
+        raise NotImplementedError()
+
+    for forward, diagnosis in [(summed, "shape"), (stub, "not implemented")]:
+        variant = type("MixtureOfExperts", (MixtureOfExperts,), {"forward": forward})
+        assert_rejects(checks.check_mixture_of_experts, variant, diagnosis)
