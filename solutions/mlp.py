@@ -53,3 +53,109 @@ class MLP(nn.Module):
             post, self.W_out, "batch posn d_mlp, d_mlp d_model -> batch posn d_model"
         )
         return mlp_out + self.b_out
+
+
+def gelu_new_grad(x: Float[Tensor, "..."]) -> Float[Tensor, "..."]:
+    """φ'(x) for GPT-2's GELU, by the product and chain rules on the tanh formula."""
+    c = math.sqrt(2.0 / math.pi)
+    t = torch.tanh(c * (x + 0.044715 * x.pow(3)))
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t.pow(2)) * c * (1.0 + 3 * 0.044715 * x.pow(2))
+
+
+def mlp_jacobian(mlp: MLP, x: Float[Tensor, " d_model"]) -> Float[Tensor, "d_model d_model"]:
+    """d MLP(x) / dx at one position, rows the output's coordinates (as autograd lays it out).
+
+    Near x the MLP is linear: x W_in diag(φ'(h)) W_out, with h = x W_in + b_in its
+    pre-activations. Autograd writes the map a column vector sees, the transpose.
+    """
+    h = x @ mlp.W_in + mlp.b_in
+    return (mlp.W_in * gelu_new_grad(h) @ mlp.W_out).T
+
+
+# --- Mixture of experts ------------------------------------------------------------------
+# Softmax over all experts first, then keep the top k, then renormalise those k to sum to 1.
+# The k weights equal a softmax over the k selected logits; the full softmax is kept because
+# the balance loss needs every expert's probability, chosen or not.
+
+
+def route(
+    logits: Float[Tensor, "posn n_experts"], k: int
+) -> tuple[Float[Tensor, "posn n_experts"], Float[Tensor, "posn n_experts"]]:
+    """(probs, R): the router's softmax, and the routing matrix R whose row holds the top-k
+    experts' renormalised weights and zeros elsewhere."""
+    probs = logits.softmax(dim=-1)
+    top, chosen = probs.topk(k, dim=-1)
+    R = torch.zeros_like(probs).scatter(-1, chosen, top / top.sum(-1, keepdim=True))
+    return probs, R
+
+
+class MixtureOfExperts(nn.Module):
+    """n_experts MLPs and a linear gate; each position goes through its top k experts only."""
+
+    def __init__(self, cfg: Config, n_experts: int, k: int):
+        super().__init__()
+        self.cfg, self.n_experts, self.k = cfg, n_experts, k
+        self.W_gate = nn.Parameter(torch.randn(cfg.d_model, n_experts) * cfg.init_range)
+        self.experts = nn.ModuleList(MLP(cfg) for _ in range(n_experts))
+
+    def forward(self, x: Float[Tensor, "posn d_model"]) -> Float[Tensor, "posn d_model"]:
+        _, R = route(x @ self.W_gate, self.k)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            rows = R[:, e].nonzero().squeeze(-1)  # the positions routed to expert e
+            if len(rows):
+                out[rows] += R[rows, e, None] * expert(x[None, rows])[0]
+        return out
+
+
+def load_balance(R: Float[Tensor, "posn n_experts"]) -> Float[Tensor, "n_experts n_experts"]:
+    """RᵀR: the diagonal is each expert's load (sum of squared weights), the rest co-routing."""
+    return R.T @ R
+
+
+def balance_loss(
+    probs: Float[Tensor, "posn n_experts"], R: Float[Tensor, "posn n_experts"]
+) -> Float[Tensor, ""]:
+    """Switch Transformer's auxiliary loss, n_experts · Σ_i f_i P_i: f_i the fraction of the
+    routing slots (posn · k) that went to expert i, P_i its mean probability. Uniform gives 1."""
+    f = (R > 0).float().sum(0) / (R > 0).sum()
+    P = probs.mean(0)
+    return probs.shape[-1] * (f * P).sum()
+
+
+def moe_flops_saved(cfg: Config, n_experts: int, k: int) -> int:
+    """FLOPs per token a top-k mixture of experts saves against one dense MLP with as many parameters
+    (d_mlp · n_experts neurons): 2 FLOPs per multiply-add, weights only, gate included."""
+    per_expert = 2 * 2 * cfg.d_model * cfg.d_mlp
+    dense = n_experts * per_expert
+    moe = k * per_expert + 2 * cfg.d_model * n_experts
+    return dense - moe
+
+
+# --- Highway -------------------------------------------------------------------------------
+
+
+class Highway(nn.Module):
+    """y = H(x)·T(x) + x·(1 - T(x)): a gate T in (0, 1) per coordinate mixes a transform H
+    of x with x itself. T = 0 passes x through; T = 1 is the plain transform."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.W_H = nn.Parameter(torch.randn(cfg.d_model, cfg.d_model) * cfg.init_range)
+        self.b_H = nn.Parameter(torch.zeros(cfg.d_model))
+        self.W_T = nn.Parameter(torch.randn(cfg.d_model, cfg.d_model) * cfg.init_range)
+        self.b_T = nn.Parameter(torch.zeros(cfg.d_model))
+
+    def transform(
+        self, x: Float[Tensor, "batch posn d_model"]
+    ) -> Float[Tensor, "batch posn d_model"]:
+        return gelu_new(x @ self.W_H + self.b_H)
+
+    def gate(self, x: Float[Tensor, "batch posn d_model"]) -> Float[Tensor, "batch posn d_model"]:
+        return torch.sigmoid(x @ self.W_T + self.b_T)
+
+    def forward(
+        self, x: Float[Tensor, "batch posn d_model"]
+    ) -> Float[Tensor, "batch posn d_model"]:
+        T = self.gate(x)
+        return self.transform(x) * T + x * (1 - T)

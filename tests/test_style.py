@@ -24,6 +24,7 @@ AXES = {
     "d_mlp",
     "d_vocab",
     "n_ctx",
+    "n_experts",  # chapter 3's mixture of experts
 }
 SOLUTION_MODULES = sorted(p for p in (ROOT / "solutions").glob("*.py") if p.stem != "__init__")
 
