@@ -93,22 +93,17 @@ def main(out: Path = MODEL_DIR, tcfg: TrainConfig = COURSE_TRAINING, cfg=COURSE_
         total_time_s=round(time.perf_counter() - start, 1),
     )
     print(json.dumps({k: v for k, v in summary.items() if k != "train_config"}, indent=2))
-    write_card(out, explicit, tokenizer, train_tokens, val_tokens, summary)
-    return summary
-
-
-def write_card(out, model, tokenizer, train_tokens, val_tokens, summary) -> None:
-    """MODEL_CARD.md and card.json: baselines, unseen English and samples (course.evaluate)."""
     write_model_card(
         out / "MODEL_CARD.md",
-        model=model,
+        model=explicit,
         tokenizer=tokenizer,
-        cfg=model.cfg,
+        cfg=cfg,
         train_tokens=train_tokens,
         val_tokens=val_tokens,
         summary=summary,
         loss_log_path=out / "loss_log.csv",
     )
+    return summary
 
 
 if __name__ == "__main__":

@@ -137,23 +137,27 @@ def test_lm_loss_is_mean_negative_next_token_log_prob():
     assert abs(lm_loss(model(tokens), tokens).item() - math.log(CFG.d_vocab)) < 0.1
 
 
-@pytest.mark.parametrize("posn", [1, 5, CFG.n_ctx])
-def test_fused_attention_equals_explicit_softmax(posn):
-    # In float64, so that the two orders of summation agree to 1e-7 relative: equal.
-    explicit = randomized(Attention(CFG)).double()
-    fast = FusedAttention(CFG).double()
-    fast.load_state_dict(explicit.state_dict())
-    x = stream(posn=posn).double()
-    x_fast = x.clone().requires_grad_()
+def assert_same_function(explicit: torch.nn.Module, fused: torch.nn.Module, x: torch.Tensor):
+    """Same outputs, input gradients and parameter gradients, in float64, so that the two
+    orders of summation agree to 1e-7 relative: equal."""
+    explicit, fused = explicit.double(), fused.double()
+    fused.load_state_dict(explicit.state_dict())
+    x = x.double()
+    x_fused = x.clone().requires_grad_()
     x.requires_grad_()
-    out, out_fast = explicit(x), fast(x_fast)
-    torch.testing.assert_close(out_fast, out)
+    out, out_fused = explicit(x), fused(x_fused)
+    torch.testing.assert_close(out_fused, out)
     grad = torch.randn_like(out)
     out.backward(grad)
-    out_fast.backward(grad)
-    torch.testing.assert_close(x_fast.grad, x.grad)
-    for (name, p), p_fast in zip(explicit.named_parameters(), fast.parameters(), strict=True):
-        torch.testing.assert_close(p_fast.grad, p.grad, msg=name)
+    out_fused.backward(grad)
+    torch.testing.assert_close(x_fused.grad, x.grad)
+    for (name, p), p_fused in zip(explicit.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(p_fused.grad, p.grad, msg=name)
+
+
+@pytest.mark.parametrize("posn", [1, 5, CFG.n_ctx])
+def test_fused_attention_equals_explicit_softmax(posn):
+    assert_same_function(randomized(Attention(CFG)), FusedAttention(CFG), stream(posn=posn))
 
 
 def test_fused_transformer_equals_explicit_with_the_same_weights():
@@ -174,20 +178,8 @@ def test_fused_transformer_equals_explicit_with_the_same_weights():
 
 
 def test_fused_layer_norm_equals_explicit():
-    explicit = randomized(LayerNorm(CFG)).double()
-    fused = FusedLayerNorm(CFG).double()
-    fused.load_state_dict(explicit.state_dict())
-    x = (stream(posn=5) * 3 + 1).double()
-    x_fused = x.clone().requires_grad_()
-    x.requires_grad_()
-    out, out_fused = explicit(x), fused(x_fused)
-    torch.testing.assert_close(out_fused, out)
-    grad = torch.randn_like(out)
-    out.backward(grad)
-    out_fused.backward(grad)
-    torch.testing.assert_close(x_fused.grad, x.grad)
-    torch.testing.assert_close(fused.w.grad, explicit.w.grad)
-    torch.testing.assert_close(fused.b.grad, explicit.b.grad)
+    explicit, fused = randomized(LayerNorm(CFG)), FusedLayerNorm(CFG)
+    assert_same_function(explicit, fused, stream(posn=5) * 3 + 1)
 
 
 def test_fused_attention_still_gives_the_pattern():
