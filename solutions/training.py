@@ -1,10 +1,10 @@
 """Chapter 6: training the transformer on a stream of tokens.
 
-A seeded loader cuts random windows of n_ctx + 1 tokens from one long token tensor; AdamW
-decays only the matrices; the learning rate warms up linearly, then follows a cosine down;
-gradients are clipped; the validation loss is measured on fixed windows; and a checkpoint
-holds everything the loop needs (weights, optimizer, step, the loader's generator, the log)
-to resume exactly where it stopped.
+A seeded loader cuts random windows of n_ctx + 1 tokens from one long token tensor; AdamW,
+written out, decays only the matrices; the learning rate warms up linearly, then follows a
+cosine down; gradients are clipped by their global norm; the validation loss is measured on
+fixed windows; and a checkpoint holds everything the loop needs (weights, optimizer, step,
+the loader's generator, the log) to resume exactly where it stopped.
 """
 
 import csv
@@ -86,6 +86,39 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+class AdamW(torch.optim.Optimizer):
+    """Adam with decoupled weight decay (Loshchilov and Hutter), as torch.optim.AdamW computes it.
+
+    Each parameter keeps two running averages: m of its gradient, v of its squared gradient.
+    Both start at 0, so early on they are too small by a factor 1 - beta**t: dividing by it
+    (bias correction) undoes that. The step is m / (sqrt(v) + eps) times lr: about lr in size
+    whatever the gradient's scale. The decay shrinks the weights directly, by lr * weight_decay,
+    apart from the gradient, so that it does not pass through Adam's rescaling.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for group in self.param_groups:
+            lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:  # no gradient this step: no update, no decay
+                    continue
+                state = self.state[p]
+                if not state:
+                    state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                state["step"] += 1
+                t, m, v = state["step"], state["m"], state["v"]
+                m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                m_hat = m / (1 - beta1**t)
+                v_hat = v / (1 - beta2**t)
+                p.mul_(1 - lr * group["weight_decay"])
+                p.sub_(lr * m_hat / (v_hat.sqrt() + eps))
+
+
 def learning_rate(step: int, tcfg: TrainConfig) -> float:
     """Linear warm-up from 0 to max_lr over warmup_steps, then a cosine down to min_lr at
     max_steps (and min_lr after)."""
@@ -93,6 +126,42 @@ def learning_rate(step: int, tcfg: TrainConfig) -> float:
         return tcfg.max_lr * (step + 1) / tcfg.warmup_steps
     progress = min(1.0, (step - tcfg.warmup_steps) / max(1, tcfg.max_steps - tcfg.warmup_steps))
     return tcfg.min_lr + 0.5 * (tcfg.max_lr - tcfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def clip_grad_norm(parameters, max_norm: float) -> Tensor:
+    """Scale all gradients together, in place, so that their global norm (the norm of every
+    gradient entry as one vector) is at most max_norm; return the norm before clipping.
+
+    One factor for all keeps the update's direction; clipping each parameter alone would not.
+    The 1e-6 is torch.nn.utils.clip_grad_norm_'s, which this matches.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    total = torch.stack([g.norm() for g in grads]).norm()
+    scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale)
+    return total
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Int[Tensor, "batch posn"],
+    lr: float,
+    grad_clip: float,
+) -> float:
+    """One optimizer step on one batch at learning rate lr; return the batch's loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = window_loss(model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    clip_grad_norm(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.item()
 
 
 @torch.no_grad()
@@ -109,23 +178,70 @@ def evaluate(model: nn.Module, windows: Int[Tensor, "batch posn"], batch_size: i
     return total / len(windows)
 
 
+def save_checkpoint(path, model, optimizer, generator, step: int, **extra) -> None:
+    """Everything a run needs to go on as if it never stopped: the weights, the optimizer's
+    state (Adam's m, v and step count per parameter), the loader's generator, the step, and
+    whatever else the loop keeps (`extra`: its log, its best weights)."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),
+        "step": step,
+    }
+    torch.save(state | extra, path)
+
+
+def load_checkpoint(path, model, optimizer, generator) -> dict:
+    """Put a checkpoint's weights, optimizer state and generator state back in place; return
+    the checkpoint (its "step" and extras)."""
+    state = torch.load(path, weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    return state
+
+
 def pick_device() -> torch.device:
     """The GPU when there is one, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def save_checkpoint(path: Path, model, optimizer, step, generator, log, best) -> None:
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "step": step,
-            "generator": generator.get_state(),
-            "log": log,
-            "best": best,
-        },
-        path,
-    )
+class LiveLossCurve:
+    """The loss log drawn as a figure that redraws itself in place while training runs (in
+    Jupyter; elsewhere it shows nothing)."""
+
+    def __init__(self, title: str = "loss while training"):
+        from IPython.display import display
+
+        self.title = title
+        self.handle = display(self._figure([]), display_id=True)
+
+    def _figure(self, log: list[dict]):
+        import plotly.graph_objects as go
+
+        from course.plotting import show
+
+        evals = [r for r in log if r["val_loss"] != ""]
+        fig = go.Figure(
+            [
+                go.Scatter(
+                    x=[r["step"] for r in log], y=[r["train_loss"] for r in log], name="train"
+                ),
+                go.Scatter(
+                    x=[r["step"] for r in evals],
+                    y=[r["val_loss"] for r in evals],
+                    name="validation",
+                ),
+            ]
+        )
+        fig.update_layout(
+            title=self.title, xaxis_title="step", yaxis_title="loss (nats per token)", height=360
+        )
+        return show(fig)
+
+    def update(self, log: list[dict]) -> None:
+        if self.handle is not None:
+            self.handle.update(self._figure(log))
 
 
 def write_log(path: Path, log: list[dict]) -> None:
@@ -146,6 +262,7 @@ def train(
     stop_at: int | None = None,
     log_path: Path | None = None,
     progress: bool = True,
+    live_every: int = 0,
 ) -> dict:
     """Train `model` in place; return a summary (steps, tokens seen, time, final losses).
 
@@ -153,39 +270,30 @@ def train(
     `resume=True` starts from it instead of from scratch. `stop_at` ends the run at that step,
     as an interrupted run would, without changing the schedule. A run that reaches max_steps,
     or stops early (`patience` evaluations without a new lowest validation loss), ends with
-    the weights of its lowest validation loss.
+    the weights of its lowest validation loss. `live_every=k` redraws a live loss curve every
+    k steps (in Jupyter).
     """
     n_ctx = model.cfg.n_ctx
     device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW(
-        param_groups(model, tcfg.weight_decay), lr=tcfg.max_lr, betas=tcfg.betas
-    )
+    optimizer = AdamW(param_groups(model, tcfg.weight_decay), lr=tcfg.max_lr, betas=tcfg.betas)
     generator = torch.Generator().manual_seed(tcfg.seed)
     val_windows = fixed_windows(val_tokens, n_ctx, tcfg.eval_windows)
     step, log, best = 0, [], {"val_loss": math.inf, "step": 0, "state": None, "bad_evals": 0}
     if resume:
-        state = torch.load(checkpoint, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
+        state = load_checkpoint(checkpoint, model, optimizer, generator)
         step, log, best = state["step"], state["log"], state["best"]
     last = tcfg.max_steps if stop_at is None else min(stop_at, tcfg.max_steps)
     model.train()
+    curve = LiveLossCurve() if live_every else None
     start = time.perf_counter()
     bar = tqdm(total=last, initial=step, disable=not progress, desc=f"training on {device.type}")
     stopped_early = False
     while step < last:
         lr = learning_rate(step, tcfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         batch = random_windows(train_tokens, tcfg.batch_size, n_ctx, generator).to(device)
-        loss = window_loss(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-        optimizer.step()
+        loss = train_step(model, optimizer, batch, lr, tcfg.grad_clip)
         step += 1
-        row = {"step": step, "lr": lr, "train_loss": loss.item(), "val_loss": ""}
+        row = {"step": step, "lr": lr, "train_loss": loss, "val_loss": ""}
         if step % tcfg.eval_every == 0 or step == tcfg.max_steps:
             row["val_loss"] = evaluate(model, val_windows)
             if row["val_loss"] < best["val_loss"]:
@@ -196,7 +304,9 @@ def train(
             bar.set_postfix(train=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}")
         log.append(row)
         if checkpoint is not None and row["val_loss"] != "":
-            save_checkpoint(checkpoint, model, optimizer, step, generator, log, best)
+            save_checkpoint(checkpoint, model, optimizer, generator, step, log=log, best=best)
+        if curve is not None and (step % live_every == 0 or step == last):
+            curve.update(log)
         bar.update(1)
         if tcfg.patience and best["bad_evals"] >= tcfg.patience:
             stopped_early = True
@@ -205,7 +315,7 @@ def train(
     seconds = time.perf_counter() - start
     if checkpoint is not None:
         # The state as the loop left it, before the line below: a resumed run goes on from here.
-        save_checkpoint(checkpoint, model, optimizer, step, generator, log, best)
+        save_checkpoint(checkpoint, model, optimizer, generator, step, log=log, best=best)
     if (stopped_early or step == tcfg.max_steps) and best["state"] is not None:
         # A finished run keeps the weights of its lowest validation loss: if the loss went up
         # after it, the later weights had begun to memorise.
