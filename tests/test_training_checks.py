@@ -370,7 +370,7 @@ def test_train_step_accepts_the_reference_and_zero_grad_at_the_end(capsys):
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         optimizer.zero_grad()
-        return float(loss)
+        return loss.item()
 
     assert_accepts(checks.check_train_step, zero_at_the_end, capsys)
 

@@ -1,0 +1,121 @@
+"""Chapter 6: data-parallel training with torch.distributed.
+
+Every process (a rank) holds the whole model and the whole optimizer, and takes its own share
+of the batch. After backward, each rank's gradients are averaged over all ranks (all_reduce),
+so every rank holds the gradient of the whole batch and takes the same step: the step one
+process would take on the whole batch. The weights stay equal on every rank without ever
+being sent.
+
+    torchrun --standalone --nproc_per_node 2 -m solutions.ddp           # 2 CPU processes, gloo
+    torchrun --standalone --nproc_per_node 2 -m solutions.ddp --wrapper  # the same, with DDP
+
+On a machine with GPUs the same command runs one process per GPU (nproc_per_node = the number
+of GPUs) over NCCL: the backend and the device are chosen from what the machine has.
+"""
+
+import argparse
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from course.config import TINY
+from solutions.training import AdamW, clip_grad_norm, param_groups, train_step, window_loss
+from solutions.transformer import Transformer
+
+
+def setup() -> torch.device:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR... in the
+    environment): NCCL between GPUs, one per rank, or gloo between CPU processes."""
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=device)
+        return device
+    dist.init_process_group("gloo")
+    return torch.device("cpu")
+
+
+def average_gradients(model: nn.Module) -> None:
+    """Replace every gradient by its mean over the ranks: all_reduce sums it in place on every
+    rank, then divide by the number of ranks."""
+    world = dist.get_world_size()
+    for p in model.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= world
+
+
+def data_parallel_step(
+    model: nn.Module, optimizer, batch: torch.Tensor, lr: float, grad_clip: float
+) -> float:
+    """train_step on this rank's share of the batch, its gradients averaged over the ranks
+    before they are clipped and used. Returns the whole batch's loss, averaged the same way."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    shard = batch.chunk(world)[rank]  # equal shares: the mean of their means is the mean
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = window_loss(model, shard)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if not isinstance(model, DistributedDataParallel):  # DDP averaged them during backward
+        average_gradients(model)
+    clip_grad_norm(model.parameters(), grad_clip)
+    optimizer.step()
+    loss = loss.detach()
+    dist.all_reduce(loss, op=dist.ReduceOp.SUM)
+    return loss.item() / world
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="One data-parallel step against one process.")
+    parser.add_argument("--wrapper", action="store_true", help="DistributedDataParallel")
+    parser.add_argument("--batch", type=int, default=8, help="the whole batch, over all ranks")
+    args = parser.parse_args(argv)
+    device = setup()
+    rank, world = dist.get_rank(), dist.get_world_size()
+
+    # grad_clip well above the gradients' norm: a clipped gradient would hide a sum left
+    # undivided (clipping rescales it), and so would Adam, whose step ignores a gradient's scale.
+    cfg, lr, grad_clip = TINY.but(n_ctx=16), 1e-2, 100.0
+    windows = torch.randint(
+        cfg.d_vocab, (args.batch, cfg.n_ctx + 1), generator=torch.Generator().manual_seed(1)
+    ).to(device)
+    torch.manual_seed(0)  # the same weights on every rank (DDP would also copy rank 0's)
+    model = Transformer(cfg).to(device)
+    optimizer = AdamW(param_groups(model, 0.1), lr=lr, betas=(0.9, 0.95))
+    if args.wrapper:
+        ids = [device.index] if device.type == "cuda" else None
+        model = DistributedDataParallel(model, device_ids=ids)
+        optimizer = AdamW(param_groups(model.module, 0.1), lr=lr, betas=(0.9, 0.95))
+    loss = data_parallel_step(model, optimizer, windows, lr, grad_clip)
+    flat = lambda m, what: torch.cat([getattr(p, what).flatten() for p in m.parameters()])  # noqa: E731
+    params = flat(model, "data")
+
+    # Every rank's weights against rank 0's, and rank 0's against one process's step.
+    theirs = params.clone()
+    dist.broadcast(theirs, src=0)
+    equal = torch.tensor([float(torch.equal(theirs, params))], device=device)
+    dist.all_reduce(equal, op=dist.ReduceOp.MIN)
+    if rank == 0:
+        torch.manual_seed(0)
+        single = Transformer(cfg).to(device)
+        one_optimizer = AdamW(param_groups(single, 0.1), lr=lr, betas=(0.9, 0.95))
+        one_loss = train_step(single, one_optimizer, windows, lr, grad_clip)
+        same_grads = torch.allclose(flat(model, "grad"), flat(single, "grad"), 1e-4, 1e-7)
+        # Adam's first step is about lr * sign(gradient): a gradient within rounding of 0
+        # moves by a fraction of lr that rounding decides, so compare to lr / 100.
+        gap = (flat(single, "data") - params).abs().max().item()
+        how = "DistributedDataParallel" if args.wrapper else "all_reduce by hand"
+        print(f"{world} ranks on {device.type} ({dist.get_backend()}, {how}), batch {args.batch}")
+        print("every rank holds the same weights:", bool(equal.item()))
+        print("loss, averaged over ranks == one process's:", abs(loss - one_loss) < 1e-5)
+        print("gradients == the whole batch's:", same_grads)
+        print("weights == one process's step on the whole batch:", gap < lr / 100)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
