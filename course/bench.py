@@ -1,12 +1,14 @@
 """Time the course's code: `python -m course.bench` (or `make bench`).
 
-Three sections. Checks: every checker on its reference solution; a check should answer in about
+Four sections. Checks: every checker on its reference solution; a check should answer in about
 a second on a 2-core laptop CPU, and slower ones are flagged. Training: chapter 1's two BPE
 trainers side by side on the whole corpus, written to course/data/bpe_train_times.json, which
 the chapter quotes when run with `--record` (a plain run only prints, so it never leaves the
 stored chapter out of date). Model: training throughput of the reference GPT-2 at the
 course-model config: the reference explicit and fused, and HuggingFace's GPT-2, side by side.
-`python -m course.bench checks`, `training` or `model` runs one section.
+Speed: the same model's training step with the usual speed switches, one by one
+(`--nanogpt PATH` adds nanoGPT's model.py from PATH, side by side).
+`python -m course.bench checks`, `training`, `model` or `speed` runs one section.
 """
 
 import contextlib
@@ -183,9 +185,174 @@ def _huggingface_gpt2(cfg):
     return GPT2LMHeadModel(config)
 
 
+def bench_speed(steps: int = 10, nanogpt: str | None = None) -> dict:
+    """Training throughput (tokens/s) of the reference at COURSE_MODEL, batch of
+    COURSE_TRAINING, with the usual speed switches one by one: fused kernels (SDPA and
+    F.layer_norm), fused QKV, PyTorch's AdamW in place of the course's, torch.compile, and on
+    a GPU bf16 autocast. `nanogpt` is a folder holding nanoGPT's model.py: its GPT at the same
+    shape (its MLP is 4 d_model = d_mlp, its heads d_model / n_heads = d_head) is timed beside.
+
+    The GPU when there is one, else the CPU with the threads the course model trains with.
+    Median wall time of `steps` steps after two warm-up steps (torch.compile compiles in the
+    first: its time is printed apart), the contenders taking turns step by step.
+    """
+    import importlib.util
+
+    import torch
+
+    from course.config import COURSE_MODEL
+    from course.train_course_model import COURSE_TRAINING
+    from solutions.training import AdamW, clip_grad_norm, param_groups, window_loss
+    from solutions.transformer import Transformer
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
+    cfg, batch, lr = COURSE_MODEL, COURSE_TRAINING.batch_size, 1e-3
+    betas = COURSE_TRAINING.betas
+
+    def ours(build, optimizer="course", compile_=False, amp=False):
+        def make():
+            model = build().to(device).train()
+            groups = param_groups(model, 0.1)
+            if optimizer == "course":
+                opt = AdamW(groups, lr=lr, betas=betas)
+            else:
+                opt = torch.optim.AdamW(groups, lr=lr, betas=betas)
+            run = torch.compile(model) if compile_ else model
+
+            def step(w):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    loss = window_loss(run, w)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                clip_grad_norm(model.parameters(), 1.0)
+                opt.step()
+
+            return model, step
+
+        return make
+
+    def nanogpt_contender(path):
+        spec = importlib.util.spec_from_file_location("nanogpt_model", Path(path) / "model.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+
+        def make():
+            config = module.GPTConfig(
+                block_size=cfg.n_ctx,
+                vocab_size=cfg.d_vocab,
+                n_layer=cfg.n_layers,
+                n_head=cfg.n_heads,
+                n_embd=cfg.d_model,
+                dropout=0.0,
+                bias=True,
+            )
+            model = module.GPT(config).to(device).train()
+            with contextlib.redirect_stdout(io.StringIO()):
+                opt = model.configure_optimizers(0.1, lr, betas, device.type)
+
+            def step(w):
+                _, loss = model(w[:, :-1], w[:, 1:])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+
+            return model, step
+
+        return make
+
+    contenders = {
+        "reference, explicit attention": ours(lambda: Transformer(cfg)),
+        "fused (SDPA, F.layer_norm)": ours(lambda: Transformer(cfg, fused=True)),
+        "fused + fused QKV": ours(lambda: _fused_qkv_transformer(cfg)),
+        "fused, torch.optim.AdamW": ours(lambda: Transformer(cfg, fused=True), "torch"),
+        "fused + torch.compile": ours(lambda: Transformer(cfg, fused=True), compile_=True),
+    }
+    if device.type == "cuda":
+        contenders["fused + bf16 autocast"] = ours(lambda: Transformer(cfg, fused=True), amp=True)
+        contenders["fused + compile + bf16"] = ours(
+            lambda: Transformer(cfg, fused=True), compile_=True, amp=True
+        )
+    if nanogpt:
+        contenders["nanoGPT model.py (its AdamW)"] = nanogpt_contender(nanogpt)
+    g = torch.Generator().manual_seed(0)
+    windows = torch.randint(0, cfg.d_vocab, (steps + 2, batch, cfg.n_ctx + 1), generator=g)
+    runs, times, failed = {}, {}, {}
+    for name, make in contenders.items():
+        torch.manual_seed(0)
+        runs[name], times[name] = make(), []
+    for w in windows.to(device):
+        for name, (_, step) in list(runs.items()):
+            if name in failed:
+                continue
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            try:
+                step(w)
+            except Exception as error:  # torch.compile without a working compiler, say
+                failed[name] = f"{type(error).__name__}: {str(error)[:200]}"
+                continue
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    where = (
+        torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"Training step at COURSE_MODEL (batch {batch} x {cfg.n_ctx} tokens) on {where}, "
+        f"torch {torch.__version__}, median of {steps} steps:"
+    )
+    result = {"device": where}
+    base = None
+    for name, ts in times.items():
+        if name in failed:
+            print(f"  {name:<36}failed: {failed[name]}")
+            continue
+        median = sorted(ts[2:])[len(ts[2:]) // 2]
+        result[name] = tokens_per_s = batch * cfg.n_ctx / median
+        base = base or tokens_per_s
+        note = f"  (first step, compiling: {ts[0]:.0f} s)" if "compile" in name else ""
+        print(f"  {name:<36}{tokens_per_s:9,.0f} tokens/s  {tokens_per_s / base:5.2f}x{note}")
+    return result
+
+
+def _fused_qkv_transformer(cfg):
+    """The fused reference with each layer's W_Q, W_K and W_V applied as one matrix."""
+    import torch
+    import torch.nn.functional as F
+
+    from solutions.transformer import FusedAttention, Transformer
+
+    class FusedQKVAttention(FusedAttention):
+        def forward(self, x):
+            # [3 n_heads, d_model, d_head] -> one [d_model, 3 n_heads d_head] matrix.
+            W = torch.cat([self.W_Q, self.W_K, self.W_V]).transpose(0, 1).flatten(1)
+            b = torch.cat([self.b_Q, self.b_K, self.b_V]).flatten()
+            qkv = (x @ W + b).unflatten(-1, (3 * self.cfg.n_heads, self.cfg.d_head))
+            q, k, v = qkv.transpose(1, 2).chunk(3, dim=1)
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return z.transpose(1, 2).flatten(2) @ self.W_O.flatten(0, 1) + self.b_O
+
+    model = Transformer(cfg, fused=True)
+    for block in model.blocks:
+        fused = FusedQKVAttention(cfg)
+        fused.load_state_dict(block.attn.state_dict())
+        block.attn = fused
+    return model
+
+
 def main(argv: list[str]) -> None:
     record = "--record" in argv
-    sections = [a for a in argv if a != "--record"] or ["checks", "training", "model"]
+    nanogpt = None
+    if "--nanogpt" in argv:  # --nanogpt PATH: a folder with nanoGPT's model.py
+        at = argv.index("--nanogpt")
+        nanogpt, argv = argv[at + 1], argv[:at] + argv[at + 2 :]
+    sections = [a for a in argv if a != "--record"] or ["checks", "training", "model", "speed"]
     if "checks" in sections:
         bench_checks()
     if "training" in sections:
@@ -194,6 +361,9 @@ def main(argv: list[str]) -> None:
     if "model" in sections:
         print()
         bench_model()
+    if "speed" in sections:
+        print()
+        bench_speed(nanogpt=nanogpt)
 
 
 if __name__ == "__main__":
