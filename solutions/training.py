@@ -91,9 +91,10 @@ class AdamW(torch.optim.Optimizer):
 
     Each parameter keeps two running averages: m of its gradient, v of its squared gradient.
     Both start at 0, so early on they are too small by a factor 1 - beta**t: dividing by it
-    (bias correction) undoes that. The step is m / (sqrt(v) + eps) times lr: about lr in size
-    whatever the gradient's scale. The decay shrinks the weights directly, by lr * weight_decay,
-    apart from the gradient, so that it does not pass through Adam's rescaling.
+    (bias correction, m_hat and v_hat) undoes that. The step, lr * m_hat / (sqrt(v_hat) + eps),
+    is about lr in size whatever the gradient's scale. The decay shrinks the weights directly,
+    by a factor 1 - lr * weight_decay, apart from the gradient, so that it does not pass
+    through Adam's rescaling.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
@@ -120,8 +121,8 @@ class AdamW(torch.optim.Optimizer):
 
 
 def learning_rate(step: int, tcfg: TrainConfig) -> float:
-    """Linear warm-up from 0 to max_lr over warmup_steps, then a cosine down to min_lr at
-    max_steps (and min_lr after)."""
+    """Linear warm-up to max_lr over warmup_steps (step 0 already at max_lr / warmup_steps),
+    then a cosine down to min_lr at max_steps, and min_lr after."""
     if step < tcfg.warmup_steps:
         return tcfg.max_lr * (step + 1) / tcfg.warmup_steps
     progress = min(1.0, (step - tcfg.warmup_steps) / max(1, tcfg.max_steps - tcfg.warmup_steps))
