@@ -253,7 +253,8 @@ def bench_speed(steps: int = 10, nanogpt: str | None = None) -> dict:
                 opt = model.configure_optimizers(0.1, lr, betas, device.type)
 
             def step(w):
-                _, loss = model(w[:, :-1], w[:, 1:])
+                # Its loss flattens the targets with .view: they must be contiguous.
+                _, loss = model(w[:, :-1].contiguous(), w[:, 1:].contiguous())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
