@@ -185,14 +185,15 @@ def _huggingface_gpt2(cfg):
     return GPT2LMHeadModel(config)
 
 
-def bench_speed(steps: int = 10, nanogpt: str | None = None) -> dict:
+def bench_speed(steps: int = 10, nanogpt: str | None = None, threads: int | None = None) -> dict:
     """Training throughput (tokens/s) of the reference at COURSE_MODEL, batch of
     COURSE_TRAINING, with the usual speed switches one by one: fused kernels (SDPA and
     F.layer_norm), fused QKV, PyTorch's AdamW in place of the course's, torch.compile, and on
     a GPU bf16 autocast. `nanogpt` is a folder holding nanoGPT's model.py: its GPT at the same
     shape (its MLP is 4 d_model = d_mlp, its heads d_model / n_heads = d_head) is timed beside.
 
-    The GPU when there is one, else the CPU with the threads the course model trains with.
+    The GPU when there is one, else the CPU with the threads the course model trains with
+    (or `threads`: on a machine busy with other programs, one thread times more steadily).
     Median wall time of `steps` steps after two warm-up steps (torch.compile compiles in the
     first: its time is printed apart), the contenders taking turns step by step.
     """
@@ -207,7 +208,7 @@ def bench_speed(steps: int = 10, nanogpt: str | None = None) -> dict:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
-        torch.set_num_threads(min(2, os.cpu_count() or 1))
+        torch.set_num_threads(threads or min(2, os.cpu_count() or 1))
     cfg, batch, lr = COURSE_MODEL, COURSE_TRAINING.batch_size, 1e-3
     betas = COURSE_TRAINING.betas
 
