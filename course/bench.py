@@ -188,8 +188,9 @@ def _huggingface_gpt2(cfg):
 def bench_speed(steps: int = 10, nanogpt: str | None = None, threads: int | None = None) -> dict:
     """Training throughput (tokens/s) of the reference at COURSE_MODEL, batch of
     COURSE_TRAINING, with the usual speed switches one by one: fused kernels (SDPA and
-    F.layer_norm), fused QKV, PyTorch's AdamW in place of the course's, torch.compile, and on
-    a GPU bf16 autocast. `nanogpt` is a folder holding nanoGPT's model.py: its GPT at the same
+    F.layer_norm), then Q, K and V from one product and biases added inside the products
+    (Transformer(cfg, fused=True)), PyTorch's AdamW in place of the course's, torch.compile,
+    and on a GPU bf16 autocast. `nanogpt` is a folder holding nanoGPT's model.py: its GPT at the same
     shape (its MLP is 4 d_model = d_mlp, its heads d_model / n_heads = d_head) is timed beside.
 
     The GPU when there is one, else the CPU with the threads the course model trains with
@@ -267,8 +268,8 @@ def bench_speed(steps: int = 10, nanogpt: str | None = None, threads: int | None
 
     contenders = {
         "reference, explicit attention": ours(lambda: Transformer(cfg)),
-        "fused (SDPA, F.layer_norm)": ours(lambda: Transformer(cfg, fused=True)),
-        "fused + fused QKV": ours(lambda: _fused_qkv_transformer(cfg)),
+        "SDPA, F.layer_norm": ours(lambda: _sdpa_only_transformer(cfg)),
+        "fused: + one QKV product, addmm": ours(lambda: Transformer(cfg, fused=True)),
         "fused, torch.optim.AdamW": ours(lambda: Transformer(cfg, fused=True), "torch"),
         "fused + torch.compile": ours(lambda: Transformer(cfg, fused=True), compile_=True),
     }
@@ -323,28 +324,33 @@ def bench_speed(steps: int = 10, nanogpt: str | None = None, threads: int | None
     return result
 
 
-def _fused_qkv_transformer(cfg):
-    """The fused reference with each layer's W_Q, W_K and W_V applied as one matrix."""
-    import torch
+def _sdpa_only_transformer(cfg):
+    """The reference with F.layer_norm and scaled_dot_product_attention, but Q, K and V from
+    three products and every bias added apart: Transformer(cfg, fused=True) less its fused
+    QKV and its biases inside the products, to time those apart."""
+    import einops
     import torch.nn.functional as F
 
+    from solutions.embeddings import Unembed
+    from solutions.mlp import MLP
     from solutions.transformer import FusedAttention, Transformer
 
-    class FusedQKVAttention(FusedAttention):
+    class SeparateQKVAttention(FusedAttention):
         def forward(self, x):
-            # [3 n_heads, d_model, d_head] -> one [d_model, 3 n_heads d_head] matrix.
-            W = torch.cat([self.W_Q, self.W_K, self.W_V]).transpose(0, 1).flatten(1)
-            b = torch.cat([self.b_Q, self.b_K, self.b_V]).flatten()
-            qkv = (x @ W + b).unflatten(-1, (3 * self.cfg.n_heads, self.cfg.d_head))
-            q, k, v = qkv.transpose(1, 2).chunk(3, dim=1)
+            to_heads = "batch posn d_model, n_heads d_model d_head -> batch n_heads posn d_head"
+            q = einops.einsum(x, self.W_Q, to_heads) + self.b_Q[:, None]
+            k = einops.einsum(x, self.W_K, to_heads) + self.b_K[:, None]
+            v = einops.einsum(x, self.W_V, to_heads) + self.b_V[:, None]
             z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            return z.transpose(1, 2).flatten(2) @ self.W_O.flatten(0, 1) + self.b_O
+            from_heads = "batch n_heads posn d_head, n_heads d_head d_model -> batch posn d_model"
+            return einops.einsum(z, self.W_O, from_heads) + self.b_O
 
     model = Transformer(cfg, fused=True)
+    state = model.state_dict()
     for block in model.blocks:
-        fused = FusedQKVAttention(cfg)
-        fused.load_state_dict(block.attn.state_dict())
-        block.attn = fused
+        block.attn, block.mlp = SeparateQKVAttention(cfg), MLP(cfg)
+    model.unembed = Unembed(cfg)
+    model.load_state_dict(state)
     return model
 
 
