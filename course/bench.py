@@ -190,8 +190,10 @@ def bench_speed(steps: int = 10, nanogpt: str | None = None, threads: int | None
     COURSE_TRAINING, with the usual speed switches one by one: fused kernels (SDPA and
     F.layer_norm), then Q, K and V from one product and biases added inside the products
     (Transformer(cfg, fused=True)), PyTorch's AdamW in place of the course's, torch.compile,
-    and on a GPU bf16 autocast. `nanogpt` is a folder holding nanoGPT's model.py: its GPT at the same
-    shape (its MLP is 4 d_model = d_mlp, its heads d_model / n_heads = d_head) is timed beside.
+    and on a GPU bf16 autocast. `nanogpt` is a folder holding nanoGPT's model.py: its GPT at
+    the same shape (its MLP is 4 d_model = d_mlp, its heads d_model / n_heads = d_head) is
+    timed beside, as it is (its unembedding tied to its embedding) and untied, as
+    COURSE_MODEL is.
 
     The GPU when there is one, else the CPU with the threads the course model trains with
     (or `threads`: on a machine busy with other programs, one thread times more steadily).
@@ -235,7 +237,7 @@ def bench_speed(steps: int = 10, nanogpt: str | None = None, threads: int | None
 
         return make
 
-    def nanogpt_contender(path):
+    def nanogpt_contender(path, tied=True):
         spec = importlib.util.spec_from_file_location("nanogpt_model", Path(path) / "model.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -250,7 +252,10 @@ def bench_speed(steps: int = 10, nanogpt: str | None = None, threads: int | None
                 dropout=0.0,
                 bias=True,
             )
-            model = module.GPT(config).to(device).train()
+            model = module.GPT(config)
+            if not tied:  # W_U apart from W_E, as in COURSE_MODEL
+                model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+            model = model.to(device).train()
             with contextlib.redirect_stdout(io.StringIO()):
                 opt = model.configure_optimizers(0.1, lr, betas, device.type)
 
@@ -280,6 +285,7 @@ def bench_speed(steps: int = 10, nanogpt: str | None = None, threads: int | None
         )
     if nanogpt:
         contenders["nanoGPT model.py (its AdamW)"] = nanogpt_contender(nanogpt)
+        contenders["nanoGPT, untied as COURSE_MODEL"] = nanogpt_contender(nanogpt, tied=False)
     g = torch.Generator().manual_seed(0)
     windows = torch.randint(0, cfg.d_vocab, (steps + 2, batch, cfg.n_ctx + 1), generator=g)
     runs, times, failed = {}, {}, {}

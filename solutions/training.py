@@ -114,10 +114,11 @@ class AdamW(torch.optim.Optimizer):
                 t, m, v = state["step"], state["m"], state["v"]
                 m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
                 v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                m_hat = m / (1 - beta1**t)
-                v_hat = v / (1 - beta2**t)
                 p.mul_(1 - lr * group["weight_decay"])
-                p.sub_(lr * m_hat / (v_hat.sqrt() + eps))
+                # lr * m_hat / (sqrt(v_hat) + eps), the corrections applied to numbers rather
+                # than to whole tensors: fewer passes over memory, the same values.
+                sqrt_v_hat = v.sqrt().div_(math.sqrt(1 - beta2**t))
+                p.addcdiv_(m, sqrt_v_hat.add_(eps), value=-lr / (1 - beta1**t))
 
 
 def learning_rate(step: int, tcfg: TrainConfig) -> float:
