@@ -6,7 +6,10 @@ trainers side by side on the whole corpus, written to course/data/bpe_train_time
 the chapter quotes when run with `--record` (a plain run only prints, so it never leaves the
 stored chapter out of date). Model: training throughput of the reference GPT-2 at the
 course-model config: the reference explicit and fused, and HuggingFace's GPT-2, side by side.
-`python -m course.bench checks`, `training` or `model` runs one section.
+Scaling: chapter 6's measured costs (attention time against context length, matmul
+throughput against width), written with `--record` to course/data/scaling_times.json, which
+the chapter plots. `python -m course.bench checks`, `training`, `model` or `scaling` runs one
+section.
 """
 
 import contextlib
@@ -28,6 +31,7 @@ from course.corpus import load_corpus
 BUDGET_S = 1.5
 TRAIN_VOCAB_SIZE = 4096
 TRAIN_TIMES = Path(__file__).parent / "data" / "bpe_train_times.json"
+SCALING_TIMES = Path(__file__).parent / "data" / "scaling_times.json"
 
 
 def bench_checks() -> None:
@@ -160,6 +164,74 @@ def bench_model(steps: int = 20) -> dict:
     return result
 
 
+def bench_scaling(
+    lengths: list[int] = [128, 256, 512, 1024, 2048],  # noqa: B006 (never mutated)
+    widths: list[int] = [w - i for w in range(256, 1025, 64) for i in (1, 0)],  # noqa: B006
+    repeats: int = 7,
+    record: bool = False,
+) -> dict:
+    """Chapter 6's cost curves: one head's attention (d_head 64) at each context length, and a
+    [1024, width] @ [width, width] matmul at each width, widths a multiple of 64 and one less.
+
+    Each time is the least of `repeats` runs, taken in turns (every length, then every length
+    again), on one thread, in CPU time (time.process_time): other programs on the machine hardly
+    change it, and what they still add falls on every size alike.
+    """
+    import einops
+    import torch
+
+    from solutions.attention import apply_causal_mask, attention_scores
+
+    def least_times(calls: list) -> list[float]:
+        for call in calls:
+            call()  # warm-up: first calls allocate
+        best = [float("inf")] * len(calls)
+        for _ in range(repeats):
+            for i, call in enumerate(calls):
+                start = time.process_time()
+                call()
+                best[i] = min(best[i], time.process_time() - start)
+        return best
+
+    def attention(q, k, v):
+        pattern = apply_causal_mask(attention_scores(q, k)).softmax(-1)
+        return einops.einsum(pattern, v, "b h q k, b k h d -> b q h d")
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    heads = [torch.randn(3, 1, n, 1, 64, generator=g).unbind(0) for n in lengths]
+    attention_s = least_times([lambda h=h: attention(*h) for h in heads])
+    rows = 1024
+    operands = [(torch.randn(rows, w, generator=g), torch.randn(w, w, generator=g)) for w in widths]
+    matmul_s = least_times([lambda x=x, W=W: x @ W for x, W in operands])
+    torch.set_num_threads(threads)
+    result = {
+        "lengths": lengths,
+        "d_head": 64,
+        "attention_s": [float(f"{s:.4g}") for s in attention_s],
+        "matmul_rows": rows,
+        "widths": widths,
+        "matmul_s": [float(f"{s:.4g}") for s in matmul_s],
+        "threads": 1,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+    }
+    print(f"One head's attention (d_head 64), least CPU time of {repeats}, one thread:")
+    for n, s in zip(lengths, attention_s, strict=True):
+        print(f"  context {n:>5}: {s * 1e3:8.2f} ms")
+    print(f"[{rows}, width] @ [width, width], least CPU time of {repeats}, one thread:")
+    for w, s in zip(widths, matmul_s, strict=True):
+        print(f"  width {w:>5}: {2 * rows * w * w / s / 1e9:6.1f} GFLOP/s")
+    if record:
+        SCALING_TIMES.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(
+            f"written to course/data/{SCALING_TIMES.name}, which chapter 6 plots: refresh its "
+            "solved notebook with `python -m course.notebooks build 06_scaling --force`"
+        )
+    return result
+
+
 def _huggingface_gpt2(cfg):
     """GPT2LMHeadModel with the reference's shape: untied unembedding, no dropout."""
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -185,7 +257,7 @@ def _huggingface_gpt2(cfg):
 
 def main(argv: list[str]) -> None:
     record = "--record" in argv
-    sections = [a for a in argv if a != "--record"] or ["checks", "training", "model"]
+    sections = [a for a in argv if a != "--record"] or ["checks", "training", "model", "scaling"]
     if "checks" in sections:
         bench_checks()
     if "training" in sections:
@@ -194,6 +266,9 @@ def main(argv: list[str]) -> None:
     if "model" in sections:
         print()
         bench_model()
+    if "scaling" in sections:
+        print()
+        bench_scaling(record=record)
 
 
 if __name__ == "__main__":
