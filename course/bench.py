@@ -1,6 +1,6 @@
 """Time the course's code: `python -m course.bench` (or `make bench`).
 
-Three sections. Checks: every checker on its reference solution; a check should answer in about
+Checks: every checker on its reference solution; a check should answer in about
 a second on a 2-core laptop CPU, and slower ones are flagged. Training: chapter 1's two BPE
 trainers side by side on the whole corpus, written to course/data/bpe_train_times.json, which
 the chapter quotes when run with `--record` (a plain run only prints, so it never leaves the
