@@ -160,11 +160,11 @@ def run_isolated(path: Path, time_limit: float = TIME_LIMIT) -> tuple[nbformat.N
                 process.wait()
         if out.exists() and stop_file.exists():
             return nbformat.read(out, as_version=4), json.loads(stop_file.read_text())
-        log_tail = (Path(tmp) / "log.txt").read_text(errors="replace").strip().splitlines()[-1:]
-        stop = {
-            "status": TIMED_OUT if process.returncode is None or process.returncode < 0 else NOT_RUN
-        }
-        stop.update(cell=0, detail=f"the grader's worker failed: {' '.join(log_tail)}".strip())
+        # The worker itself was killed (past the time limit and the grace), or it crashed.
+        stop = {"status": TIMED_OUT, "cell": 0, "detail": _limit(time_limit)}
+        if process.returncode is not None and process.returncode >= 0:
+            log = (Path(tmp) / "log.txt").read_text(errors="replace").strip().splitlines()[-1:]
+            stop.update(status=NOT_RUN, detail=f"the grader could not run it: {' '.join(log)}")
         return nbformat.read(copy, as_version=4), stop
 
 
@@ -330,6 +330,8 @@ def progress_text(graded: Graded) -> str:
 def progress_markdown(results: list[Graded]) -> str:
     lines = ["## Exercises", "", "| chapter | exercises passed |", "|---|---|"]
     lines += [f"| {g.chapter or g.path.name} | {g.passed} of {len(g.rows)} |" for g in results]
+    passed, total = sum(g.passed for g in results), sum(len(g.rows) for g in results)
+    lines += ["", f"**{passed} of {total} exercises pass.**"]
     for graded in results:
         lines += ["", f"### {graded.chapter or graded.path.name}", ""]
         if graded.problem:

@@ -80,6 +80,12 @@ def test_ci_runs_ci_run_and_publishes_the_book_to_pages():
     assert upload[0]["if"] == job["if"] and "pull_request" in job["if"]
 
 
+def test_ci_leaves_learners_forks_to_the_grade_workflow():
+    # A fork's exercise notebooks hold a learner's work, which `make test` would call stale.
+    (condition,) = [job["if"] for job in load(CI)["jobs"].values() if "needs" not in job]
+    assert condition.replace(" ", "") == "${{!github.event.repository.fork}}"
+
+
 def test_ci_grants_no_more_than_reading_by_default():
     assert load(CI)["permissions"] == {"contents": "read"}
     assert load(GRADE)["permissions"] == {"contents": "read"}
