@@ -254,3 +254,20 @@ def test_a_worker_past_its_grace_is_killed_with_its_kernel(tmp_path, monkeypatch
     statuses = {r.exercise: r.status for r in graded.rows}
     assert statuses["matmul"] == statuses["dot"] == "timed out"
     assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
+
+
+def test_instructor_command_line_writes_the_gradebook_and_its_summary(tmp_path, capsys):
+    # Submissions that need no kernel, so the command runs in a moment.
+    folder = write(tmp_path / "class", {"dan/00_toolkit.ipynb": "", "fay.docx": "essay"})
+    points = tmp_path / "points.json"
+    points.write_text('{"matmul": 3}')
+    summary = tmp_path / "summary.md"
+    argv = ["--instructor", str(folder), "--out", str(tmp_path / "out"), "--chapter", CHAPTER]
+    argv += ["--points", str(points), "--markdown", str(summary)]
+    assert grade.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "dan" in out and "fay" in out and "gradebook.csv" in out
+    book = json.loads((tmp_path / "out" / "gradebook.json").read_text())
+    difficulty = sum(d for _, d in grade.exercises_of(CHAPTER))
+    assert [x["max_points"] for x in book["learners"]] == [difficulty + 2] * 2  # matmul: 1 -> 3
+    assert f"| dan | 0 / {difficulty + 2} |" in summary.read_text()
