@@ -82,8 +82,9 @@ def learner_rows(
     rows: list[dict] = []
 
     def row(chapter, exercise, status, earned, possible, message, file):
-        rows.append(dict(zip(COLUMNS, [learner, chapter, exercise, status, _number(earned),
-                                       _number(possible), message, str(file)], strict=True)))  # fmt: skip
+        values = [learner, chapter, exercise, status, _number(earned), _number(possible)]
+        values += [message, str(file)]
+        rows.append(dict(zip(COLUMNS, values, strict=True)))
 
     by_chapter: dict[str, Graded] = {}
     ordered = sorted(files, key=lambda p: (p.stem != graded[p].chapter, p.name))
@@ -92,15 +93,8 @@ def learner_rows(
         if g.chapter in chapters and g.chapter not in by_chapter:
             by_chapter[g.chapter] = g
         elif g.chapter in chapters:
-            row(
-                g.chapter,
-                "",
-                "ignored",
-                0,
-                0,
-                f"{by_chapter[g.chapter].path.name} was graded",
-                path,
-            )
+            other = by_chapter[g.chapter].path.name
+            row(g.chapter, "", "ignored", 0, 0, f"{other} was graded for this chapter", path)
         elif g.chapter:
             row(g.chapter, "", "ignored", 0, 0, "this chapter is not in the assignment", path)
         else:
@@ -160,6 +154,8 @@ def build(
     csv_rows = []
     for learner, paths in learners.items():
         rows = learner_rows(learner, paths, graded, chapters, table or {})
+        for r in rows:  # files named as in the submissions folder
+            r["file"] = r["file"] and Path(r["file"]).relative_to(folder).as_posix()
         summary = total(learner, rows)
         csv_rows += rows + [summary]
         book["learners"].append(

@@ -103,6 +103,7 @@ def test_a_passing_submission_earns_each_exercise_its_difficulty(graded):
     assert rows["ada", "matmul"]["message"].startswith("matmul passed")
     assert rows["ada", "dot"]["status"] == "passed", rows["ada", "dot"]
     assert rows["ada", "matmul"]["points"] == rows["ada", "matmul"]["max_points"] == 1
+    assert rows["ada", "matmul"]["file"] == "ada/00_toolkit.ipynb"
     # Every exercise of the chapter has a row; those without a check cell earn nothing.
     exercises = [name for name, _ in grade.exercises_of(CHAPTER)]
     assert [r["exercise"] for r in book["learners"][0]["rows"]] == exercises
@@ -258,7 +259,8 @@ def test_a_worker_past_its_grace_is_killed_with_its_kernel(tmp_path, monkeypatch
 
 def test_instructor_command_line_writes_the_gradebook_and_its_summary(tmp_path, capsys):
     # Submissions that need no kernel, so the command runs in a moment.
-    folder = write(tmp_path / "class", {"dan/00_toolkit.ipynb": "", "fay.docx": "essay"})
+    files = {"dan/00_toolkit.ipynb": "", "dan/00_toolkit-old.ipynb": "{", "fay.docx": "essay"}
+    folder = write(tmp_path / "class", files)
     points = tmp_path / "points.json"
     points.write_text('{"matmul": 3}')
     summary = tmp_path / "summary.md"
@@ -271,3 +273,11 @@ def test_instructor_command_line_writes_the_gradebook_and_its_summary(tmp_path, 
     difficulty = sum(d for _, d in grade.exercises_of(CHAPTER))
     assert [x["max_points"] for x in book["learners"]] == [difficulty + 2] * 2  # matmul: 1 -> 3
     assert f"| dan | 0 / {difficulty + 2} |" in summary.read_text()
+    # Two notebooks for one chapter: the one named exactly after it is graded.
+    dan = {r["file"]: r for r in book["learners"][0]["rows"] if r["exercise"] == "matmul"}
+    assert (
+        list(dan) == ["dan/00_toolkit.ipynb"] and dan["dan/00_toolkit.ipynb"]["status"] == "empty"
+    )
+    (ignored,) = [r for r in book["learners"][0]["rows"] if r["status"] == "ignored"]
+    assert ignored["file"] == "dan/00_toolkit-old.ipynb"
+    assert "00_toolkit.ipynb was graded" in ignored["message"]
