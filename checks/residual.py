@@ -113,6 +113,8 @@ def compare_caches(check, got, expected: dict[str, torch.Tensor], model) -> None
     named after the activation it matches, if any."""
     if not isinstance(got, dict):
         check.fail(f"the cache should be a dict from names to tensors, got {type(got).__name__}.")
+    if not got:
+        check.fail("nothing was recorded: pass each activation through the hook, by its name.")
     missing = [name for name in expected if name not in got]
     extra = [name for name in got if name not in expected]
     if getattr(model.blocks[0], "mlp", None) is None:
@@ -269,6 +271,7 @@ def check_decompose_resid(check, decompose_resid):
             if label.endswith(" b_O"):
                 n = model.cfg.n_heads
                 heads_with_bias[i - n : i] += want[i] / n
+                heads_with_bias[i] = 0.0
         check.tensor(
             parts,
             want,
