@@ -144,7 +144,8 @@ def compare_caches(check, got, expected: dict[str, torch.Tensor], model) -> None
                 if other != name and value.shape == want.shape and _close(have, value, 1e-4, 1e-5):
                     check.fail(
                         f"what you recorded as {name} is what TransformerLens records as "
-                        f"{other}: record each activation where it is computed."
+                        f"{other}: record each activation where it is computed (and never "
+                        "change it in place afterwards: `x += ...` changes what was recorded)."
                     )
         check.tensor(have, want, what=name, mistakes=_specific_mistakes(name, finite, model))
 
@@ -346,7 +347,7 @@ def check_logit_lens(check, logit_lens):
             [unembed(ln(s)) for s in post]
         )
         got = check.call(logit_lens, cache, model)
-        check.tensor(got, want, what="logit lens", mistakes=mistakes, shapes=shapes)
+        check.tensor(got, want, what="logits of the lens", mistakes=mistakes, shapes=shapes)
         check.tensor(got[-1], logits, what="last layer of the lens (the model's own logits)")
 
 
