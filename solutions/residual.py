@@ -82,9 +82,8 @@ def run_with_hooks(
 ) -> Float[Tensor, "batch posn d_vocab"]:
     """The model's forward pass, each activation passed through `hook(name, activation)`
     under its TransformerLens name, the run going on with what the hook returns."""
-    residual = hook("hook_embed", model.embed(tokens)) + hook(
-        "hook_pos_embed", model.pos_embed(tokens)
-    )
+    embed = hook("hook_embed", model.embed(tokens))
+    residual = embed + hook("hook_pos_embed", model.pos_embed(tokens))
     for i, block in enumerate(model.blocks):
         b = f"blocks.{i}"
         resid_pre = hook(f"{b}.hook_resid_pre", residual)
