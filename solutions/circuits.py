@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from course.config import Config
 from solutions.attention import Attention, w_ov, w_qk
 from solutions.embeddings import Embed, PosEmbed, Unembed
+from solutions.residual import attention_with_hooks
 
 # The chapter's two models: one layer on the offline corpus, tokenised by a BPE of 1024
 # tokens (so each d_vocab × d_vocab path matrix holds a million entries), and two layers on
@@ -236,28 +237,24 @@ def composition_baseline(cfg: Config, kind: str, samples: int = 20, seed: int = 
 # --- Reading the stream of an attention-only model ------------------------------------
 
 
-@torch.no_grad()
-def stream_parts(
+def run_attn_only_with_cache(
     model: AttnOnlyTransformer, tokens: Int[Tensor, "batch posn"]
-) -> tuple[Float[Tensor, "component batch posn d_model"], list[str]]:
-    """The final residual stream as a stack of the parts that sum to it, and their labels:
-    embed, pos_embed, then per layer each head's output (L0H0, ..., its b_V included) and
-    the layer's b_O. With no LayerNorm, W_U reads each part on its own."""
-    residual = model.embed(tokens) + model.pos_embed(tokens)
-    parts, labels = [model.embed(tokens), model.pos_embed(tokens)], ["embed", "pos_embed"]
+) -> tuple[Float[Tensor, "batch posn d_vocab"], dict[str, Tensor]]:
+    """Part one's `run_with_cache` for a model without LayerNorm: the logits, and each
+    activation under its TransformerLens name (hook_embed, blocks.0.hook_resid_pre,
+    blocks.0.attn.hook_pattern, blocks.0.attn.hook_z, ...), so that part one's
+    `decompose_resid` and `logit_lens` read it as they read the full model's cache."""
+    cache = {}
+
+    def record(name: str, activation: Tensor) -> Tensor:
+        cache[name] = activation
+        return activation
+
+    residual = record("hook_embed", model.embed(tokens))
+    residual = residual + record("hook_pos_embed", model.pos_embed(tokens))
     for i, block in enumerate(model.blocks):
-        attn = block.attn
-        pattern = attn.pattern(residual)
-        v = (
-            einops.einsum(
-                residual,
-                attn.W_V,
-                "batch posn d_model, n_heads d_model d_head -> n_heads batch posn d_head",
-            )
-            + attn.b_V[:, None, None]
-        )
-        heads = pattern.transpose(0, 1) @ v @ attn.W_O[:, None]  # n_heads batch posn d_model
-        parts += [*heads, attn.b_O.expand_as(residual)]
-        labels += [f"L{i}H{h}" for h in range(attn.cfg.n_heads)] + [f"L{i} b_O"]
-        residual = residual + heads.sum(0) + attn.b_O
-    return torch.stack(parts), labels
+        resid_pre = record(f"blocks.{i}.hook_resid_pre", residual)
+        attn_out = attention_with_hooks(block.attn, resid_pre, f"blocks.{i}.attn", record)
+        residual = resid_pre + record(f"blocks.{i}.hook_attn_out", attn_out)
+        record(f"blocks.{i}.hook_resid_post", residual)
+    return model.unembed(residual), cache

@@ -12,6 +12,7 @@ from course import train_circuits
 from solutions.attention import w_ov, w_qk
 from solutions.circuits import (
     AttnOnlyTransformer,
+    attention_patterns,
     composition_scores,
     direct_path,
     induction_score,
@@ -19,9 +20,10 @@ from solutions.circuits import (
     path_expansion_logits,
     prev_token_score,
     qk_circuit,
+    run_attn_only_with_cache,
     skip_trigrams,
-    stream_parts,
 )
+from solutions.residual import decompose_resid, logit_lens
 from solutions.training import TrainConfig
 from support import assert_accepts, assert_rejects
 
@@ -327,13 +329,21 @@ def test_path_expansion_equals_the_shipped_model_s_logits():
         )
 
 
-def test_stream_parts_sum_to_the_final_stream():
+def test_the_attn_only_cache_serves_part_one_s_tools():
     model = train_circuits.load_model("induction")
     tokens = train_circuits.induction_eval_tokens()[:4]
-    parts, labels = stream_parts(model, tokens)
-    assert labels[:3] == ["embed", "pos_embed", "L0H0"] and labels[-1] == "L1 b_O"
     with torch.no_grad():
-        torch.testing.assert_close(model.unembed(parts.sum(0)), model(tokens), atol=1e-4, rtol=1e-4)
+        logits, cache = run_attn_only_with_cache(model, tokens)
+        torch.testing.assert_close(logits, model(tokens))
+        torch.testing.assert_close(
+            cache["blocks.1.attn.hook_pattern"], attention_patterns(model, tokens)[1]
+        )
+        parts, labels = decompose_resid(cache, model)
+        assert labels[:3] == ["embed", "pos_embed", "L0H0"] and labels[-1] == "L1 b_O"
+        torch.testing.assert_close(model.unembed(parts.sum(0)), logits, atol=1e-4, rtol=1e-4)
+        lens = logit_lens(cache, model)
+        assert lens.shape[0] == 3
+        torch.testing.assert_close(lens[-1], logits)
 
 
 def test_attn_only_transformer_has_the_course_s_module_names():
