@@ -31,8 +31,9 @@ def _model(cfg: Config, seed: int, n_layers: int = 2) -> ref.AttnOnlyTransformer
 
 
 def _refusing(model: ref.AttnOnlyTransformer) -> ref.AttnOnlyTransformer:
-    """The model with every forward that computes an output refused: the logits must come
-    from the paths, not from running the model. Patterns, embeddings stay allowed."""
+    """The model with its forward, its blocks' and attention's refused: the logits must come
+    from the paths, not from running the model. Patterns, embeddings, the unembedding and
+    ln1 (the identity) stay allowed."""
 
     def refuse(*args, **kwargs):
         raise RuntimeError(
@@ -40,7 +41,7 @@ def _refusing(model: ref.AttnOnlyTransformer) -> ref.AttnOnlyTransformer:
             "forward (the pattern, from attn.pattern, and the embeddings are fine)"
         )
 
-    for module in [model, model.unembed, *model.blocks, *(b.attn for b in model.blocks)]:
+    for module in [model, *model.blocks, *(b.attn for b in model.blocks)]:
         module.forward = refuse
     return model
 
