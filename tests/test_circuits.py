@@ -415,3 +415,19 @@ def test_the_shipped_models_learned_what_the_chapter_says():
 def test_shipped_files_are_small():
     total = sum(p.stat().st_size for p in train_circuits.OUT.iterdir())
     assert total < 500_000, total
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (lambda m, kind: None, "did you forget `return`"),
+        (lambda m, kind: 0.5, "should be a torch.Tensor"),
+        (lambda m, kind: composition_scores(m, kind)[0], "have shape"),
+        (lambda m, kind: composition_scores(m, kind) * float("nan"), "NaN"),
+        (lambda m, kind: {"K": 1}[kind] + torch.zeros(1), "have shape"),
+        (lambda m, kind: m.blocks[2], "raised IndexError"),
+    ],
+    ids=["none", "float", "row", "nan", "one-element", "raises"],
+)
+def test_check_composition_scores_turns_broken_code_into_a_verdict(fn, message):
+    assert_rejects(checks.check_composition_scores, fn, message)
