@@ -1,10 +1,10 @@
 # One front door: `make book`, `make lab`, `make grade`, `make gradebook`, `make test`,
-# `make notebooks`, `make bench`, `make course-model`.
+# `make notebooks`, `make bench`, `make course-model`, `make circuits`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv book lab grade gradebook test notebooks bench course-model lint clean
+.PHONY: venv book lab grade gradebook test notebooks bench course-model circuits lint clean
 
 venv: $(VENV)/.installed
 
@@ -57,6 +57,11 @@ bench: venv
 # when there is one) and rewrite course/data/course_model/.
 course-model: venv
 	$(BIN)/python -m course.train_course_model
+
+# Retrain chapter 5's two attention-only models (under two minutes on a 2-core CPU) and
+# rewrite course/data/circuits/.
+circuits: venv
+	$(BIN)/python -m course.train_circuits
 
 lint: venv
 	$(BIN)/ruff check .
