@@ -340,12 +340,12 @@ def greedy_trap() -> ref.BigramModel:
     """A bigram model on 4 tokens where greedy decoding misses the most probable pair.
 
     After token 0: token 1 has probability 0.6, token 2 has 0.4. After 1 the next token is
-    a coin toss over 4 (best 0.25); after 2, token 3 is almost certain (0.9). Greedy takes
-    1 (0.6 × 0.25 = 0.15); the best pair is 2, 3 (0.4 × 0.9 = 0.36)."""
+    unsure (at best 3, 0.4); after 2, token 3 is almost certain (0.9). Greedy takes 1, 3
+    (0.6 × 0.4 = 0.24); the best pair is 2, 3 (0.4 × 0.9 = 0.36)."""
     probs = torch.tensor(
         [
             [0.0, 0.6, 0.4, 0.0],
-            [0.25, 0.25, 0.25, 0.25],
+            [0.1, 0.2, 0.3, 0.4],
             [0.05, 0.0, 0.05, 0.9],
             [0.25, 0.25, 0.25, 0.25],
         ]
@@ -357,7 +357,7 @@ def greedy_trap() -> ref.BigramModel:
 def check_beam_search(check, beam_search):
     random_bigram = ref.BigramModel(torch.randn(6, 6, generator=seeded(5)) * 2)
     cases = [
-        (greedy_trap(), [0], 2, 2, "greedy takes 1, then anything (0.15); the best pair is 2, 3 (0.36)"),
+        (greedy_trap(), [0], 2, 2, "greedy takes 1, 3 (0.24); the best pair is 2, 3 (0.36)"),
         (random_bigram, [0, 4], 3, 4, "a random bigram model, 3 beams, 4 tokens"),
         (random_bigram, [2], 36, 3, "36 beams over 6 tokens keep every 2-token prefix: exact"),
     ]  # fmt: skip

@@ -41,6 +41,7 @@ def parameter_count(cfg: Config, tied: bool = False) -> int:
 # `lm_head` is an nn.Linear (weight [d_vocab, d_model]), tied to the token embedding `wte`,
 # without a bias.
 
+# (Its per-head patterns, for the checkers.)
 TO_HEADS = "d_model (n_heads d_head) -> n_heads d_model d_head"
 FROM_HEADS = "n_heads d_model d_head -> d_model (n_heads d_head)"
 
@@ -59,7 +60,9 @@ def hf_to_course(hf: dict[str, Tensor], cfg: Config) -> dict[str, Tensor]:
         W_Q, W_K, W_V = hf[h + "attn.c_attn.weight"].chunk(3, dim=-1)
         b_Q, b_K, b_V = hf[h + "attn.c_attn.bias"].chunk(3)
         for name, W, bias in zip("QKV", (W_Q, W_K, W_V), (b_Q, b_K, b_V), strict=True):
-            state[b + f"attn.W_{name}"] = einops.rearrange(W, TO_HEADS, **heads)
+            state[b + f"attn.W_{name}"] = einops.rearrange(
+                W, "d_model (n_heads d_head) -> n_heads d_model d_head", **heads
+            )
             state[b + f"attn.b_{name}"] = einops.rearrange(
                 bias, "(n_heads d_head) -> n_heads d_head", **heads
             )
@@ -106,7 +109,13 @@ def course_to_hf(state: dict[str, Tensor], cfg: Config) -> dict[str, Tensor]:
         h, b = f"transformer.h.{layer}.", f"blocks.{layer}."
         hf[h + "ln_1.weight"], hf[h + "ln_1.bias"] = state[b + "ln1.w"], state[b + "ln1.b"]
         hf[h + "attn.c_attn.weight"] = torch.cat(
-            [einops.rearrange(state[b + f"attn.W_{n}"], FROM_HEADS) for n in "QKV"], dim=-1
+            [
+                einops.rearrange(
+                    state[b + f"attn.W_{n}"], "n_heads d_model d_head -> d_model (n_heads d_head)"
+                )
+                for n in "QKV"
+            ],
+            dim=-1,
         )
         hf[h + "attn.c_attn.bias"] = torch.cat([state[b + f"attn.b_{n}"].flatten() for n in "QKV"])
         hf[h + "attn.c_proj.weight"] = einops.rearrange(
