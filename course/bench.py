@@ -1,12 +1,14 @@
 """Time the course's code: `python -m course.bench` (or `make bench`).
 
-Three sections. Checks: every checker on its reference solution; a check should answer in about
+Four sections. Checks: every checker on its reference solution; a check should answer in about
 a second on a 2-core laptop CPU, and slower ones are flagged. Training: chapter 1's two BPE
 trainers side by side on the whole corpus, written to course/data/bpe_train_times.json, which
 the chapter quotes when run with `--record` (a plain run only prints, so it never leaves the
 stored chapter out of date). Model: training throughput of the reference GPT-2 at the
 course-model config: the reference explicit and fused, and HuggingFace's GPT-2, side by side.
-`python -m course.bench checks`, `training` or `model` runs one section.
+GPT-2: chapter 7's GPT-2 small against HuggingFace's on the same weights, a forward pass and
+100 tokens of greedy generation (with and without the KV cache), which chapter 7 quotes.
+`python -m course.bench checks`, `training`, `model` or `gpt2` runs one section.
 """
 
 import contextlib
