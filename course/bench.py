@@ -8,8 +8,10 @@ stored chapter out of date). Model: training throughput of the reference GPT-2 a
 course-model config: the reference explicit and fused, and HuggingFace's GPT-2, side by side.
 Scaling: chapter 6's measured costs (attention time against context length, matmul
 throughput against width), written with `--record` to course/data/scaling_times.json, which
-the chapter plots. `python -m course.bench checks`, `training`, `model` or `scaling` runs one
-section.
+the chapter plots. GPT-2: chapter 7's GPT-2 small against HuggingFace's on the same weights, a
+forward pass and 100 tokens of greedy generation (with and without the KV cache), which
+chapter 7 quotes. `python -m course.bench checks`, `training`, `model`, `scaling` or `gpt2`
+runs one section.
 """
 
 import contextlib
@@ -232,6 +234,83 @@ def bench_scaling(
     return result
 
 
+def bench_gpt2(repeats: int = 3, new_tokens: int = 100) -> dict:
+    """Chapter 7: GPT-2 small (random weights, the same in both) in the reference and in
+    HuggingFace's GPT2LMHeadModel. (a) A forward pass over one batch, (b) greedy generation
+    of `new_tokens` tokens after a 10-token prompt: the reference with and without its KV
+    cache, and HuggingFace's `generate` (with its cache), which must agree token for token.
+
+    Median wall time of `repeats` runs (the contenders taking turns), no gradients, the
+    machine's default threads.
+    """
+    import torch
+
+    from course.config import Config
+    from solutions.gpt2 import to_huggingface
+    from solutions.sampling import generate
+    from solutions.transformer import Transformer
+
+    torch.manual_seed(0)
+    explicit = Transformer(Config()).eval()
+    with torch.no_grad():
+        explicit.unembed.b_U.zero_()
+    fused = Transformer(Config(), fused=True).eval()
+    fused.load_state_dict(explicit.state_dict())
+    hf_model = to_huggingface(explicit)
+    g = torch.Generator().manual_seed(0)
+    batch = torch.randint(0, 50257, (2, 128), generator=g)
+    prompt = torch.randint(0, 50257, (1, 10), generator=g)
+
+    def hf_generate():
+        out = hf_model.generate(
+            prompt, max_new_tokens=new_tokens, do_sample=False, pad_token_id=0, use_cache=True
+        )
+        return out[0, prompt.shape[1] :].tolist()
+
+    forward = {
+        "reference, explicit": lambda: explicit(batch),
+        "reference, fused": lambda: fused(batch),
+        "HuggingFace GPT2LMHeadModel": lambda: hf_model(batch).logits,
+    }
+    generation = {
+        "reference, fused, KV cache": lambda: generate(
+            fused, prompt.tolist(), new_tokens, temperature=0.0
+        )[0],
+        "reference, fused, no cache": lambda: generate(
+            fused, prompt.tolist(), new_tokens, temperature=0.0, use_cache=False
+        )[0],
+        "HuggingFace generate (cache)": hf_generate,
+    }
+    results = {}
+    for title, contenders, unit in [
+        (f"GPT-2 small forward pass, batch {tuple(batch.shape)}", forward, "s"),
+        (f"GPT-2 small, {new_tokens} tokens of greedy generation", generation, "s"),
+    ]:
+        times = {name: [] for name in contenders}
+        outputs = {}
+        with torch.no_grad():
+            for _ in range(repeats):
+                for name, run in contenders.items():
+                    start = time.perf_counter()
+                    outputs[name] = run()
+                    times[name].append(time.perf_counter() - start)
+        medians = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+        baseline = medians[list(contenders)[-1]]
+        print(f"{title}, median of {repeats}, {torch.get_num_threads()} threads:")
+        for name, seconds in medians.items():
+            print(
+                f"  {name:<34}{seconds:8.3f} {unit}  {baseline / seconds:5.2f}x HuggingFace's speed"
+            )
+        values = list(outputs.values())
+        if isinstance(values[0], list):
+            same = all(v == values[0] for v in values)
+        else:
+            same = all((v - values[0]).abs().max().item() < 1e-3 for v in values)
+        print(f"  all agree: {same}")
+        results[title] = medians
+    return results
+
+
 def _huggingface_gpt2(cfg):
     """GPT2LMHeadModel with the reference's shape: untied unembedding, no dropout."""
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -257,7 +336,13 @@ def _huggingface_gpt2(cfg):
 
 def main(argv: list[str]) -> None:
     record = "--record" in argv
-    sections = [a for a in argv if a != "--record"] or ["checks", "training", "model", "scaling"]
+    sections = [a for a in argv if a != "--record"] or [
+        "checks",
+        "training",
+        "model",
+        "scaling",
+        "gpt2",
+    ]
     if "checks" in sections:
         bench_checks()
     if "training" in sections:
@@ -269,6 +354,9 @@ def main(argv: list[str]) -> None:
     if "scaling" in sections:
         print()
         bench_scaling(record=record)
+    if "gpt2" in sections:
+        print()
+        bench_gpt2()
 
 
 if __name__ == "__main__":
