@@ -53,7 +53,7 @@ def test_setup_states_the_graders_time_limit_and_python():
 
 def test_intro_says_how_to_see_progress():
     intro = (ROOT / "book" / "intro.md").read_text()
-    assert "`make grade`" in intro and "Setup page" in intro
+    assert "`make grade`" in intro and "{doc}`setup` page" in intro
 
 
 def theme(url: str, **launch) -> SimpleNamespace:
