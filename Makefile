@@ -1,10 +1,10 @@
-# One front door: `make book`, `make lab`, `make grade`, `make test`, `make notebooks`,
-# `make bench`, `make course-model`.
+# One front door: `make book`, `make lab`, `make grade`, `make gradebook`, `make test`,
+# `make notebooks`, `make bench`, `make course-model`, `make circuits`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv book lab grade test notebooks bench course-model lint clean
+.PHONY: venv book lab grade gradebook test notebooks bench course-model circuits lint clean
 
 venv: $(VENV)/.installed
 
@@ -22,9 +22,17 @@ book: venv
 lab: venv
 	$(BIN)/jupyter lab exercises/
 
-# Run every exercise notebook on a copy and list which checks pass; fails if any does not.
+# Run a copy of every exercise notebook and show, chapter by chapter, which exercises pass;
+# fails unless all do. `make grade GRADE_ARGS="--markdown summary.md"` also writes the tables
+# in Markdown (the learners' GitHub workflow puts them in its job summary).
 grade: venv
-	$(BIN)/python -m course.grade exercises/*.ipynb
+	$(BIN)/python -m course.grade exercises $(GRADE_ARGS)
+
+# An instructor's gradebook over a folder of submissions, one folder or notebook per learner:
+# `make gradebook SUBMISSIONS=path/to/class` writes gradebook/gradebook.csv and .json.
+GRADEBOOK ?= gradebook
+gradebook: venv
+	$(BIN)/python -m course.grade --instructor "$(SUBMISSIONS)" --out "$(GRADEBOOK)" $(GRADE_ARGS)
 
 # Lint, checker tests, generated-notebook tests, the book build, the browser test, and
 # nbval (strict) over the solved notebooks. This is what .ci/run runs.
@@ -49,6 +57,11 @@ bench: venv
 # when there is one) and rewrite course/data/course_model/.
 course-model: venv
 	$(BIN)/python -m course.train_course_model
+
+# Retrain chapter 5's two attention-only models (under two minutes on a 2-core CPU) and
+# rewrite course/data/circuits/.
+circuits: venv
+	$(BIN)/python -m course.train_circuits
 
 lint: venv
 	$(BIN)/ruff check .

@@ -1,14 +1,19 @@
 """Time the course's code: `python -m course.bench` (or `make bench`).
 
-Four sections. Checks: every checker on its reference solution; a check should answer in about
+Checks: every checker on its reference solution; a check should answer in about
 a second on a 2-core laptop CPU, and slower ones are flagged. Training: chapter 1's two BPE
 trainers side by side on the whole corpus, written to course/data/bpe_train_times.json, which
 the chapter quotes when run with `--record` (a plain run only prints, so it never leaves the
 stored chapter out of date). Model: training throughput of the reference GPT-2 at the
 course-model config: the reference explicit and fused, and HuggingFace's GPT-2, side by side.
-Speed: the same model's training step with the usual speed switches, one by one
-(`--nanogpt PATH` adds nanoGPT's model.py from PATH, side by side).
-`python -m course.bench checks`, `training`, `model` or `speed` runs one section.
+Scaling: chapter 6's measured costs (attention time against context length, matmul
+throughput against width), written with `--record` to course/data/scaling_times.json, which
+the chapter plots. GPT-2: chapter 7's GPT-2 small against HuggingFace's on the same weights, a
+forward pass and 100 tokens of greedy generation (with and without the KV cache), which
+chapter 7 quotes. Speed: the course model's training step with the usual speed switches, one
+by one, which chapter 6b quotes (`--nanogpt PATH` adds nanoGPT's model.py from PATH, side by
+side). `python -m course.bench checks`, `training`, `model`, `scaling`, `gpt2` or `speed`
+runs one section.
 """
 
 import contextlib
@@ -30,6 +35,7 @@ from course.corpus import load_corpus
 BUDGET_S = 1.5
 TRAIN_VOCAB_SIZE = 4096
 TRAIN_TIMES = Path(__file__).parent / "data" / "bpe_train_times.json"
+SCALING_TIMES = Path(__file__).parent / "data" / "scaling_times.json"
 
 
 def bench_checks() -> None:
@@ -160,6 +166,151 @@ def bench_model(steps: int = 20) -> dict:
             f"({sizes[name] / 1e6:.2f}M parameters)"
         )
     return result
+
+
+def bench_scaling(
+    lengths: list[int] = [128, 256, 512, 1024, 2048],  # noqa: B006 (never mutated)
+    widths: list[int] = [w - i for w in range(256, 1025, 64) for i in (1, 0)],  # noqa: B006
+    repeats: int = 7,
+    record: bool = False,
+) -> dict:
+    """Chapter 6's cost curves: one head's attention (d_head 64) at each context length, and a
+    [1024, width] @ [width, width] matmul at each width, widths a multiple of 64 and one less.
+
+    Each time is the least of `repeats` runs, taken in turns (every length, then every length
+    again), on one thread, in CPU time (time.process_time): other programs on the machine hardly
+    change it, and what they still add falls on every size alike.
+    """
+    import einops
+    import torch
+
+    from solutions.attention import apply_causal_mask, attention_scores
+
+    def least_times(calls: list) -> list[float]:
+        for call in calls:
+            call()  # warm-up: first calls allocate
+        best = [float("inf")] * len(calls)
+        for _ in range(repeats):
+            for i, call in enumerate(calls):
+                start = time.process_time()
+                call()
+                best[i] = min(best[i], time.process_time() - start)
+        return best
+
+    def attention(q, k, v):
+        pattern = apply_causal_mask(attention_scores(q, k)).softmax(-1)
+        return einops.einsum(pattern, v, "b h q k, b k h d -> b q h d")
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    heads = [torch.randn(3, 1, n, 1, 64, generator=g).unbind(0) for n in lengths]
+    attention_s = least_times([lambda h=h: attention(*h) for h in heads])
+    rows = 1024
+    operands = [(torch.randn(rows, w, generator=g), torch.randn(w, w, generator=g)) for w in widths]
+    matmul_s = least_times([lambda x=x, W=W: x @ W for x, W in operands])
+    torch.set_num_threads(threads)
+    result = {
+        "lengths": lengths,
+        "d_head": 64,
+        "attention_s": [float(f"{s:.4g}") for s in attention_s],
+        "matmul_rows": rows,
+        "widths": widths,
+        "matmul_s": [float(f"{s:.4g}") for s in matmul_s],
+        "threads": 1,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+    }
+    print(f"One head's attention (d_head 64), least CPU time of {repeats}, one thread:")
+    for n, s in zip(lengths, attention_s, strict=True):
+        print(f"  context {n:>5}: {s * 1e3:8.2f} ms")
+    print(f"[{rows}, width] @ [width, width], least CPU time of {repeats}, one thread:")
+    for w, s in zip(widths, matmul_s, strict=True):
+        print(f"  width {w:>5}: {2 * rows * w * w / s / 1e9:6.1f} GFLOP/s")
+    if record:
+        SCALING_TIMES.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(
+            f"written to course/data/{SCALING_TIMES.name}, which chapter 6 plots: refresh its "
+            "solved notebook with `python -m course.notebooks build 06_scaling --force`"
+        )
+    return result
+
+
+def bench_gpt2(repeats: int = 3, new_tokens: int = 100) -> dict:
+    """Chapter 7: GPT-2 small (random weights, the same in both) in the reference and in
+    HuggingFace's GPT2LMHeadModel. (a) A forward pass over one batch, (b) greedy generation
+    of `new_tokens` tokens after a 10-token prompt: the reference with and without its KV
+    cache, and HuggingFace's `generate` (with its cache), which must agree token for token.
+
+    Median wall time of `repeats` runs (the contenders taking turns), no gradients, the
+    machine's default threads.
+    """
+    import torch
+
+    from course.config import Config
+    from solutions.gpt2 import to_huggingface
+    from solutions.sampling import generate
+    from solutions.transformer import Transformer
+
+    torch.manual_seed(0)
+    explicit = Transformer(Config()).eval()
+    with torch.no_grad():
+        explicit.unembed.b_U.zero_()
+    fused = Transformer(Config(), fused=True).eval()
+    fused.load_state_dict(explicit.state_dict())
+    hf_model = to_huggingface(explicit)
+    g = torch.Generator().manual_seed(0)
+    batch = torch.randint(0, 50257, (2, 128), generator=g)
+    prompt = torch.randint(0, 50257, (1, 10), generator=g)
+
+    def hf_generate():
+        out = hf_model.generate(
+            prompt, max_new_tokens=new_tokens, do_sample=False, pad_token_id=0, use_cache=True
+        )
+        return out[0, prompt.shape[1] :].tolist()
+
+    forward = {
+        "reference, explicit": lambda: explicit(batch),
+        "reference, fused": lambda: fused(batch),
+        "HuggingFace GPT2LMHeadModel": lambda: hf_model(batch).logits,
+    }
+    generation = {
+        "reference, fused, KV cache": lambda: generate(
+            fused, prompt.tolist(), new_tokens, temperature=0.0
+        )[0],
+        "reference, fused, no cache": lambda: generate(
+            fused, prompt.tolist(), new_tokens, temperature=0.0, use_cache=False
+        )[0],
+        "HuggingFace generate (cache)": hf_generate,
+    }
+    results = {}
+    for title, contenders, unit in [
+        (f"GPT-2 small forward pass, batch {tuple(batch.shape)}", forward, "s"),
+        (f"GPT-2 small, {new_tokens} tokens of greedy generation", generation, "s"),
+    ]:
+        times = {name: [] for name in contenders}
+        outputs = {}
+        with torch.no_grad():
+            for _ in range(repeats):
+                for name, run in contenders.items():
+                    start = time.perf_counter()
+                    outputs[name] = run()
+                    times[name].append(time.perf_counter() - start)
+        medians = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+        baseline = medians[list(contenders)[-1]]
+        print(f"{title}, median of {repeats}, {torch.get_num_threads()} threads:")
+        for name, seconds in medians.items():
+            print(
+                f"  {name:<34}{seconds:8.3f} {unit}  {baseline / seconds:5.2f}x HuggingFace's speed"
+            )
+        values = list(outputs.values())
+        if isinstance(values[0], list):
+            same = all(v == values[0] for v in values)
+        else:
+            same = all((v - values[0]).abs().max().item() < 1e-3 for v in values)
+        print(f"  all agree: {same}")
+        results[title] = medians
+    return results
 
 
 def _huggingface_gpt2(cfg):
@@ -366,7 +517,14 @@ def main(argv: list[str]) -> None:
     if "--nanogpt" in argv:  # --nanogpt PATH: a folder with nanoGPT's model.py
         at = argv.index("--nanogpt")
         nanogpt, argv = argv[at + 1], argv[:at] + argv[at + 2 :]
-    sections = [a for a in argv if a != "--record"] or ["checks", "training", "model", "speed"]
+    sections = [a for a in argv if a != "--record"] or [
+        "checks",
+        "training",
+        "model",
+        "scaling",
+        "gpt2",
+        "speed",
+    ]
     if "checks" in sections:
         bench_checks()
     if "training" in sections:
@@ -375,6 +533,12 @@ def main(argv: list[str]) -> None:
     if "model" in sections:
         print()
         bench_model()
+    if "scaling" in sections:
+        print()
+        bench_scaling(record=record)
+    if "gpt2" in sections:
+        print()
+        bench_gpt2()
     if "speed" in sections:
         print()
         bench_speed(nanogpt=nanogpt)

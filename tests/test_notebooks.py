@@ -168,7 +168,7 @@ def test_snake_case_names_checkers_as_the_course_map_does():
 def test_grade_fails_an_untouched_exercise_notebook(capsys):
     assert grade.main([str(EXERCISES / f"{STEMS[0]}.ipynb")]) == 1
     out = capsys.readouterr().out
-    assert "✗ check_" in out and "not implemented yet" in out and " 0 of " in out
+    assert "○ not started" in out and " 0 of " in out and "✓" not in out
 
 
 @pytest.mark.slow

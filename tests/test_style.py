@@ -25,6 +25,8 @@ AXES = {
     "d_vocab",
     "n_ctx",
     "n_experts",  # chapter 3's mixture of experts
+    "component",  # chapter 5: the parts the residual stream is a sum of
+    "layer",  # chapter 5: the points of the stream the logit lens reads
 }
 SOLUTION_MODULES = sorted(p for p in (ROOT / "solutions").glob("*.py") if p.stem != "__init__")
 

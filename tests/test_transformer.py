@@ -1,7 +1,10 @@
 """The reference GPT-2 (solutions/layernorm.py, mlp.py, transformer.py): TransformerLens names
 and shapes, each module against an independent computation, and the fused attention equal to
-the explicit one."""
+the explicit one. Then chapter 5's checkers of the block and the model: they reject post-norm,
+missing residuals, swapped LayerNorms, parallel or reordered layers, a missing ln_final or
+positional embedding, and blocks applied in the wrong order or not all of them."""
 
+import functools
 import math
 
 import pytest
@@ -9,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from transformers.activations import NewGELUActivation
 
+from checks import transformer as checks
 from course.config import TINY
 from solutions.attention import Attention
 from solutions.embeddings import next_token_log_probs
@@ -21,6 +25,7 @@ from solutions.transformer import (
     TransformerBlock,
     lm_loss,
 )
+from support import assert_accepts, assert_rejects
 
 CFG = TINY
 
@@ -186,3 +191,152 @@ def test_fused_attention_still_gives_the_pattern():
     attn = randomized(FusedAttention(CFG))
     pattern = attn.pattern(stream())
     torch.testing.assert_close(pattern.sum(-1), torch.ones(pattern.shape[:-1]))
+
+
+# --- The chapter 5 checkers: the block and the model, as a learner assembles them -------
+
+
+def block_variant(forward):
+    return type("TransformerBlock", (TransformerBlock,), {"forward": forward})
+
+
+def model_variant(forward):
+    return type("Transformer", (Transformer,), {"forward": forward})
+
+
+def test_block_and_model_checkers_accept_the_reference(capsys):
+    assert_accepts(checks.check_transformer_block, TransformerBlock, capsys)
+    assert_accepts(checks.check_transformer, Transformer, capsys)
+
+
+def test_block_and_model_checkers_accept_other_correct_code(capsys):
+    def block_forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        x = x + self.mlp(self.ln2(x))
+        return x
+
+    def model_forward(self, tokens):
+        residual = self.pos_embed(tokens) + self.embed(tokens)
+        residual = functools.reduce(lambda r, block: block(r), self.blocks, residual)
+        return self.unembed(self.ln_final(residual))
+
+    assert_accepts(checks.check_transformer_block, block_variant(block_forward), capsys)
+    assert_accepts(checks.check_transformer, model_variant(model_forward), capsys)
+
+
+def _mid(self, x):
+    return x + self.attn(self.ln1(x))
+
+
+BLOCK_MISTAKES = {
+    "post-norm": (
+        lambda self, x: self.ln2(self.ln1(x + self.attn(x)) + self.mlp(self.ln1(x + self.attn(x)))),
+        "post-norm",
+    ),
+    "no residual around attention": (
+        lambda self, x: self.attn(self.ln1(x)) + self.mlp(self.ln2(self.attn(self.ln1(x)))),
+        "left out the residual around attention",
+    ),
+    "no residual around the MLP": (
+        lambda self, x: self.mlp(self.ln2(_mid(self, x))),
+        "left out the residual around the MLP",
+    ),
+    "ln1 where ln2 belongs": (
+        lambda self, x: _mid(self, x) + self.mlp(self.ln1(_mid(self, x))),
+        "used ln1 before the MLP",
+    ),
+    "ln1 and ln2 swapped": (
+        lambda self, x: (
+            (x + self.attn(self.ln2(x))) + self.mlp(self.ln1(x + self.attn(self.ln2(x))))
+        ),
+        "swapped ln1 and ln2",
+    ),
+    "parallel": (
+        lambda self, x: x + self.attn(self.ln1(x)) + self.mlp(self.ln2(x)),
+        "in parallel",
+    ),
+    "MLP before attention": (
+        lambda self, x: (
+            (x + self.mlp(self.ln2(x))) + self.attn(self.ln1(x + self.mlp(self.ln2(x))))
+        ),
+        "applied the MLP before attention",
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", BLOCK_MISTAKES)
+def test_block_checker_rejects_and_names(mistake):
+    forward, message = BLOCK_MISTAKES[mistake]
+    assert_rejects(checks.check_transformer_block, block_variant(forward), message)
+
+
+def _stream(self, tokens):
+    return self.embed(tokens) + self.pos_embed(tokens)
+
+
+def _through(blocks, residual):
+    for block in blocks:
+        residual = block(residual)
+    return residual
+
+
+MODEL_MISTAKES = {
+    "no ln_final": (
+        lambda self, t: self.unembed(_through(self.blocks, _stream(self, t))),
+        "left out ln_final",
+    ),
+    "no positional embedding": (
+        lambda self, t: self.unembed(self.ln_final(_through(self.blocks, self.embed(t)))),
+        "left out the positional embedding",
+    ),
+    "blocks in reverse order": (
+        lambda self, t: self.unembed(self.ln_final(_through(self.blocks[::-1], _stream(self, t)))),
+        "reverse order",
+    ),
+    "only the first block": (
+        lambda self, t: self.unembed(self.ln_final(self.blocks[0](_stream(self, t)))),
+        "applied only the first block",
+    ),
+    "each block reads the embeddings": (
+        lambda self, t: self.unembed(self.ln_final(self.blocks[-1](_stream(self, t)))),
+        "applied only the last block",
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", MODEL_MISTAKES)
+def test_model_checker_rejects_and_names(mistake):
+    forward, message = MODEL_MISTAKES[mistake]
+    assert_rejects(checks.check_transformer, model_variant(forward), message)
+
+
+def test_model_checker_blames_a_broken_block_first():
+    broken = block_variant(lambda self, x: x + self.attn(self.ln1(x)) + self.mlp(self.ln2(x)))
+
+    class Model(Transformer):
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            self.blocks = torch.nn.ModuleList([broken(cfg) for _ in range(cfg.n_layers)])
+
+    assert_rejects(checks.check_transformer, Model, "your TransformerBlock", "pass its check first")
+
+
+@pytest.mark.parametrize(
+    "forward, message",
+    [
+        (lambda self, x: None, "did you forget `return`"),
+        (lambda self, x: self.attn(x)[..., :-1], "has shape"),
+        (lambda self, x: 1 / 0, "raised ZeroDivisionError"),
+    ],
+    ids=["none", "shape", "raises"],
+)
+def test_block_checker_turns_broken_code_into_a_verdict(forward, message):
+    assert_rejects(checks.check_transformer_block, block_variant(forward), message)
+
+
+def test_block_and_model_checkers_reject_the_stubs():
+    def stub(self, x):
+        raise NotImplementedError()
+
+    assert_rejects(checks.check_transformer_block, block_variant(stub), "not implemented yet")
+    assert_rejects(checks.check_transformer, model_variant(stub), "not implemented yet")

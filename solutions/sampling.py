@@ -1,0 +1,296 @@
+"""Chapter 7, second half: writing text. A model gives logits for the next token; a sampler
+picks one; the token is appended and the model runs again.
+
+The samplers work on the last position's logits, [batch, d_vocab]. `KVCache` keeps every
+layer's keys and values, so each new token costs one position's work instead of the whole
+sequence's; `forward_with_cache` runs a Transformer's own modules that way, with an
+attention mask so that prompts of different lengths share one left-padded batch.
+"""
+
+from collections.abc import Callable
+
+import einops
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor, nn
+
+from solutions.attention import Attention
+
+# --- Samplers ----------------------------------------------------------------------------
+
+
+def apply_penalties(
+    logits: Float[Tensor, "batch d_vocab"],
+    generated: Int[Tensor, "batch posn"],
+    frequency_penalty: float = 0.0,
+    presence_penalty: float = 0.0,
+) -> Float[Tensor, "batch d_vocab"]:
+    """OpenAI's penalties: each token's logit lowers by frequency_penalty for every time it
+    was generated so far, and by presence_penalty once if it was generated at all."""
+    counts = torch.zeros_like(logits).scatter_add_(
+        -1, generated, torch.ones_like(generated, dtype=logits.dtype)
+    )
+    return logits - frequency_penalty * counts - presence_penalty * (counts > 0)
+
+
+def top_k_filter(logits: Float[Tensor, "batch d_vocab"], k: int) -> Float[Tensor, "batch d_vocab"]:
+    """The logits with all but the k largest of each row set to -inf (ties with the k-th kept)."""
+    kth_largest = logits.topk(k, dim=-1).values[:, -1:]
+    return logits.masked_fill(logits < kth_largest, float("-inf"))
+
+
+def top_p_filter(
+    logits: Float[Tensor, "batch d_vocab"], p: float
+) -> Float[Tensor, "batch d_vocab"]:
+    """Nucleus filtering: keep the most probable tokens until their probabilities add up to
+    at least p, set the rest to -inf. The most probable token is always kept."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    # A token is kept while the tokens more probable than it hold less than p between them.
+    mass_before = probs.cumsum(dim=-1) - probs
+    drop = (mass_before >= p).scatter(-1, order, mass_before >= p)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sample_next_token(
+    logits: Float[Tensor, "batch d_vocab"],
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Int[Tensor, " batch"]:
+    """One token per row: greedy (the argmax) at temperature 0, else a draw from the softmax
+    of logits / temperature, restricted to the top k, then to the nucleus of mass top_p."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)[:, 0]
+
+
+# --- The KV cache ------------------------------------------------------------------------
+
+
+class KVCache:
+    """Each layer's keys and values for every position seen so far, [batch, posn, n_heads,
+    d_head]: a new token's query needs them all, and they never change once computed."""
+
+    def __init__(self, n_layers: int):
+        self.keys: list[Tensor | None] = [None] * n_layers
+        self.values: list[Tensor | None] = [None] * n_layers
+
+    def __len__(self) -> int:
+        """How many positions it holds."""
+        return 0 if self.keys[-1] is None else self.keys[-1].shape[1]
+
+    def append(
+        self,
+        layer: int,
+        k: Float[Tensor, "batch posn n_heads d_head"],
+        v: Float[Tensor, "batch posn n_heads d_head"],
+    ) -> tuple[
+        Float[Tensor, "batch key_posn n_heads d_head"],
+        Float[Tensor, "batch key_posn n_heads d_head"],
+    ]:
+        """Add the new positions' keys and values to layer `layer`'s; return all of them."""
+        if self.keys[layer] is not None:
+            k = torch.cat([self.keys[layer], k], dim=1)
+            v = torch.cat([self.values[layer], v], dim=1)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.keys + self.values if t is not None)
+
+
+def cached_attention(
+    attn: Attention,
+    normalized_resid_pre: Float[Tensor, "batch posn d_model"],
+    cache: KVCache | None,
+    layer: int,
+    attention_mask: Bool[Tensor, "batch key_posn"],
+) -> Float[Tensor, "batch posn d_model"]:
+    """Attention's forward for the new positions only: their queries against the cached keys
+    and their own. `attention_mask` says which of all key positions, cached and new, hold
+    real tokens (False for left padding)."""
+    to_heads = "batch posn d_model, n_heads d_model d_head -> batch posn n_heads d_head"
+    q = einops.einsum(normalized_resid_pre, attn.W_Q, to_heads) + attn.b_Q
+    k = einops.einsum(normalized_resid_pre, attn.W_K, to_heads) + attn.b_K
+    v = einops.einsum(normalized_resid_pre, attn.W_V, to_heads) + attn.b_V
+    if cache is not None:
+        k, v = cache.append(layer, k, v)
+    n_new, n_keys = q.shape[1], k.shape[1]
+    # New query i sits at position n_keys - n_new + i: it sees that key and the ones before.
+    query_at = torch.arange(n_keys - n_new, n_keys, device=q.device)[:, None]
+    key_at = torch.arange(n_keys, device=q.device)[None, :]
+    # A padding position sees only itself, so that no row of the softmax is empty; no real
+    # token ever attends to it.
+    visible = (key_at <= query_at) & (attention_mask[:, None, None, :] | (key_at == query_at))
+    attn_scores = (
+        einops.einsum(
+            q,
+            k,
+            "batch query_posn n_heads d_head, batch key_posn n_heads d_head "
+            "-> batch n_heads query_posn key_posn",
+        )
+        / attn.cfg.d_head**0.5
+    )
+    pattern = attn_scores.masked_fill(~visible, float("-inf")).softmax(dim=-1)
+    z = einops.einsum(
+        pattern,
+        v,
+        "batch n_heads query_posn key_posn, batch key_posn n_heads d_head "
+        "-> batch query_posn n_heads d_head",
+    )
+    attn_out = einops.einsum(
+        z, attn.W_O, "batch posn n_heads d_head, n_heads d_head d_model -> batch posn d_model"
+    )
+    return attn_out + attn.b_O
+
+
+def forward_with_cache(
+    model: nn.Module,
+    tokens: Int[Tensor, "batch posn"],
+    cache: KVCache | None = None,
+    attention_mask: Bool[Tensor, "batch key_posn"] | None = None,
+) -> Float[Tensor, "batch posn d_vocab"]:
+    """The Transformer's forward pass for `tokens`, which follow the positions in `cache`
+    (appended to it). `attention_mask` covers the cached positions and `tokens`; each real
+    token's position counts only the real tokens before it, so left padding changes nothing."""
+    n_keys = tokens.shape[1] + (len(cache) if cache is not None else 0)
+    if attention_mask is None:
+        attention_mask = torch.ones(tokens.shape[0], n_keys, dtype=torch.bool, device=tokens.device)
+    positions = (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)[:, -tokens.shape[1] :]
+    residual = model.embed(tokens) + model.pos_embed.W_pos[positions]
+    for layer, block in enumerate(model.blocks):
+        residual = residual + cached_attention(
+            block.attn, block.ln1(residual), cache, layer, attention_mask
+        )
+        residual = residual + block.mlp(block.ln2(residual))
+    return model.unembed(model.ln_final(residual))
+
+
+# --- Generation --------------------------------------------------------------------------
+
+
+def left_pad(
+    prompts: list[list[int]], pad_token: int = 0
+) -> tuple[Int[Tensor, "batch posn"], Bool[Tensor, "batch posn"]]:
+    """Prompts of different lengths as one batch, padded on the left so that every prompt's
+    last token is in the last column; the mask is True where a token is real."""
+    width = max(len(p) for p in prompts)
+    tokens = torch.full((len(prompts), width), pad_token, dtype=torch.long)
+    mask = torch.zeros(len(prompts), width, dtype=torch.bool)
+    for row, prompt in enumerate(prompts):
+        if prompt:
+            tokens[row, width - len(prompt) :] = torch.tensor(prompt)
+            mask[row, width - len(prompt) :] = True
+    return tokens, mask
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    frequency_penalty: float = 0.0,
+    presence_penalty: float = 0.0,
+    eos_token_id: int | None = None,
+    stop: Callable[[list[int]], bool] | None = None,
+    seed: int = 0,
+    use_cache: bool = True,
+) -> list[list[int]]:
+    """The new tokens after each prompt (all prompts in one batch). A row stops after
+    max_new_tokens, at eos_token_id (left out of its tokens), or once `stop(its tokens)`."""
+    generator = torch.Generator().manual_seed(seed)
+    tokens, mask = left_pad(prompts)
+    n_prompt = tokens.shape[1]
+    cache = KVCache(len(model.blocks)) if use_cache else None
+    new_tokens: list[list[int]] = [[] for _ in prompts]
+    done = [False] * len(prompts)
+    step_input = tokens
+    for _ in range(max_new_tokens):
+        if use_cache:
+            logits = forward_with_cache(model, step_input, cache, mask)[:, -1]
+        elif mask.all():
+            logits = model(tokens)[:, -1]  # the plain model, with nothing cached or masked
+        else:
+            logits = forward_with_cache(model, tokens, None, mask)[:, -1]
+        if frequency_penalty or presence_penalty:
+            logits = apply_penalties(
+                logits, tokens[:, n_prompt:], frequency_penalty, presence_penalty
+            )
+        next_token = sample_next_token(logits, temperature, top_k, top_p, generator)
+        tokens = torch.cat([tokens, next_token[:, None]], dim=1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        step_input = next_token[:, None]
+        for row, token in enumerate(next_token.tolist()):
+            if done[row]:
+                continue
+            if token == eos_token_id:
+                done[row] = True
+                continue
+            new_tokens[row].append(token)
+            done[row] = stop is not None and stop(new_tokens[row])
+        if all(done):
+            break
+    return new_tokens
+
+
+def generate_text(
+    model: nn.Module, tokenizer, prompt: str, max_new_tokens: int, stop: str | None = None, **kw
+) -> str:
+    """The text a prompt continues with, cut before `stop` (a string) if it appears."""
+    decode = tokenizer.decode
+
+    def stop_here(tokens: list[int]) -> bool:
+        return stop is not None and stop in decode(tokens)
+
+    new = generate(model, [tokenizer.encode(prompt)], max_new_tokens, stop=stop_here, **kw)[0]
+    text = decode(new)
+    return text.split(stop)[0] if stop else text
+
+
+# --- Beam search -------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def beam_search(
+    model: nn.Module, prompt: list[int], n_beams: int, max_new_tokens: int
+) -> list[tuple[list[int], float]]:
+    """The n_beams most probable continuations of max_new_tokens tokens that beam search
+    finds, with their log-probabilities (summed over the new tokens), best first.
+
+    At each step every beam is extended by every token, and the n_beams best extensions
+    overall are kept: wider than greedy, which keeps one, yet far from trying them all.
+    """
+    beams = torch.tensor([prompt])
+    scores = torch.zeros(1)
+    for _ in range(max_new_tokens):
+        log_probs = model(beams)[:, -1].log_softmax(dim=-1)
+        candidates = (scores[:, None] + log_probs).flatten()
+        scores, index = candidates.topk(min(n_beams, len(candidates)))
+        d_vocab = log_probs.shape[-1]
+        beams = torch.cat([beams[index // d_vocab], (index % d_vocab)[:, None]], dim=1)
+    return [
+        (beam[len(prompt) :].tolist(), score)
+        for beam, score in zip(beams, scores.tolist(), strict=True)
+    ]
+
+
+class BigramModel(nn.Module):
+    """A model whose next-token logits depend on the last token only: row t of `logits`
+    follows token t. Small enough to work out by hand what every sampler must do."""
+
+    def __init__(self, logits: Float[Tensor, "d_vocab d_vocab"]):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, tokens: Int[Tensor, "batch posn"]) -> Float[Tensor, "batch posn d_vocab"]:
+        return self.logits[tokens]

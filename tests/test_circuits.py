@@ -1,0 +1,433 @@
+"""The circuits checkers accept correct variants and name the usual mistakes; the shipped
+models and logs are what `python -m course.train_circuits` writes."""
+
+import dataclasses
+
+import einops
+import pytest
+import torch
+
+from checks import circuits as checks
+from course import train_circuits
+from solutions.attention import w_ov, w_qk
+from solutions.circuits import (
+    AttnOnlyTransformer,
+    attention_patterns,
+    composition_scores,
+    direct_path,
+    induction_score,
+    ov_circuit,
+    path_expansion_logits,
+    prev_token_score,
+    qk_circuit,
+    run_attn_only_with_cache,
+    skip_trigrams,
+)
+from solutions.residual import decompose_resid, logit_lens
+from solutions.training import TrainConfig
+from support import assert_accepts, assert_rejects
+
+# --- OV and QK circuits ------------------------------------------------------------------
+
+
+def test_check_ov_circuit_accepts_the_reference_and_one_einsum(capsys):
+    assert_accepts(checks.check_ov_circuit, ov_circuit, capsys)
+
+    def with_einsum(model, layer=0):
+        attn = model.blocks[layer].attn
+        return einops.einsum(
+            model.embed.W_E,
+            attn.W_V,
+            attn.W_O,
+            model.unembed.W_U,
+            "s d_model, n_heads d_model d_head, n_heads d_head m, m o -> n_heads s o",
+        )
+
+    assert_accepts(checks.check_ov_circuit, with_einsum, capsys)
+
+
+def _ov(model, layer=0, *, transpose=False, other=False, qk=False, out=None, no_e=False):
+    attn = model.blocks[1 - layer if other else layer].attn
+    middle = w_qk(attn) if qk else w_ov(attn)
+    W_U = model.embed.W_E.T if out == "W_E" else model.unembed.W_U
+    result = middle @ W_U if no_e else model.embed.W_E @ middle @ W_U
+    return result.transpose(-1, -2) if transpose else result
+
+
+@pytest.mark.parametrize(
+    "switches, message",
+    [
+        (dict(transpose=True), "transposed it"),
+        (dict(other=True), "other layer"),
+        (dict(qk=True), "W_V W_O"),
+        (dict(out="W_E"), "logits come from W_U"),
+        (dict(no_e=True), "left out W_E"),
+    ],
+    ids=["transposed", "other-layer", "qk", "W_E-out", "no-W_E"],
+)
+def test_check_ov_circuit_rejects(switches, message):
+    assert_rejects(checks.check_ov_circuit, lambda m, layer=0: _ov(m, layer, **switches), message)
+
+
+def test_check_ov_circuit_rejects_summed_heads_and_ignoring_the_layer():
+    assert_rejects(
+        checks.check_ov_circuit, lambda m, layer=0: ov_circuit(m, layer).sum(0), "summed"
+    )
+    assert_rejects(checks.check_ov_circuit, lambda m, layer=0: ov_circuit(m), "other layer")
+
+
+def test_check_qk_circuit_accepts_the_reference_and_queries_times_keys(capsys):
+    assert_accepts(checks.check_qk_circuit, qk_circuit, capsys)
+
+    def queries_times_keys(model, layer=0):
+        attn = model.blocks[layer].attn
+        q, k = model.embed.W_E @ attn.W_Q, model.embed.W_E @ attn.W_K
+        return q @ k.transpose(-1, -2) / attn.cfg.d_head**0.5
+
+    assert_accepts(checks.check_qk_circuit, queries_times_keys, capsys)
+
+
+def _qk(model, layer=0, *, scale=True, transpose=False, ov=False, keys_by="W_E"):
+    attn, W_E = model.blocks[layer].attn, model.embed.W_E
+    middle = w_ov(attn) if ov else w_qk(attn)
+    right = W_E.T if keys_by == "W_E" else model.unembed.W_U
+    result = W_E @ middle @ right / (model.cfg.d_head**0.5 if scale else 1)
+    return result.transpose(-1, -2) if transpose else result
+
+
+@pytest.mark.parametrize(
+    "switches, message",
+    [
+        (dict(scale=False), "sqrt(d_head)"),
+        (dict(transpose=True), "transposed it"),
+        (dict(ov=True), "W_Q W_Kᵀ"),
+        (dict(keys_by="W_U"), "through W_U"),
+    ],
+    ids=["no-scale", "transposed", "ov", "W_U"],
+)
+def test_check_qk_circuit_rejects(switches, message):
+    assert_rejects(checks.check_qk_circuit, lambda m, layer=0: _qk(m, layer, **switches), message)
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (lambda m, layer=0: None, "did you forget `return`"),
+        (lambda m, layer=0: qk_circuit(m, layer) * float("nan"), "NaN"),
+        (lambda m, layer=0: m.embed.W_E @ m.embed.W_E, "raised RuntimeError"),
+        (lambda m, layer=0: qk_circuit(m, layer).double(), "dtype"),
+    ],
+    ids=["none", "nan", "raises", "dtype"],
+)
+def test_check_qk_circuit_turns_broken_code_into_a_verdict(fn, message):
+    assert_rejects(checks.check_qk_circuit, fn, message)
+
+
+def test_circuit_checks_reject_the_stub():
+    def stub(model, layer=0):
+        raise NotImplementedError()
+
+    assert_rejects(checks.check_ov_circuit, stub, "not implemented yet")
+    assert_rejects(checks.check_qk_circuit, stub, "not implemented yet")
+
+
+# --- Path expansion ----------------------------------------------------------------------
+
+
+def test_check_path_expansion_accepts_the_reference_and_heads_through_their_values(capsys):
+    assert_accepts(checks.check_path_expansion_logits, path_expansion_logits, capsys)
+
+    def through_values(model, tokens):
+        # Each head's pattern times its values (biases in), through W_O and W_U; no matrices
+        # over the vocabulary at all.
+        attn = model.blocks[0].attn
+        x = model.embed(tokens) + model.pos_embed(tokens)
+        pattern = attn.pattern(x)
+        v = torch.einsum("bpd,hde->bhpe", x, attn.W_V) + attn.b_V[None, :, None]
+        z = pattern @ v
+        out = torch.einsum("bhpe,hem->bpm", z, attn.W_O) + attn.b_O
+        return (x + out) @ model.unembed.W_U + model.unembed.b_U
+
+    assert_accepts(checks.check_path_expansion_logits, through_values, capsys)
+
+
+def _paths(model, tokens, **switches):
+    mistakes = checks._path_mistakes(model, tokens)
+    key = next(k for k in mistakes if switches["fragment"] in k)
+    return mistakes[key]
+
+
+@pytest.mark.parametrize(
+    "fragment, message",
+    [
+        ("positional paths", "left out the positional paths"),
+        ("positional direct", "positional direct path"),
+        ("positions in what", "positions in what the heads read"),
+        ("b_U", "b_U"),
+        ("b_O W_U", "b_O"),
+        ("value bias", "b_V"),
+        ("every bias", "every bias"),
+        ("transposed", "transposed"),
+        ("head 0", "only head 0"),
+        ("same weight", "same weight"),
+    ],
+)
+def test_check_path_expansion_rejects(fragment, message):
+    def learner(model, tokens):
+        with torch.no_grad():
+            return _paths(model, tokens, fragment=fragment)
+
+    assert_rejects(checks.check_path_expansion_logits, learner, message)
+
+
+def test_check_path_expansion_refuses_running_the_model():
+    assert_rejects(
+        checks.check_path_expansion_logits,
+        lambda model, tokens: model(tokens),
+        "compute the logits from the paths",
+    )
+    assert_rejects(
+        checks.check_path_expansion_logits,
+        lambda model, tokens: model.unembed(model.blocks[0](model.embed(tokens))),
+        "do not run the model",
+    )
+
+
+def test_check_path_expansion_turns_broken_code_into_a_verdict():
+    assert_rejects(checks.check_path_expansion_logits, lambda m, t: None, "forget `return`")
+    assert_rejects(
+        checks.check_path_expansion_logits,
+        lambda m, t: path_expansion_logits(m, t)[:, :-1],
+        "have shape",
+    )
+    direct_only = lambda m, t: direct_path(m)[t]  # noqa: E731
+    assert_rejects(checks.check_path_expansion_logits, direct_only, "wrong values")
+
+
+# --- Induction and previous-token scores -------------------------------------------------
+
+
+def test_check_induction_score_accepts_the_reference_and_a_loop(capsys):
+    assert_accepts(checks.check_induction_score, induction_score, capsys)
+
+    def loop(pattern, half):
+        queries = range(half + 1, 2 * half + 1)
+        weights = [pattern[:, :, q, q - half + 1] for q in queries]
+        return torch.stack(weights, dim=-1).mean(dim=(0, -1))
+
+    assert_accepts(checks.check_induction_score, loop, capsys)
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (lambda p, half: checks._diagonal_mean(p, -half, half), "earlier copy of the query's own"),
+        (lambda p, half: checks._diagonal_mean(p, -half - 1, half - 1), "query - half + 1"),
+        (lambda p, half: checks._diagonal_mean(p, -(half - 1)), "first copy's too"),
+        (lambda p, half: p.diagonal(-(half - 1), -2, -1)[..., -half:].mean(-1), "batch axis"),
+        (lambda p, half: None, "forget `return`"),
+        (lambda p, half: p @ torch.ones(3), "raised RuntimeError"),
+    ],
+    ids=["same-token", "one-short", "all-queries", "batch", "none", "raises"],
+)
+def test_check_induction_score_rejects(fn, message):
+    assert_rejects(checks.check_induction_score, fn, message)
+
+
+def test_check_prev_token_score_accepts_the_reference_and_a_loop(capsys):
+    assert_accepts(checks.check_prev_token_score, prev_token_score, capsys)
+
+    def loop(pattern):
+        n = pattern.shape[-1]
+        return torch.stack([pattern[:, :, q, q - 1] for q in range(1, n)], -1).mean((0, -1))
+
+    assert_accepts(checks.check_prev_token_score, loop, capsys)
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (lambda p: checks._diagonal_mean(p, 0), "own position"),
+        (lambda p: p.diagonal(-1, -2, -1).sum((0, -1)) / (p.shape[0] * p.shape[-1]), "posn - 1"),
+        (lambda p: checks._diagonal_mean(p, -2), "two positions back"),
+        (lambda p: p.diagonal(-1, -2, -1).mean(-1), "batch axis"),
+        (lambda p: p.diagonal(-1, -2, -1).mean(), "have shape ()"),
+        (lambda p: prev_token_score(p) * float("nan"), "NaN"),
+    ],
+    ids=["self", "divide-by-posn", "two-back", "batch", "scalar", "nan"],
+)
+def test_check_prev_token_score_rejects(fn, message):
+    assert_rejects(checks.check_prev_token_score, fn, message)
+
+
+# --- Composition -------------------------------------------------------------------------
+
+
+def test_check_composition_scores_accepts_the_reference_and_matrix_norms(capsys):
+    assert_accepts(checks.check_composition_scores, composition_scores, capsys)
+
+    def with_matrix_norms(model, kind):
+        a0, a1 = model.blocks[0].attn, model.blocks[1].attn
+        scores = torch.empty(a0.cfg.n_heads, a1.cfg.n_heads)
+        norm = torch.linalg.matrix_norm
+        for h0 in range(a0.cfg.n_heads):
+            for h1 in range(a1.cfg.n_heads):
+                ov = a0.W_V[h0] @ a0.W_O[h0]
+                qk = a1.W_Q[h1] @ a1.W_K[h1].T
+                # K: the score of a key written by head h0 is q W_QK (y W_OV)ᵀ = q (W_QK W_OVᵀ) yᵀ.
+                reader = {"Q": ov @ qk, "K": qk @ ov.T, "V": ov @ (a1.W_V[h1] @ a1.W_O[h1])}
+                right = {"Q": qk, "K": ov, "V": a1.W_V[h1] @ a1.W_O[h1]}[kind]
+                left = {"Q": ov, "K": qk, "V": ov}[kind]
+                scores[h0, h1] = norm(reader[kind]) / (norm(left) * norm(right))
+        return scores
+
+    assert_accepts(checks.check_composition_scores, with_matrix_norms, capsys)
+
+
+def _composition(model, kind, *, as_kind=None, swap=False, paper=False, no_norm=False):
+    ov_0 = w_ov(model.blocks[0].attn)[:, None]
+    qk_1, ov_1 = w_qk(model.blocks[1].attn)[None], w_ov(model.blocks[1].attn)[None]
+    reader = {"Q": qk_1, "K": qk_1.transpose(-1, -2), "V": ov_1}[as_kind or kind]
+    product = reader @ ov_0 if paper else ov_0 @ reader
+    norm = torch.linalg.matrix_norm
+    scores = norm(product) if no_norm else norm(product) / (norm(ov_0) * norm(reader))
+    return scores.T if swap else scores
+
+
+@pytest.mark.parametrize(
+    "switches, message",
+    [
+        (dict(as_kind="Q"), "computed Q-composition"),
+        (dict(swap=True), "swapped the layers"),
+        (dict(paper=True), "column-vector convention"),
+        (dict(no_norm=True), "forgot to divide by the norms"),
+    ],
+    ids=["q-for-k", "swapped", "paper-order", "no-norm"],
+)
+def test_check_composition_scores_rejects(switches, message):
+    assert_rejects(
+        checks.check_composition_scores, lambda m, k: _composition(m, k, **switches), message
+    )
+
+
+def test_check_composition_scores_rejects_ignoring_the_kind():
+    assert_rejects(
+        checks.check_composition_scores, lambda m, k: composition_scores(m, "K"), "composition"
+    )
+
+
+# --- The solutions' claims ---------------------------------------------------------------
+
+
+def test_path_expansion_equals_the_shipped_model_s_logits():
+    model = train_circuits.load_model("corpus")
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(model.cfg.d_vocab, (2, model.cfg.n_ctx), generator=generator)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            path_expansion_logits(model, tokens), model(tokens), atol=1e-4, rtol=1e-4
+        )
+
+
+def test_the_attn_only_cache_serves_part_one_s_tools():
+    model = train_circuits.load_model("induction")
+    tokens = train_circuits.induction_eval_tokens()[:4]
+    with torch.no_grad():
+        logits, cache = run_attn_only_with_cache(model, tokens)
+        torch.testing.assert_close(logits, model(tokens))
+        torch.testing.assert_close(
+            cache["blocks.1.attn.hook_pattern"], attention_patterns(model, tokens)[1]
+        )
+        parts, labels = decompose_resid(cache, model)
+        assert labels[:3] == ["embed", "pos_embed", "L0H0"] and labels[-1] == "L1 b_O"
+        torch.testing.assert_close(model.unembed(parts.sum(0)), logits, atol=1e-4, rtol=1e-4)
+        lens = logit_lens(cache, model)
+        assert lens.shape[0] == 3
+        torch.testing.assert_close(lens[-1], logits)
+
+
+def test_attn_only_transformer_has_the_course_s_module_names():
+    names = {name for name, _ in AttnOnlyTransformer(checks.SQUARE).named_modules()}
+    assert {"embed", "pos_embed", "blocks.0.ln1", "blocks.1.attn", "ln_final", "unembed"} <= names
+    assert not any("mlp" in name or "ln2" in name for name in names)
+
+
+def test_skip_trigrams_stay_among_the_tokens_asked_for():
+    model = AttnOnlyTransformer(checks.SQUARE.but(n_layers=1))
+    among = [1, 4, 5, 9]
+    with torch.no_grad():
+        found = skip_trigrams(model, head=2, k=3, among=among)
+    assert len(found) == 3 and all(t in among for trigram in found for t in trigram[:3])
+
+
+# --- The shipped files are what the command writes ---------------------------------------
+
+TRAINERS = {
+    "corpus": train_circuits.train_corpus_model,
+    "induction": train_circuits.train_induction_model,
+}
+
+
+@pytest.mark.parametrize("name", TRAINERS)
+def test_shipped_log_starts_as_a_fresh_run_does(name):
+    logged = train_circuits.load_json(f"{name}_log")
+    shipped_config = logged["train_config"] | {"betas": tuple(logged["train_config"]["betas"])}
+    tcfg = TrainConfig(**shipped_config)
+    assert tcfg == getattr(train_circuits, f"{name.upper()}_TRAINING")
+    # Within the warm-up the schedule does not depend on max_steps: a short run is the start
+    # of the long one.
+    steps = 20
+    assert tcfg.warmup_steps >= steps
+    _, log = TRAINERS[name](dataclasses.replace(tcfg, max_steps=steps), progress=False)
+    fresh = torch.tensor([row["train_loss"] for row in log[:steps]])
+    shipped = torch.tensor([row["train_loss"] for row in logged["log"][:steps]])
+    torch.testing.assert_close(fresh, shipped, rtol=1e-4, atol=1e-5)
+
+
+def _numbers(value) -> list[float]:
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _numbers(v)]
+    if isinstance(value, list):
+        return [x for v in value for x in _numbers(v)]
+    return [float(value)]
+
+
+def test_shipped_scores_are_those_of_the_shipped_weights():
+    fresh = train_circuits.scores(
+        train_circuits.load_model("corpus"), train_circuits.load_model("induction")
+    )
+    shipped = train_circuits.load_json("scores")
+    assert fresh.keys() == shipped.keys()
+    torch.testing.assert_close(
+        torch.tensor(_numbers(fresh)), torch.tensor(_numbers(shipped)), rtol=1e-4, atol=1e-6
+    )
+
+
+def test_the_shipped_models_learned_what_the_chapter_says():
+    scores = train_circuits.load_json("scores")
+    induction = scores["induction"]
+    assert induction["second_half_loss"] < 0.5 < 4 < induction["first_half_loss"]
+    assert max(induction["prev_token_score"]) > 0.8 and max(induction["induction_score"]) > 0.8
+    k = torch.tensor(scores["composition"]["K"])
+    assert k.max() > 1.5 * scores["composition_baseline"]["K"]
+
+
+def test_shipped_files_are_small():
+    total = sum(p.stat().st_size for p in train_circuits.OUT.iterdir())
+    assert total < 500_000, total
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (lambda m, kind: None, "did you forget `return`"),
+        (lambda m, kind: 0.5, "should be a torch.Tensor"),
+        (lambda m, kind: composition_scores(m, kind)[0], "have shape"),
+        (lambda m, kind: composition_scores(m, kind) * float("nan"), "NaN"),
+        (lambda m, kind: {"K": 1}[kind] + torch.zeros(1), "have shape"),
+        (lambda m, kind: m.blocks[2], "raised IndexError"),
+    ],
+    ids=["none", "float", "row", "nan", "one-element", "raises"],
+)
+def test_check_composition_scores_turns_broken_code_into_a_verdict(fn, message):
+    assert_rejects(checks.check_composition_scores, fn, message)

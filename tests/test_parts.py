@@ -1,0 +1,123 @@
+"""course/parts.py hands chapter 5 the learner's own parts where they pass their checks, the
+reference where they do not, and never writes to the notebooks it reads."""
+
+import hashlib
+
+import nbformat
+import pytest
+
+from course import notebooks
+from course.parts import PARTS, learner_parts
+from solutions import attention, embeddings, layernorm, mlp
+
+REFERENCES = {
+    "Embed": embeddings.Embed,
+    "PosEmbed": embeddings.PosEmbed,
+    "Unembed": embeddings.Unembed,
+    "Attention": attention.Attention,
+    "MLP": mlp.MLP,
+    "LayerNorm": layernorm.LayerNorm,
+}
+
+
+def write(folder, stem, *sources):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    nbformat.write(nb, folder / f"{stem}.ipynb")
+
+
+def digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("*.ipynb")}
+
+
+def test_solved_notebooks_give_the_learner_s_classes_untouched(capsys):
+    before = digest(notebooks.SOLVED)
+    parts = learner_parts(notebooks.SOLVED)
+    out = capsys.readouterr().out
+    assert out.count("yours      passed its check") == len(PARTS), out
+    for name, cls in parts.items():
+        assert cls is not REFERENCES[name] and cls.__module__.startswith("notebook_"), name
+    assert digest(notebooks.SOLVED) == before
+
+
+def test_untouched_exercise_notebooks_give_the_reference(capsys):
+    parts = learner_parts(notebooks.EXERCISES)
+    out = capsys.readouterr().out
+    assert out.count("reference  not started (still raises NotImplementedError)") == len(PARTS)
+    assert parts == REFERENCES
+
+
+def test_a_folder_without_notebooks_gives_the_reference(tmp_path, capsys):
+    assert learner_parts(tmp_path) == REFERENCES
+    assert "no 02_attention.ipynb in this folder" in capsys.readouterr().out
+
+
+LAYER_NORM = """
+class LayerNorm(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.w = nn.Parameter(torch.ones(cfg.d_model))
+        self.b = nn.Parameter(torch.zeros(cfg.d_model))
+
+    def forward(self, x):
+        x = x - x.mean(-1, keepdim=True)
+        return x / (x.var(-1, keepdim=True, unbiased={unbiased}) + self.cfg.layer_norm_eps).sqrt() * self.w + self.b
+"""
+IMPORTS = "import torch\nfrom torch import nn"
+
+
+def test_a_passing_part_is_used_and_a_failing_one_is_not(tmp_path, capsys):
+    write(tmp_path, "04_layernorm", IMPORTS, LAYER_NORM.format(unbiased=False))
+    assert learner_parts(tmp_path)["LayerNorm"] is not layernorm.LayerNorm
+    write(tmp_path, "04_layernorm", IMPORTS, LAYER_NORM.format(unbiased=True))
+    capsys.readouterr()
+    assert learner_parts(tmp_path)["LayerNorm"] is layernorm.LayerNorm
+    out = capsys.readouterr().out
+    assert "LayerNorm  reference  failed its check: the output is wrong" in out, out
+
+
+def test_only_definitions_run(tmp_path, capsys):
+    write(
+        tmp_path,
+        "04_layernorm",
+        "%matplotlib inline\n" + IMPORTS,
+        "raise SystemExit('cells with computations must not run')",
+        "open('written.txt', 'w').write('no')",
+        LAYER_NORM.format(unbiased=False) + "\nprint('not run')",
+        "this is not python (",
+    )
+    assert learner_parts(tmp_path)["LayerNorm"] is not layernorm.LayerNorm
+    assert not (tmp_path / "written.txt").exists()
+
+
+ATTENTION = """
+def apply_causal_mask(attn_scores):
+    raise NotImplementedError()
+
+
+class Attention(solutions_attention.Attention):
+    def attn_scores(self, x):
+        q = torch.einsum("bpd,hde->bphe", x, self.W_Q) + self.b_Q
+        k = torch.einsum("bpd,hde->bphe", x, self.W_K) + self.b_K
+        return apply_causal_mask(torch.einsum("bqhe,bkhe->bhqk", q, k) / q.shape[-1] ** 0.5)
+"""
+
+
+@pytest.mark.parametrize("mask", ["stub", "written"])
+def test_a_part_s_failing_helper_falls_back_as_in_its_own_notebook(tmp_path, mask):
+    # The learner's Attention calls their own apply_causal_mask: a stub there is replaced by
+    # the reference (as the chapter's notebook did after its check), so Attention passes.
+    source = ATTENTION
+    if mask == "written":
+        source = source.replace(
+            "raise NotImplementedError()",
+            "n = attn_scores.shape[-1]\n    future = torch.ones(n, n, dtype=torch.bool).triu(1)"
+            "\n    return attn_scores.masked_fill(future, float('-inf'))",
+        )
+    write(
+        tmp_path,
+        "02_attention",
+        IMPORTS + "\nimport solutions.attention as solutions_attention",
+        source,
+    )
+    assert learner_parts(tmp_path, quiet=True)["Attention"] is not attention.Attention
