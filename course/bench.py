@@ -130,7 +130,7 @@ def bench_model(steps: int = 20) -> dict:
 
     contenders = {
         "reference, explicit softmax": (lambda: Transformer(cfg), window_loss),
-        "reference, fused (SDPA, F.layer_norm)": (
+        "reference, fused (SDPA, one QKV product)": (
             lambda: Transformer(cfg, fused=True),
             window_loss,
         ),
