@@ -9,9 +9,21 @@ output carries these mime types. This file sits at the root so that it applies t
 book/solved/ as well as to tests/.
 """
 
+import pytest
+
 FIGURE_MIME_TYPES = ("application/vnd.plotly.v1+json", "text/html")
 
 
 def pytest_collectstart(collector):
     if collector.path.suffix == ".ipynb" and hasattr(collector, "skip_compare"):
         collector.skip_compare += FIGURE_MIME_TYPES
+
+
+def pytest_collection_modifyitems(items):
+    # A cell tagged `skip-execution` runs live only (a long training run, a wall-clock timing,
+    # a widget): nbclient, and so the book and `make notebooks`, never runs it, and its stored
+    # copy is unrun. nbval knows no such tag and would run it, slowly, comparing nothing.
+    for item in items:
+        cell = getattr(item, "cell", None)
+        if cell is not None and "skip-execution" in cell.get("metadata", {}).get("tags", []):
+            item.add_marker(pytest.mark.skip(reason="tagged skip-execution: it runs live only"))
