@@ -315,25 +315,11 @@ def bench_gpt2(repeats: int = 3, new_tokens: int = 100) -> dict:
 
 def _huggingface_gpt2(cfg):
     """GPT2LMHeadModel with the reference's shape: untied unembedding, no dropout."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel
 
-    config = GPT2Config(
-        vocab_size=cfg.d_vocab,
-        n_positions=cfg.n_ctx,
-        n_embd=cfg.d_model,
-        n_layer=cfg.n_layers,
-        n_head=cfg.n_heads,
-        n_inner=cfg.d_mlp,
-        activation_function="gelu_new",
-        layer_norm_epsilon=cfg.layer_norm_eps,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        tie_word_embeddings=False,
-        bos_token_id=None,
-        eos_token_id=None,
-    )
-    return GPT2LMHeadModel(config)
+    from solutions.gpt2 import hf_config
+
+    return GPT2LMHeadModel(hf_config(cfg, tied=False))
 
 
 def bench_speed(steps: int = 10, nanogpt: str | None = None, threads: int | None = None) -> dict:
