@@ -16,7 +16,6 @@ from torch import Tensor, nn
 from course.config import Config
 from solutions.attention import Attention, w_ov, w_qk
 from solutions.embeddings import Embed, PosEmbed, Unembed
-from solutions.residual import attention_with_hooks
 
 # The chapter's two models: one layer on the offline corpus, tokenised by a BPE of 1024
 # tokens (so each d_vocab × d_vocab path matrix holds a million entries), and two layers on
@@ -232,29 +231,3 @@ def composition_baseline(cfg: Config, kind: str, samples: int = 20, seed: int = 
         with torch.no_grad():
             scores = [composition_scores(AttnOnlyTransformer(cfg), kind) for _ in range(samples)]
     return torch.stack(scores).mean().item()
-
-
-# --- Reading the stream of an attention-only model ------------------------------------
-
-
-def run_attn_only_with_cache(
-    model: AttnOnlyTransformer, tokens: Int[Tensor, "batch posn"]
-) -> tuple[Float[Tensor, "batch posn d_vocab"], dict[str, Tensor]]:
-    """Part one's `run_with_cache` for a model without LayerNorm: the logits, and each
-    activation under its TransformerLens name (hook_embed, blocks.0.hook_resid_pre,
-    blocks.0.attn.hook_pattern, blocks.0.attn.hook_z, ...), so that part one's
-    `decompose_resid` and `logit_lens` read it as they read the full model's cache."""
-    cache = {}
-
-    def record(name: str, activation: Tensor) -> Tensor:
-        cache[name] = activation
-        return activation
-
-    residual = record("hook_embed", model.embed(tokens))
-    residual = residual + record("hook_pos_embed", model.pos_embed(tokens))
-    for i, block in enumerate(model.blocks):
-        resid_pre = record(f"blocks.{i}.hook_resid_pre", residual)
-        attn_out = attention_with_hooks(block.attn, resid_pre, f"blocks.{i}.attn", record)
-        residual = resid_pre + record(f"blocks.{i}.hook_attn_out", attn_out)
-        record(f"blocks.{i}.hook_resid_post", residual)
-    return model.unembed(residual), cache

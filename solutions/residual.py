@@ -29,7 +29,10 @@ def layer_norm_with_hooks(
     ln: nn.Module, residual: Float[Tensor, "batch posn d_model"], name: str, hook: Hook
 ) -> Float[Tensor, "batch posn d_model"]:
     """ln(residual), computed from ln's w and b, through `{name}.hook_scale` ([batch, posn, 1])
-    and `{name}.hook_normalized` (after w and b, as TransformerLens records it)."""
+    and `{name}.hook_normalized` (after w and b, as TransformerLens records it). A model
+    without LayerNorm (ln an nn.Identity) reads the stream as it is, and records nothing."""
+    if isinstance(ln, nn.Identity):
+        return residual
     centred = residual - residual.mean(dim=-1, keepdim=True)
     scale = (centred.pow(2).mean(dim=-1, keepdim=True) + ln.cfg.layer_norm_eps).sqrt()
     scale = hook(f"{name}.hook_scale", scale)

@@ -20,10 +20,9 @@ from solutions.circuits import (
     path_expansion_logits,
     prev_token_score,
     qk_circuit,
-    run_attn_only_with_cache,
     skip_trigrams,
 )
-from solutions.residual import decompose_resid, logit_lens
+from solutions.residual import decompose_resid, logit_lens, run_with_cache
 from solutions.training import TrainConfig
 from support import assert_accepts, assert_rejects
 
@@ -333,7 +332,7 @@ def test_the_attn_only_cache_serves_part_one_s_tools():
     model = train_circuits.load_model("induction")
     tokens = train_circuits.induction_eval_tokens()[:4]
     with torch.no_grad():
-        logits, cache = run_attn_only_with_cache(model, tokens)
+        logits, cache = run_with_cache(model, tokens)
         torch.testing.assert_close(logits, model(tokens))
         torch.testing.assert_close(
             cache["blocks.1.attn.hook_pattern"], attention_patterns(model, tokens)[1]
