@@ -11,10 +11,12 @@ from collections.abc import Callable
 
 import einops
 import torch
+import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from solutions.attention import Attention
+from solutions.transformer import FusedAttention
 
 # --- Samplers ----------------------------------------------------------------------------
 
@@ -151,6 +153,47 @@ def cached_attention(
     return attn_out + attn.b_O
 
 
+def visible_keys(
+    n_new: int, attention_mask: Bool[Tensor, "batch key_posn"]
+) -> Bool[Tensor, "batch 1 query_posn key_posn"]:
+    """Which keys each of the n_new last positions may attend to: itself and the real tokens
+    before it. A padding position sees only itself, so that no row of the softmax is empty;
+    no real token ever attends to it."""
+    n_keys = attention_mask.shape[1]
+    query_at = torch.arange(n_keys - n_new, n_keys, device=attention_mask.device)[:, None]
+    key_at = torch.arange(n_keys, device=attention_mask.device)[None, :]
+    return (key_at <= query_at) & (attention_mask[:, None, None, :] | (key_at == query_at))
+
+
+def fused_cached_attention(
+    attn: FusedAttention,
+    normalized_resid_pre: Float[Tensor, "batch posn d_model"],
+    cache: KVCache | None,
+    layer: int,
+    attention_mask: Bool[Tensor, "batch key_posn"],
+) -> Float[Tensor, "batch posn d_model"]:
+    """cached_attention for a model built with fused=True: the same function (tested equal)
+    through F.scaled_dot_product_attention. With one new token a step, reading the weights
+    is nearly all the work, so each head's W_Q, W_K, W_V is used where it lies (one batched
+    product over heads) rather than rearranged into one matrix, a copy as large as the
+    weights, on every step."""
+    batch, n_new, d_model = normalized_resid_pre.shape
+    # [n_heads, batch·posn, d_model]: the input, seen once per head without a copy.
+    x = normalized_resid_pre.reshape(1, batch * n_new, d_model).expand(attn.cfg.n_heads, -1, -1)
+
+    def project(W, b):  # -> [batch, posn, n_heads, d_head], the cache's layout
+        return torch.baddbmm(b[:, None], x, W).unflatten(1, (batch, n_new)).permute(1, 2, 0, 3)
+
+    q = project(attn.W_Q, attn.b_Q)
+    k, v = project(attn.W_K, attn.b_K), project(attn.W_V, attn.b_V)
+    if cache is not None:
+        k, v = cache.append(layer, k, v)
+    heads_first = [t.transpose(1, 2) for t in (q, k, v)]
+    z = F.scaled_dot_product_attention(*heads_first, attn_mask=visible_keys(n_new, attention_mask))
+    z = z.transpose(1, 2).reshape(batch * n_new, -1)
+    return torch.addmm(attn.b_O, z, attn.W_O.flatten(0, 1)).view_as(normalized_resid_pre)
+
+
 def forward_with_cache(
     model: nn.Module,
     tokens: Int[Tensor, "batch posn"],
@@ -166,9 +209,10 @@ def forward_with_cache(
     positions = (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)[:, -tokens.shape[1] :]
     residual = model.embed(tokens) + model.pos_embed.W_pos[positions]
     for layer, block in enumerate(model.blocks):
-        residual = residual + cached_attention(
-            block.attn, block.ln1(residual), cache, layer, attention_mask
-        )
+        # A model built with fused=True attends through fused kernels here too.
+        fused = isinstance(block.attn, FusedAttention)
+        attend = fused_cached_attention if fused else cached_attention
+        residual = residual + attend(block.attn, block.ln1(residual), cache, layer, attention_mask)
         residual = residual + block.mlp(block.ln2(residual))
     return model.unembed(model.ln_final(residual))
 

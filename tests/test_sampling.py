@@ -16,6 +16,7 @@ from solutions.sampling import (
     beam_search,
     cached_attention,
     forward_with_cache,
+    fused_cached_attention,
     generate,
     generate_text,
     sample_next_token,
@@ -65,6 +66,30 @@ def test_fused_model_runs_with_the_cache_too(model):
     assert generate(fused, PROMPTS, 8, temperature=0.0) == generate(
         model, PROMPTS, 8, temperature=0.0
     )
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "left-padded"])
+def test_fused_cached_attention_equals_cached_attention(model, padded):
+    """The fused model's cached path (SDPA, projections per head) is the explicit one, on a
+    padded batch too, prompt first then token by token."""
+    tokens = torch.randint(0, TINY.d_vocab, (3, 9), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    if padded:
+        mask[0, :4], mask[2, :1] = False, False
+    x = torch.randn(3, 9, TINY.d_model, generator=torch.Generator().manual_seed(5))
+    attn = model.blocks[1].attn
+    fused_attn = Transformer(TINY, fused=True).blocks[1].attn
+    fused_attn.load_state_dict(attn.state_dict())
+    with torch.no_grad():
+        caches = KVCache(1), KVCache(1)
+        for start, stop in [(0, 5), (5, 6), (6, 7), (7, 9)]:
+            explicit = cached_attention(attn, x[:, start:stop], caches[0], 0, mask[:, :stop])
+            fused = fused_cached_attention(
+                fused_attn, x[:, start:stop], caches[1], 0, mask[:, :stop]
+            )
+            torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(caches[1].keys[0], caches[0].keys[0])
+    torch.testing.assert_close(caches[1].values[0], caches[0].values[0])
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
