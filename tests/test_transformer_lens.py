@@ -108,7 +108,7 @@ def compare(model: Transformer, tokens: torch.Tensor) -> tuple[set[str], float]:
             differences.append(max_difference(centred, their, f"{name} (before w and b)"))
         elif name.endswith("hook_attn_scores"):
             # The same scores, masked differently: the course writes -inf above the diagonal,
-            # the bridge (HuggingFace's eager attention) the most negative float32. Both give
+            # the bridge, as HuggingFace's GPT-2 does, the lowest float32. Both give
             # the future keys a probability of exactly zero.
             future = torch.ones_like(ours, dtype=torch.bool).triu(diagonal=1)
             assert (ours[future] == float("-inf")).all(), name
