@@ -282,32 +282,3 @@ def test_load_gpt2_says_where_it_looked_when_the_weights_are_absent(tmp_path, mo
     assert "not on this machine" in message and "never downloads" in message
     assert "nothing-here" in message and gpt2.GPT2_ENV in message
     assert "residual-stream/no-such-model" in message
-
-
-def test_transformer_lens_4_opens_the_converted_model_with_the_same_activations():
-    """TransformerLens 4 (not among the course's pins: it pulls datasets, wandb, accelerate)
-    wraps the converted GPT2LMHeadModel offline; its hooks see the course model's
-    activations. Runs where transformer-lens 4 is installed beside the course."""
-    pytest.importorskip("transformer_lens.model_bridge", reason="transformer-lens 4 not installed")
-    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
-
-    model = randomized(Transformer(TINY).eval(), seed=6, std=0.3)
-    with torch.no_grad():
-        model.unembed.b_U.zero_()
-    hf_model = gpt2.to_huggingface(model)
-    bridge = build_bridge_from_module(hf_model, "GPT2LMHeadModel", hf_config=hf_model.config)
-    tokens = torch.randint(0, TINY.d_vocab, (2, 9), generator=torch.Generator().manual_seed(7))
-    with torch.no_grad():
-        logits, cache = bridge.run_with_cache(tokens)
-        ours = {"hook_embed": model.embed(tokens), "hook_pos_embed": model.pos_embed(tokens)}
-        resid = ours["hook_embed"] + ours["hook_pos_embed"]
-        for i, block in enumerate(model.blocks):
-            ours[f"blocks.{i}.hook_resid_pre"] = resid
-            ours[f"blocks.{i}.attn.hook_pattern"] = block.attn.pattern(block.ln1(resid))
-            attn_out = ours[f"blocks.{i}.hook_attn_out"] = block.attn(block.ln1(resid))
-            mid = ours[f"blocks.{i}.hook_resid_mid"] = resid + attn_out
-            mlp_out = ours[f"blocks.{i}.hook_mlp_out"] = block.mlp(block.ln2(mid))
-            resid = ours[f"blocks.{i}.hook_resid_post"] = mid + mlp_out
-        assert (logits - model(tokens)).abs().max() < 1e-4
-    for name, activation in ours.items():
-        assert (cache[name] - activation).abs().max() < 1e-4, name
