@@ -119,13 +119,20 @@ def exercise(reference: Any, name: str | None = None):
             _ON_REFERENCE.discard(exercise_name)
             print(f"✓ {exercise_name} passed {check.count} checks")
 
-        chapter = body.__module__.rsplit(".", 1)[-1]
+        chapter = _chapter(body.__module__)
         _EXERCISES.setdefault(chapter, []).append(
             Exercise(exercise_name, reference, check_learner, chapter)
         )
         return check_learner
 
     return decorate
+
+
+def _chapter(module: str) -> str:
+    """The checks module a checker belongs to: `training` for one in checks/training/ (a
+    package whose modules each hold some of a chapter's checkers); else the module's name."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "checks" and len(parts) > 1 else parts[-1]
 
 
 def is_fallback(obj: Any) -> bool:
