@@ -11,7 +11,6 @@ stand-in for the reference, so that a check handed it says so instead of passing
 
 import functools
 import io
-import re
 import textwrap
 import traceback
 from collections.abc import Callable, Iterator
@@ -21,6 +20,13 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+# Checkers import these from here with the rest of what they share.
+from checks._cases import plural as plural
+from checks._cases import randomize as randomize
+from checks._cases import scaled as scaled
+from checks._cases import seeded as seeded
+from checks._compare import _close, _difference, _plural, _shape_hint, _short
 
 # What a check found, by exercise name, as `summary` shows it.
 PASSED, FAILED, NOT_STARTED, REFERENCE = "passed", "failed", "not started", "reference"
@@ -119,13 +125,20 @@ def exercise(reference: Any, name: str | None = None):
             _ON_REFERENCE.discard(exercise_name)
             print(f"✓ {exercise_name} passed {check.count} checks")
 
-        chapter = body.__module__.rsplit(".", 1)[-1]
+        chapter = _chapter(body.__module__)
         _EXERCISES.setdefault(chapter, []).append(
             Exercise(exercise_name, reference, check_learner, chapter)
         )
         return check_learner
 
     return decorate
+
+
+def _chapter(module: str) -> str:
+    """The checks module a checker belongs to: `training` for one in checks/training/ (a
+    package whose modules each hold some of a chapter's checkers); else the module's name."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "checks" and len(parts) > 1 else parts[-1]
 
 
 def is_fallback(obj: Any) -> bool:
@@ -379,86 +392,3 @@ class Check:
         if got != expected:
             is_ = "are" if _plural(what) else "is"
             self.fail(f"the {what} {is_} {_short(got)}, expected {_short(expected)}.{hint}")
-
-
-def _plural(what: str) -> bool:
-    """Whether a description such as "masked scores" or "sum over heads" takes a plural verb:
-    its head noun is the last word before any "of", "over", "through", "for" or "(".
-    """
-    head = re.split(r" (?:of|over|through|for) | \(", what, maxsplit=1)[0]
-    word = head.split()[-1] if head.split() else ""
-    return word.endswith("s") and not word.endswith("ss")
-
-
-def _close(got: Tensor, target: Tensor, rtol: float, atol: float) -> bool:
-    """allclose with an absolute tolerance that scales with the target's magnitude."""
-    tolerance = atol * max(1.0, target.abs().max().item()) if target.numel() else atol
-    return torch.allclose(got.detach(), target.detach(), rtol=rtol, atol=tolerance)
-
-
-def _shape_hint(got: tuple[int, ...], expected: tuple[int, ...]) -> str:
-    if sorted(got) == sorted(expected):
-        return " The same sizes in another order: check the order of your axes."
-    if len(got) != len(expected):
-        axes = lambda n: f"{n} axis" if n == 1 else f"{n} axes"  # noqa: E731
-        return f" That is {axes(len(got))} instead of {axes(len(expected))}."
-    return ""
-
-
-def _difference(got: Tensor, expected: Tensor) -> str:
-    error = (got.double() - expected.double()).abs()
-    worst = torch.unravel_index(error.argmax(), error.shape) if error.ndim else ()
-    index = tuple(int(i) for i in worst)
-    lines = [f"  max abs error {error.max().item():.3g} at index {list(index)}"]
-    flat_got, flat_exp = got.double().flatten(), expected.double().flatten()
-    nonzero = flat_exp.abs() > 1e-8
-    if nonzero.any():
-        ratio = flat_got[nonzero] / flat_exp[nonzero]
-        constant = torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-3)
-        if constant and ratio[0].abs() > 1e-6:
-            lines.append(
-                f"  your values are the expected ones times {ratio[0].item():.4g}: "
-                "look for an extra or missing scale factor."
-            )
-    row = index[:-1] if len(index) > 1 else ()
-    lines.append(f"  expected{list(row) if row else ''}[:4] = {_fmt(expected[row][:4])}")
-    lines.append(f"  got     {list(row) if row else ''}[:4] = {_fmt(got[row][:4])}")
-    return "\n".join(lines)
-
-
-def _fmt(t: Tensor) -> str:
-    values = t.flatten().tolist()
-    return "[" + ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values) + "]"
-
-
-def _short(value: Any, limit: int = 120) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def plural(n: int, noun: str, nouns: str = "") -> str:
-    """`1 query`, `5 queries`: a count and its noun, for case labels."""
-    return f"{n} {noun if n == 1 else nouns or noun + 's'}"
-
-
-def scaled(what: str, scale: float) -> str:
-    """`, inputs scaled ×10` for a case label; nothing when the scale is 1."""
-    return "" if scale == 1 else f", {what} scaled ×{scale:g}"
-
-
-def seeded(seed: int) -> torch.Generator:
-    """A generator for reproducible random inputs that leaves the global RNG untouched."""
-    return torch.Generator().manual_seed(seed)
-
-
-def randomize(module: torch.nn.Module, seed: int, scale: float = 1.0) -> torch.nn.Module:
-    """Fill every parameter (biases and LayerNorm weights too) with seeded random values.
-
-    Initial values hide mistakes: a zero bias that the learner forgot adds nothing, and a
-    LayerNorm weight of one cannot be told from a missing one.
-    """
-    gen = seeded(seed)
-    with torch.no_grad():
-        for param in module.parameters():
-            param.copy_(torch.randn(param.shape, generator=gen) * scale)
-    return module

@@ -1,5 +1,5 @@
 """How a tokenizer goes wrong: the reference with one decision changed, a replay that says
-why a learned merge differs, and HuggingFace's GPT-2 tokenizer, for checks/tokenizer.py.
+why a learned merge differs, and HuggingFace's GPT-2 tokenizer, for checks/tokenizer/.
 """
 
 from collections import Counter

@@ -74,18 +74,38 @@ def checker_modules() -> list[str]:
     return [m.name for m in pkgutil.iter_modules(checks.__path__) if not m.name.startswith("_")]
 
 
+def defines(module: str, name: str) -> bool:
+    """Whether solutions/<module>.py defines `name` at top level, where a notebook's
+    `{exercise}` and `{given}` directives look for it."""
+    for node in ast.parse((ROOT / "solutions" / f"{module}.py").read_text()).body:
+        targets = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+        if getattr(node, "name", None) == name or name in targets:
+            return True
+    return False
+
+
+def exercised_modules() -> set[str]:
+    """The solutions modules that hold a notebook's `{exercise}`: each needs its checkers. A
+    module a notebook only shows (`{given}`, as chapter 6b's ddp, which needs several
+    processes to run) needs none."""
+    found = set()
+    for stem in all_stems():
+        front, blocks = parse((SOURCES / f"{stem}.md").read_text())
+        modules = [m.strip() for m in front["chapter"].split(",")]
+        for block in blocks:
+            if block.kind == "exercise":
+                found.add(next(m for m in modules if defines(m, block.name)))
+    return found
+
+
 def test_checks_mirror_solutions():
-    """Every checks module has its solutions module, and every solutions module that a
-    chapter's notebook teaches has its checks module (the reference model's later parts are
-    in solutions/ before their chapters are)."""
+    """Every checks module has its solutions module, and every solutions module that holds
+    an exercise has its checks module (the reference model's later parts are in solutions/
+    before their chapters are)."""
     solutions = {p.stem for p in SOLUTION_MODULES}
-    taught = {
-        m.strip()
-        for stem in all_stems()
-        for m in parse((SOURCES / f"{stem}.md").read_text())[0]["chapter"].split(",")
-    }
     assert set(checker_modules()) <= solutions
-    assert taught <= set(checker_modules())
+    assert exercised_modules() <= set(checker_modules())
+    assert "training" in exercised_modules() and "ddp" not in exercised_modules()
 
 
 @pytest.mark.parametrize("name", checker_modules())

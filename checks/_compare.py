@@ -1,0 +1,63 @@
+"""How a verdict words a mismatch: which verb a description takes, a tolerance that scales
+with the values, a hint for a wrong shape, where and how far the values differ."""
+
+import re
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def _plural(what: str) -> bool:
+    """Whether a description such as "masked scores" or "sum over heads" takes a plural verb:
+    its head noun is the last word before any "of", "over", "through", "for" or "(".
+    """
+    head = re.split(r" (?:of|over|through|for) | \(", what, maxsplit=1)[0]
+    word = head.split()[-1] if head.split() else ""
+    return word.endswith("s") and not word.endswith("ss")
+
+
+def _close(got: Tensor, target: Tensor, rtol: float, atol: float) -> bool:
+    """allclose with an absolute tolerance that scales with the target's magnitude."""
+    tolerance = atol * max(1.0, target.abs().max().item()) if target.numel() else atol
+    return torch.allclose(got.detach(), target.detach(), rtol=rtol, atol=tolerance)
+
+
+def _shape_hint(got: tuple[int, ...], expected: tuple[int, ...]) -> str:
+    if sorted(got) == sorted(expected):
+        return " The same sizes in another order: check the order of your axes."
+    if len(got) != len(expected):
+        axes = lambda n: f"{n} axis" if n == 1 else f"{n} axes"  # noqa: E731
+        return f" That is {axes(len(got))} instead of {axes(len(expected))}."
+    return ""
+
+
+def _difference(got: Tensor, expected: Tensor) -> str:
+    error = (got.double() - expected.double()).abs()
+    worst = torch.unravel_index(error.argmax(), error.shape) if error.ndim else ()
+    index = tuple(int(i) for i in worst)
+    lines = [f"  max abs error {error.max().item():.3g} at index {list(index)}"]
+    flat_got, flat_exp = got.double().flatten(), expected.double().flatten()
+    nonzero = flat_exp.abs() > 1e-8
+    if nonzero.any():
+        ratio = flat_got[nonzero] / flat_exp[nonzero]
+        constant = torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-3)
+        if constant and ratio[0].abs() > 1e-6:
+            lines.append(
+                f"  your values are the expected ones times {ratio[0].item():.4g}: "
+                "look for an extra or missing scale factor."
+            )
+    row = index[:-1] if len(index) > 1 else ()
+    lines.append(f"  expected{list(row) if row else ''}[:4] = {_fmt(expected[row][:4])}")
+    lines.append(f"  got     {list(row) if row else ''}[:4] = {_fmt(got[row][:4])}")
+    return "\n".join(lines)
+
+
+def _fmt(t: Tensor) -> str:
+    values = t.flatten().tolist()
+    return "[" + ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values) + "]"
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
