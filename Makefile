@@ -1,10 +1,10 @@
 # One front door: `make book`, `make lab`, `make grade`, `make gradebook`, `make test`,
-# `make notebooks`, `make bench`, `make course-model`, `make circuits`.
+# `make notebooks`, `make bench`, `make course-model`, `make circuits`, `make text-model`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv book lab grade gradebook test notebooks bench course-model circuits lint clean
+.PHONY: venv book lab grade gradebook test notebooks bench course-model circuits text-model lint clean
 
 venv: $(VENV)/.installed
 
@@ -62,6 +62,11 @@ course-model: venv
 # rewrite course/data/circuits/.
 circuits: venv
 	$(BIN)/python -m course.train_circuits
+
+# Retrain chapter 7's byte-level text model (a few minutes on one CPU thread) and rewrite
+# course/data/text_model/.
+text-model: venv
+	$(BIN)/python -m course.train_text_model
 
 lint: venv
 	$(BIN)/ruff check .

@@ -16,6 +16,7 @@ side). `python -m course.bench checks`, `training`, `model`, `scaling`, `gpt2` o
 runs one section.
 """
 
+import argparse
 import contextlib
 import importlib
 import io
@@ -239,8 +240,9 @@ def bench_scaling(
 def bench_gpt2(repeats: int = 3, new_tokens: int = 100) -> dict:
     """Chapter 7: GPT-2 small (random weights, the same in both) in the reference and in
     HuggingFace's GPT2LMHeadModel. (a) A forward pass over one batch, (b) greedy generation
-    of `new_tokens` tokens after a 10-token prompt: the reference with and without its KV
-    cache, and HuggingFace's `generate` (with its cache), which must agree token for token.
+    of `new_tokens` tokens after a 10-token prompt: the reference with its KV cache (fused and
+    explicit) and without, and HuggingFace's `generate` (with its cache), which must agree
+    token for token.
 
     Median wall time of `repeats` runs (the contenders taking turns), no gradients, the
     machine's default threads.
@@ -277,6 +279,9 @@ def bench_gpt2(repeats: int = 3, new_tokens: int = 100) -> dict:
     generation = {
         "reference, fused, KV cache": lambda: generate(
             fused, prompt.tolist(), new_tokens, temperature=0.0
+        )[0],
+        "reference, explicit, KV cache": lambda: generate(
+            explicit, prompt.tolist(), new_tokens, temperature=0.0
         )[0],
         "reference, fused, no cache": lambda: generate(
             fused, prompt.tolist(), new_tokens, temperature=0.0, use_cache=False
@@ -414,6 +419,7 @@ def bench_speed(steps: int = 10, nanogpt: str | None = None, threads: int | None
         "fused: + one QKV product, addmm": ours(lambda: Transformer(cfg, fused=True)),
         "fused, torch.optim.AdamW": ours(lambda: Transformer(cfg, fused=True), "torch"),
         "fused + torch.compile": ours(lambda: Transformer(cfg, fused=True), compile_=True),
+        "fused, torch AdamW, no b_U": ours(lambda: _without_b_U(cfg), "torch"),
     }
     if device.type == "cuda":
         contenders["fused + bf16 autocast"] = ours(lambda: Transformer(cfg, fused=True), amp=True)
@@ -467,6 +473,25 @@ def bench_speed(steps: int = 10, nanogpt: str | None = None, threads: int | None
     return result
 
 
+def _without_b_U(cfg):
+    """Transformer(cfg, fused=True) whose unembedding has no bias, as nanoGPT's lm_head and
+    HuggingFace's GPT-2 have none: the same model as theirs, to time like with like."""
+    from solutions.embeddings import Unembed
+    from solutions.transformer import Transformer
+
+    class UnembedWithoutBias(Unembed):
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            del self.b_U
+
+        def forward(self, residual):
+            return residual @ self.W_U
+
+    model = Transformer(cfg, fused=True)
+    model.unembed = UnembedWithoutBias(cfg)
+    return model
+
+
 def _sdpa_only_transformer(cfg):
     """The reference with F.layer_norm and scaled_dot_product_attention, but Q, K and V from
     three products and every bias added apart: Transformer(cfg, fused=True) less its fused
@@ -497,37 +522,36 @@ def _sdpa_only_transformer(cfg):
     return model
 
 
+SECTIONS = ["checks", "training", "model", "scaling", "gpt2", "speed"]
+
+
 def main(argv: list[str]) -> None:
-    record = "--record" in argv
-    nanogpt = None
-    if "--nanogpt" in argv:  # --nanogpt PATH: a folder with nanoGPT's model.py
-        at = argv.index("--nanogpt")
-        nanogpt, argv = argv[at + 1], argv[:at] + argv[at + 2 :]
-    sections = [a for a in argv if a != "--record"] or [
-        "checks",
-        "training",
-        "model",
-        "scaling",
-        "gpt2",
-        "speed",
-    ]
+    parser = argparse.ArgumentParser(description="Time the course's code (make bench).")
+    parser.add_argument("sections", nargs="*", help=f"of {', '.join(SECTIONS)}; all when none")
+    parser.add_argument("--record", action="store_true", help="rewrite the stored timings")
+    parser.add_argument("--nanogpt", metavar="PATH", help="a folder with nanoGPT's model.py")
+    parser.add_argument("--threads", type=int, help="CPU threads for the speed section")
+    args = parser.parse_args(argv)
+    for unknown in set(args.sections) - set(SECTIONS):
+        parser.error(f"no section {unknown!r}: choose from {', '.join(SECTIONS)}")
+    sections = args.sections or SECTIONS
     if "checks" in sections:
         bench_checks()
     if "training" in sections:
         print()
-        bench_training(record=record)
+        bench_training(record=args.record)
     if "model" in sections:
         print()
         bench_model()
     if "scaling" in sections:
         print()
-        bench_scaling(record=record)
+        bench_scaling(record=args.record)
     if "gpt2" in sections:
         print()
         bench_gpt2()
     if "speed" in sections:
         print()
-        bench_speed(nanogpt=nanogpt)
+        bench_speed(nanogpt=args.nanogpt, threads=args.threads)
 
 
 if __name__ == "__main__":

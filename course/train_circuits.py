@@ -9,9 +9,7 @@ is the rounded one), its loss log and the scores the chapter quotes (json).
 """
 
 import argparse
-import csv
 import json
-import tempfile
 import time
 from dataclasses import asdict, replace
 from functools import cache
@@ -19,11 +17,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from course.config import Config
 from course.corpus import load_corpus
+from course.shipped import (
+    load_weights,
+    round_to_float16,
+    save_weights,
+    setup,
+    train_logged,
+    write_json,
+)
 from solutions.circuits import (
     CORPUS_MODEL,
     INDUCTION_MODEL,
@@ -37,7 +42,7 @@ from solutions.circuits import (
     repeated_tokens,
 )
 from solutions.tokenizer import BPETokenizer, train_incremental
-from solutions.training import TrainConfig, learning_rate, param_groups, train
+from solutions.training import TrainConfig, learning_rate, param_groups
 
 OUT = Path(__file__).resolve().parent / "data" / "circuits"
 
@@ -89,22 +94,6 @@ def induction_eval_tokens(cfg: Config = INDUCTION_MODEL) -> torch.Tensor:
     return repeated_tokens(EVAL_BATCH, HALF, cfg.d_vocab, torch.Generator().manual_seed(EVAL_SEED))
 
 
-def setup(seed: int) -> None:
-    """The same reductions, in the same order, at every run on a given CPU: one thread (these
-    models are too small to gain from more, and threads that wait on a busy machine stall)."""
-    torch.manual_seed(seed)
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def round_to_float16(model: torch.nn.Module) -> torch.nn.Module:
-    """The weights as they are shipped: float16 values, computed with in float32."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(p.half().float())
-    return model.eval()
-
-
 def train_corpus_model(
     tcfg: TrainConfig = CORPUS_TRAINING, progress: bool = True
 ) -> tuple[AttnOnlyTransformer, list[dict]]:
@@ -112,15 +101,7 @@ def train_corpus_model(
     setup(tcfg.seed)
     train_tokens, val_tokens = corpus_tokens()
     model = AttnOnlyTransformer(CORPUS_MODEL)
-    with tempfile.TemporaryDirectory() as tmp:
-        train(
-            model, train_tokens, val_tokens, tcfg, log_path=Path(tmp) / "log.csv", progress=progress
-        )
-        with open(Path(tmp) / "log.csv") as f:
-            log = [
-                {k: float(v) if k != "step" else int(v) for k, v in row.items() if v != ""}
-                for row in csv.DictReader(f)
-            ]
+    log = train_logged(model, train_tokens, val_tokens, tcfg, progress)
     return round_to_float16(model), log
 
 
@@ -179,37 +160,15 @@ def scores(corpus_model: AttnOnlyTransformer, induction_model: AttnOnlyTransform
     }
 
 
-def save_model(model: AttnOnlyTransformer, path: Path) -> None:
-    tensors = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, path)
-
-
 def load_model(name: str, out: Path = OUT) -> AttnOnlyTransformer:
     """A shipped model ("corpus" or "induction"), in float32 and eval mode."""
     cfg = {"corpus": CORPUS_MODEL, "induction": INDUCTION_MODEL}[name]
-    model = AttnOnlyTransformer(cfg)
-    model.load_state_dict({k: v.float() for k, v in load_file(out / f"{name}.safetensors").items()})
-    return model.eval()
+    return load_weights(AttnOnlyTransformer(cfg), out / f"{name}.safetensors")
 
 
 def load_json(name: str, out: Path = OUT) -> dict | list:
     """A shipped log ("corpus_log", "induction_log") or the scores ("scores")."""
     return json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
-
-
-def write_json(value, path: Path) -> None:
-    """Compact json, floats to 6 significant digits (the tests compare to 1e-4)."""
-
-    def rounded(v):
-        if isinstance(v, float):
-            return float(f"{v:.6g}")
-        if isinstance(v, dict):
-            return {k: rounded(x) for k, x in v.items()}
-        if isinstance(v, list | tuple):
-            return [rounded(x) for x in v]
-        return v
-
-    path.write_text(json.dumps(rounded(value), separators=(",", ":")) + "\n", encoding="utf-8")
 
 
 def main(out: Path = OUT, corpus_steps: int | None = None, induction_steps: int | None = None):
@@ -221,8 +180,8 @@ def main(out: Path = OUT, corpus_steps: int | None = None, induction_steps: int 
     corpus_model, corpus_log = train_corpus_model(corpus_tcfg)
     induction_model, induction_log = train_induction_model(induction_tcfg)
     out.mkdir(parents=True, exist_ok=True)
-    save_model(corpus_model, out / "corpus.safetensors")
-    save_model(induction_model, out / "induction.safetensors")
+    save_weights(corpus_model, out / "corpus.safetensors")
+    save_weights(induction_model, out / "induction.safetensors")
     write_json({"train_config": asdict(corpus_tcfg), "log": corpus_log}, out / "corpus_log.json")
     write_json(
         {"train_config": asdict(induction_tcfg), "periods": PERIODS, "log": induction_log},

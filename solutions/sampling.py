@@ -251,21 +251,28 @@ def generate(
     use_cache: bool = True,
 ) -> list[list[int]]:
     """The new tokens after each prompt (all prompts in one batch). A row stops after
-    max_new_tokens, at eos_token_id (left out of its tokens), or once `stop(its tokens)`."""
+    max_new_tokens, at eos_token_id (left out of its tokens), or once `stop(its tokens)`.
+    Past the model's context window, it reads the last n_ctx tokens only."""
     generator = torch.Generator().manual_seed(seed)
     tokens, mask = left_pad(prompts)
     n_prompt = tokens.shape[1]
+    n_ctx = model.cfg.n_ctx if hasattr(model, "cfg") else tokens.shape[1] + max_new_tokens
     cache = KVCache(len(model.blocks)) if use_cache else None
     new_tokens: list[list[int]] = [[] for _ in prompts]
     done = [False] * len(prompts)
     step_input = tokens
     for _ in range(max_new_tokens):
+        window, window_mask = tokens[:, -n_ctx:], mask[:, -n_ctx:]
+        if tokens.shape[1] > n_ctx and use_cache:
+            # The window has moved: its positions start again at 0 (as nanoGPT crops), so no
+            # cached key or value still holds. Start over from the window, at every step.
+            cache, step_input = KVCache(len(model.blocks)), window
         if use_cache:
-            logits = forward_with_cache(model, step_input, cache, mask)[:, -1]
-        elif mask.all():
-            logits = model(tokens)[:, -1]  # the plain model, with nothing cached or masked
+            logits = forward_with_cache(model, step_input, cache, window_mask)[:, -1]
+        elif window_mask.all():
+            logits = model(window)[:, -1]  # the plain model, with nothing cached or masked
         else:
-            logits = forward_with_cache(model, tokens, None, mask)[:, -1]
+            logits = forward_with_cache(model, window, None, window_mask)[:, -1]
         if frequency_penalty or presence_penalty:
             logits = apply_penalties(
                 logits, tokens[:, n_prompt:], frequency_penalty, presence_penalty

@@ -100,6 +100,23 @@ def test_cached_generation_equals_uncached_for_every_sampler(model, sampler):
     assert all(len(row) == 15 for row in cached)
 
 
+def test_generation_past_the_context_window_reads_its_last_n_ctx_tokens(model):
+    """Past n_ctx, the model reads the last n_ctx tokens, their positions from 0 again, as
+    nanoGPT crops; with the cache or without, alone or in a padded batch."""
+    n_new = TINY.n_ctx + 10 - len(PROMPTS[1])
+    tokens = torch.tensor([PROMPTS[1]])
+    with torch.no_grad():
+        for _ in range(n_new):
+            next_token = model(tokens[:, -TINY.n_ctx :])[:, -1:].argmax(-1)
+            tokens = torch.cat([tokens, next_token], dim=1)
+    expected = tokens[0, len(PROMPTS[1]) :].tolist()
+    assert generate(model, [PROMPTS[1]], n_new, temperature=0.0)[0] == expected
+    assert generate(model, [PROMPTS[1]], n_new, temperature=0.0, use_cache=False)[0] == expected
+    assert generate(model, PROMPTS, n_new, temperature=0.0)[1] == expected
+    sampled = generate(model, PROMPTS, n_new, seed=2, top_p=0.9)
+    assert sampled == generate(model, PROMPTS, n_new, seed=2, top_p=0.9, use_cache=False)
+
+
 def test_batched_left_padded_generation_equals_each_prompt_alone(model):
     batched = generate(model, PROMPTS, 10, temperature=0.0)
     alone = [generate(model, [prompt], 10, temperature=0.0)[0] for prompt in PROMPTS]

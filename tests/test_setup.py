@@ -31,8 +31,15 @@ def test_colab_installs_the_courses_own_pins():
     assert "torch" not in pins  # Colab keeps its own PyTorch
     # The packages the notebooks import beside PyTorch and the standard library.
     sources = "\n".join(p.read_text() for p in (ROOT / "notebooks").glob("*.md"))
-    for package in ["einops", "jaxtyping", "plotly", "regex", "transformers"]:
-        assert re.search(rf"^(import|from) {package}\b", sources, re.M), package
+    for module, package in [
+        ("einops", "einops"),
+        ("jaxtyping", "jaxtyping"),
+        ("plotly", "plotly"),
+        ("regex", "regex"),
+        ("transformers", "transformers"),
+        ("transformer_lens", "transformer-lens"),
+    ]:
+        assert re.search(rf"^(import|from) {module}\b", sources, re.M), module
         assert package in pins, package
 
 

@@ -1,0 +1,74 @@
+"""What the course's small trained models share: seeded one-thread training with chapter 6's
+loop, weights shipped in float16, and compact json logs. Used by course/train_circuits.py
+(chapter 5b) and course/train_text_model.py (chapter 7)."""
+
+import csv
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from solutions.training import TrainConfig, train
+
+
+def setup(seed: int) -> None:
+    """The same reductions, in the same order, at every run on a given CPU: one thread (these
+    models are too small to gain from more, and threads that wait on a busy machine stall)."""
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def round_to_float16(model: nn.Module) -> nn.Module:
+    """The weights as they are shipped: float16 values, computed with in float32."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.half().float())
+    return model.eval()
+
+
+def train_logged(
+    model: nn.Module,
+    train_tokens: torch.Tensor,
+    val_tokens: torch.Tensor,
+    tcfg: TrainConfig,
+    progress: bool = True,
+) -> list[dict]:
+    """solutions.training.train on `model` (in place); its loss log, one dict per step."""
+    with tempfile.TemporaryDirectory() as tmp:
+        log_path = Path(tmp) / "log.csv"
+        train(model, train_tokens, val_tokens, tcfg, log_path=log_path, progress=progress)
+        with open(log_path) as f:
+            return [
+                {k: float(v) if k != "step" else int(v) for k, v in row.items() if v != ""}
+                for row in csv.DictReader(f)
+            ]
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """The state dict in float16, as safetensors."""
+    save_file({k: v.detach().half().contiguous() for k, v in model.state_dict().items()}, path)
+
+
+def load_weights(model: nn.Module, path: Path) -> nn.Module:
+    """`model` with the weights of `path`, in float32 and eval mode."""
+    model.load_state_dict({k: v.float() for k, v in load_file(path).items()})
+    return model.eval()
+
+
+def write_json(value, path: Path) -> None:
+    """Compact json, floats to 6 significant digits (the tests compare to 1e-4)."""
+
+    def rounded(v):
+        if isinstance(v, float):
+            return float(f"{v:.6g}")
+        if isinstance(v, dict):
+            return {k: rounded(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [rounded(x) for x in v]
+        return v
+
+    path.write_text(json.dumps(rounded(value), separators=(",", ":")) + "\n", encoding="utf-8")
