@@ -348,7 +348,13 @@ def bench_speed(steps: int = 10, nanogpt: str | None = None, threads: int | None
 
     from course.config import COURSE_MODEL
     from course.train_course_model import COURSE_TRAINING
-    from solutions.training import AdamW, clip_grad_norm, param_groups, window_loss
+    from solutions.training import (
+        AdamW,
+        ForeachAdamW,
+        clip_grad_norm,
+        param_groups,
+        window_loss,
+    )
     from solutions.transformer import Transformer
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -363,6 +369,8 @@ def bench_speed(steps: int = 10, nanogpt: str | None = None, threads: int | None
             groups = param_groups(model, 0.1)
             if optimizer == "course":
                 opt = AdamW(groups, lr=lr, betas=betas)
+            elif optimizer == "foreach":
+                opt = ForeachAdamW(groups, lr=lr, betas=betas)
             else:
                 opt = torch.optim.AdamW(groups, lr=lr, betas=betas)
             run = torch.compile(model) if compile_ else model
@@ -417,6 +425,7 @@ def bench_speed(steps: int = 10, nanogpt: str | None = None, threads: int | None
         "reference, explicit attention": ours(lambda: Transformer(cfg)),
         "SDPA, F.layer_norm": ours(lambda: _sdpa_only_transformer(cfg)),
         "fused: + one QKV product, addmm": ours(lambda: Transformer(cfg, fused=True)),
+        "fused, the course's ForeachAdamW": ours(lambda: Transformer(cfg, fused=True), "foreach"),
         "fused, torch.optim.AdamW": ours(lambda: Transformer(cfg, fused=True), "torch"),
         "fused + torch.compile": ours(lambda: Transformer(cfg, fused=True), compile_=True),
         "fused, torch AdamW, no b_U": ours(lambda: _without_b_U(cfg), "torch"),

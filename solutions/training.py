@@ -121,6 +121,38 @@ class AdamW(torch.optim.Optimizer):
                 p.addcdiv_(m, sqrt_v_hat.add_(eps), value=-lr / (1 - beta1**t))
 
 
+class ForeachAdamW(AdamW):
+    """AdamW's update, the same numbers (tested), with each operation applied to all of a
+    group's tensors at once by PyTorch's torch._foreach_* functions. On a GPU each is one
+    kernel launch for the whole group instead of one per tensor: for a small model, the
+    launches, not the arithmetic, are most of an optimizer step (chapter 6b's speed table).
+    torch.optim.AdamW does the same on a GPU by default."""
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+            for p in params:
+                if not self.state[p]:
+                    self.state[p].update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                self.state[p]["step"] += 1
+            grads = [p.grad for p in params]
+            m, v = [self.state[p]["m"] for p in params], [self.state[p]["v"] for p in params]
+            steps = [self.state[p]["step"] for p in params]
+            torch._foreach_mul_(m, beta1)
+            torch._foreach_add_(m, grads, alpha=1 - beta1)
+            torch._foreach_mul_(v, beta2)
+            torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
+            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+            sqrt_v_hat = torch._foreach_sqrt(v)
+            torch._foreach_div_(sqrt_v_hat, [math.sqrt(1 - beta2**t) for t in steps])
+            torch._foreach_add_(sqrt_v_hat, eps)
+            torch._foreach_addcdiv_(params, m, sqrt_v_hat, [-lr / (1 - beta1**t) for t in steps])
+
+
 def learning_rate(step: int, tcfg: TrainConfig) -> float:
     """Linear warm-up to max_lr over warmup_steps (step 0 already at max_lr / warmup_steps),
     then a cosine down to min_lr at max_steps, and min_lr after."""

@@ -84,6 +84,36 @@ def test_weight_decay_only_on_matrices():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
+def test_foreach_adamw_is_adamw_bit_for_bit():
+    """Every step, a parameter left without a gradient once, and the checkpointed state."""
+    from solutions.training import AdamW, ForeachAdamW, param_groups
+
+    models = [Transformer(TINY) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    optimizers = [
+        kind(param_groups(model, 0.1), lr=1e-2, betas=(0.9, 0.95))
+        for kind, model in zip([AdamW, ForeachAdamW], models, strict=True)
+    ]
+    g = torch.Generator().manual_seed(0)
+    for step in range(6):
+        grads = [torch.randn(p.shape, generator=g) for p in models[0].parameters()]
+        for model in models:
+            for p, grad in zip(model.parameters(), grads, strict=True):
+                p.grad = grad.clone()
+            if step == 2:
+                model.unembed.b_U.grad = None
+        for optimizer in optimizers:
+            optimizer.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        assert torch.equal(a, b)
+    states = [optimizer.state_dict()["state"] for optimizer in optimizers]
+    assert states[0].keys() == states[1].keys()
+    for key, state in states[0].items():
+        assert state["step"] == states[1][key]["step"]
+        assert torch.equal(state["m"], states[1][key]["m"])
+        assert torch.equal(state["v"], states[1][key]["v"])
+
+
 def test_evaluate_is_deterministic_and_leaves_the_mode_alone():
     model = Transformer(CFG).train()
     windows = fixed_windows(VAL, CFG.n_ctx, 8)
