@@ -50,8 +50,7 @@ def _effect_mistakes(model, layer: int, neuron: int) -> dict[str, torch.Tensor]:
         "added ln_final.b @ W_U: ln_final's b is added whatever the neuron does": through(value)
         + ln.b @ W_U,
         "applied the whole ln_final to the value, its scale included: leave the scale out "
-        "(it depends on the whole stream, not on this neuron)": ln(value[None, None])[0, 0]
-        @ W_U,
+        "(it depends on the whole stream, not on this neuron)": ln(value[None, None])[0, 0] @ W_U,
         "used neither ln_final's centring nor w": value @ W_U,
     }
     if mlp.W_out.shape[0] == mlp.W_out.shape[1]:

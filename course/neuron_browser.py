@@ -59,14 +59,16 @@ def neurons_html(descriptions: list[dict]) -> str:
     rows = []
     for d in descriptions:
         contexts = "<br>".join(
-            f"{a:.2f} <code>{html.escape(c)}</code>" for a, c in d["contexts"]
+            f"{a:.2f} <code style='white-space:pre'>{html.escape(c)}</code>"
+            for a, c in d["contexts"]
         )
         rows.append(
             f"<tr><td><b>{d['name']}</b></td><td>{cell(d['promotes'])}</td>"
             f"<td>{cell(d['suppresses'])}</td><td style='text-align:left'>{contexts}</td></tr>"
         )
     head = "<tr><th>neuron</th><th>promotes</th><th>suppresses</th><th>top contexts</th></tr>"
-    return f"<table>{head}{''.join(rows)}</table>"
+    # Scrolls sideways inside its own box, so that a long context never widens the page.
+    return f"<div style='overflow-x:auto'><table>{head}{''.join(rows)}</table></div>"
 
 
 def neuron_browser(model: nn.Module, windows: Tensor, k: int = 8) -> widgets.VBox:

@@ -29,7 +29,7 @@ def neuron_logit_effect(model: nn.Module, layer: int, neuron: int) -> Float[Tens
     the value, multiplies by w, and adds b, which is the same for every neuron and so no
     part of this one's effect. As chapter 5's direct logit attribution, without the scale.
     """
-    value = neuron_value(model, layer, neuron)
+    value = model.blocks[layer].mlp.W_out[neuron]  # row n: its value
     centred = value - value.mean()
     return (centred * model.ln_final.w) @ model.unembed.W_U
 

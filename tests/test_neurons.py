@@ -53,8 +53,8 @@ EFFECT_MISTAKES = {
     "no w": (_effect(ROW, w=False), "left out ln_final.w"),
     "no centring": (_effect(ROW, centre=False), "did not centre"),
     "b_U": (_effect(ROW, extra=lambda m: m.unembed.b_U), "added b_U"),
-    "whole ln_final": (lambda m, l, n: m.ln_final(m.blocks[l].mlp.W_out[n][None, None])[0, 0] @ m.unembed.W_U, "scale"),
-    "value only": (lambda m, l, n: m.blocks[l].mlp.W_out[n], "multiply it by W_U"),
+    "whole ln_final": (lambda m, i, n: m.ln_final(m.blocks[i].mlp.W_out[n][None, None])[0, 0] @ m.unembed.W_U, "scale"),
+    "value only": (lambda m, i, n: m.blocks[i].mlp.W_out[n], "multiply it by W_U"),
 }  # fmt: skip
 
 
@@ -132,6 +132,7 @@ def test_check_neuron_activations_rejects_and_names(mistake):
 
 def test_check_neuron_activations_names_the_mlp_output():
     """Named even where its shape is wrong: it equals what the mistake computes."""
+
     def mlp_out(model, tokens, layer):
         seen = {}
         handle = model.blocks[layer].mlp.register_forward_hook(
@@ -154,7 +155,7 @@ def top_with_unravel(acts, k):
 
 def top_by_sorting_pairs(acts, k):
     batch, posn = acts.shape
-    pairs = sorted(((acts[b, p].item(), b, p) for b in range(batch) for p in range(posn)))
+    pairs = sorted((acts[b, p].item(), b, p) for b in range(batch) for p in range(posn))
     return torch.tensor([[b, p] for _, b, p in pairs[::-1][:k]])
 
 
@@ -195,7 +196,7 @@ BROKEN = {
 LEARNERS = {
     "stub": lambda *a: (_ for _ in ()).throw(NotImplementedError()),
     "None": lambda *a: None,
-    "NaN": lambda m, t, l: ref.neuron_activations(m, t, l) * float("nan"),
+    "NaN": lambda m, t, i: ref.neuron_activations(m, t, i) * float("nan"),
     "exception": lambda *a: 1 / 0,
 }
 
