@@ -53,8 +53,8 @@ def describe_neuron(
 def neurons_html(descriptions: list[dict]) -> str:
     """A table of neurons: promoted and suppressed bytes, then the top contexts."""
 
-    def cell(items: list[str]) -> str:
-        return " ".join(f"<code>{html.escape(s)}</code>" for s in items)
+    def cell(items: list[str]) -> str:  # a space byte drawn as ␣, or it would not show
+        return " ".join(f"<code>{html.escape(s) if s != ' ' else '␣'}</code>" for s in items)
 
     rows = []
     for d in descriptions:

@@ -27,7 +27,8 @@ def neuron_logit_effect(model: nn.Module, layer: int, neuron: int) -> Float[Tens
     ln_final stands between the stream and W_U. Frozen at its scale (which depends on the
     whole stream, so it is left out: it divides every logit alike), it is linear: it centres
     the value, multiplies by w, and adds b, which is the same for every neuron and so no
-    part of this one's effect. As chapter 5's direct logit attribution, without the scale.
+    part of this one's effect. Chapter 5's direct logit attribution does the same, scale
+    included.
     """
     value = model.blocks[layer].mlp.W_out[neuron]  # row n: its value
     centred = value - value.mean()
