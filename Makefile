@@ -1,10 +1,10 @@
 # One front door: `make book`, `make lab`, `make grade`, `make gradebook`, `make test`,
-# `make notebooks`, `make bench`, `make course-model`, `make circuits`, `make text-model`.
+# `make notebooks`, `make bench`, `make course-model`, `make circuits`, `make text-model`, `make scaling-law`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv book lab grade gradebook test notebooks bench course-model circuits text-model lint clean
+.PHONY: venv book lab grade gradebook test notebooks bench course-model circuits text-model scaling-law lint clean
 
 venv: $(VENV)/.installed
 
@@ -67,6 +67,11 @@ circuits: venv
 # course/data/text_model/.
 text-model: venv
 	$(BIN)/python -m course.train_text_model
+
+# Retrain chapter 6's scaling-law sweep, 13 small models at three compute budgets (under 10
+# minutes on one CPU thread), and rewrite course/data/scaling_law/.
+scaling-law: venv
+	$(BIN)/python -m course.train_scaling_law
 
 lint: venv
 	$(BIN)/ruff check .

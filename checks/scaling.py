@@ -26,6 +26,7 @@ __all__ = [
     "check_kv_bytes_per_token",
     "check_count_training_flops",
     "check_fit_power_law",
+    "check_isoflop_minimum",
 ]
 
 ODD = TINY.but(n_heads=3, d_head=8, n_ctx=16, d_mlp=100)
@@ -337,3 +338,57 @@ def check_fit_power_law(check, fit_power_law):
                 },
                 rtol=1e-6,
             )
+
+
+def _valley(sizes, bottom: float, curvature: float, floor: float, noise: float, seed: int):
+    """Losses at `sizes` on a parabola in log N with its bottom at N = `bottom`, plus noise."""
+    log_n = np.log(np.asarray(sizes, float))
+    jitter = torch.randn(len(sizes), generator=seeded(seed), dtype=torch.float64).numpy()
+    return floor + curvature * (log_n - math.log(bottom)) ** 2 + noise * jitter
+
+
+@exercise(ref.isoflop_minimum)
+def check_isoflop_minimum(check, isoflop_minimum):
+    sizes = [25_472, 56_640, 100_096, 223_872, 396_800]
+    for name, xs, ys in [
+        (
+            "an exact valley, its bottom between two sizes, arrays",
+            np.array(sizes),
+            _valley(sizes, 70_000, 0.08, 1.4, 0.0, 61),
+        ),
+        ("a noisy valley, lists", sizes[:4], list(_valley(sizes[:4], 60_000, 0.1, 1.5, 0.01, 62))),
+        (
+            "three sizes, the bottom past the largest",
+            sizes[2:],
+            _valley(sizes[2:], 500_000, 0.05, 1.3, 0.0, 63),
+        ),
+    ]:
+        with check.case(name):
+            n_opt, loss_opt = ref.isoflop_minimum(xs, ys)
+            got = check.call(isoflop_minimum, xs, ys)
+            if not isinstance(got, tuple | list) or len(got) != 2:
+                check.fail(f"return a pair (N, loss), not a {type(got).__name__}.")
+            got_n = _number(check, got[0], "N at the bottom")
+            got_loss = _number(check, got[1], "loss at the bottom")
+            if _same(got_n, loss_opt, 1e-6) and _same(got_loss, n_opt, 1e-6):
+                check.fail("you returned (loss, N): return N first.")
+            x, y = np.asarray(xs, float), np.asarray(ys, float)
+            a, b, _ = np.polyfit(np.log(x), y, 2)
+            linear = np.polyfit(x, y, 2)
+            lowest = int(np.argmin(y))
+            _count(
+                check,
+                got_n,
+                n_opt,
+                "N at the bottom",
+                {
+                    "That is log N at the bottom: return exp of it.": -b / (2 * a),
+                    "The vertex of a·x² + b·x + c is at x = -b / (2·a).": math.exp(-b / a),
+                    "Fit the parabola to the loss against log N, not against N: on a log "
+                    "axis the valley is symmetric.": -linear[1] / (2 * linear[0]),
+                    "That is the lowest measured point: the bottom of the fitted parabola "
+                    "falls between the sizes trained.": x[lowest],
+                },
+                rtol=1e-6,
+            )
+            _count(check, got_loss, loss_opt, "loss at the bottom", {}, rtol=1e-6)

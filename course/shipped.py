@@ -36,11 +36,21 @@ def train_logged(
     val_tokens: torch.Tensor,
     tcfg: TrainConfig,
     progress: bool = True,
+    stop_at: int | None = None,
 ) -> list[dict]:
-    """solutions.training.train on `model` (in place); its loss log, one dict per step."""
+    """solutions.training.train on `model` (in place); its loss log, one dict per step.
+    `stop_at` ends the run at that step, on the full run's schedule."""
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "log.csv"
-        train(model, train_tokens, val_tokens, tcfg, log_path=log_path, progress=progress)
+        train(
+            model,
+            train_tokens,
+            val_tokens,
+            tcfg,
+            stop_at=stop_at,
+            log_path=log_path,
+            progress=progress,
+        )
         with open(log_path) as f:
             return [
                 {k: float(v) if k != "step" else int(v) for k, v in row.items() if v != ""}

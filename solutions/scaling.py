@@ -3,7 +3,8 @@
 How many parameters a GPT-2-shaped model has (the formula and the exact count), how much
 compute training it takes (6·N·D) and how a budget splits between parameters and tokens
 (Chinchilla's ~20 tokens per parameter), how to shape a model for a budget, what its
-KV cache weighs, and how to fit the power laws that measurements follow.
+KV cache weighs, how to fit the power laws that measurements follow, and where, at one
+compute budget, the loss is lowest.
 """
 
 import math
@@ -135,3 +136,16 @@ def fit_power_law(x, y) -> tuple[float, float]:
     """
     a, log_b = np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)
     return float(a), float(np.exp(log_b))
+
+
+def isoflop_minimum(n_params, losses) -> tuple[float, float]:
+    """(N, loss) at the bottom of the parabola fitted by least squares to the loss against
+    log N: where, at one compute budget, a model would reach the lowest loss.
+
+    Measured at a few sizes, the loss at a fixed budget is a valley in log N (too small a
+    model cannot learn enough, too large a one sees too few tokens); its bottom falls
+    between the sizes trained.
+    """
+    a, b, c = np.polyfit(np.log(np.asarray(n_params, float)), np.asarray(losses, float), 2)
+    log_n = -b / (2 * a)  # where the derivative 2·a·x + b is zero
+    return float(np.exp(log_n)), float(np.polyval([a, b, c], log_n))

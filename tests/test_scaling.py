@@ -160,6 +160,24 @@ def fit_with_log10(x, y):
     return a, 10**c
 
 
+def bottom_with_polynomial(n, losses):
+    # numpy's Polynomial class, in log10 N, and the bottom found by its derivative's root.
+    p = np.polynomial.Polynomial.fit(np.log10(n), losses, 2)
+    x = p.deriv().roots()[0]
+    return 10**x, p(x)
+
+
+def bottom_with_torch(n, losses):
+    # Least squares by hand: the design matrix [1, x, x²] and torch's lstsq.
+    x = torch.tensor(n, dtype=torch.float64).log()
+    design = torch.stack([torch.ones_like(x), x, x**2], dim=1)
+    c, b, a = torch.linalg.lstsq(
+        design, torch.tensor(losses, dtype=torch.float64)[:, None]
+    ).solution[:, 0]
+    x0 = -b / (2 * a)
+    return x0.exp(), c + b * x0 + a * x0**2
+
+
 @pytest.mark.parametrize(
     "checker, learner",
     [
@@ -181,6 +199,9 @@ def fit_with_log10(x, y):
         (checks.check_fit_power_law, ref.fit_power_law),
         (checks.check_fit_power_law, fit_with_torch),
         (checks.check_fit_power_law, fit_with_log10),
+        (checks.check_isoflop_minimum, ref.isoflop_minimum),
+        (checks.check_isoflop_minimum, bottom_with_polynomial),
+        (checks.check_isoflop_minimum, bottom_with_torch),
     ],
     ids=lambda v: getattr(v, "__name__", "lambda"),
 )
@@ -407,6 +428,48 @@ def fit_in_linear_space(x, y):
 )
 def test_check_fit_power_law_names_the_mistake(learner, fragment):
     assert_rejects(checks.check_fit_power_law, learner, fragment)
+
+
+def bottom_in_log(n, losses):
+    a, b, c = np.polyfit(np.log(n), losses, 2)
+    return -b / (2 * a), np.polyval([a, b, c], -b / (2 * a))
+
+
+def bottom_without_the_2(n, losses):
+    a, b, c = np.polyfit(np.log(n), losses, 2)
+    return math.exp(-b / a), np.polyval([a, b, c], -b / a)
+
+
+def bottom_in_linear_n(n, losses):
+    a, b, c = np.polyfit(np.asarray(n, float), losses, 2)
+    return -b / (2 * a), np.polyval([a, b, c], -b / (2 * a))
+
+
+def lowest_point(n, losses):
+    i = int(np.argmin(losses))
+    return n[i], losses[i]
+
+
+@pytest.mark.parametrize(
+    "learner, fragment",
+    [
+        (bottom_in_log, "exp of it"),
+        (bottom_without_the_2, "-b / (2·a)"),
+        (bottom_in_linear_n, "against log N"),
+        (lowest_point, "lowest measured point"),
+        (lambda n, losses: ref.isoflop_minimum(n, losses)[::-1], "return N first"),
+    ],
+    ids=["log-n", "no-2", "linear-n", "lowest-point", "swapped"],
+)
+def test_check_isoflop_minimum_names_the_mistake(learner, fragment):
+    assert_rejects(checks.check_isoflop_minimum, learner, fragment)
+
+
+def test_isoflop_minimum_finds_a_parabola_s_bottom():
+    n = [1e4, 1e5, 1e6]
+    losses = [2 + 0.1 * (math.log(x) - math.log(3e5)) ** 2 for x in n]
+    bottom, loss = ref.isoflop_minimum(n, losses)
+    assert math.isclose(bottom, 3e5) and math.isclose(loss, 2)
 
 
 # --- The timings the chapter plots --------------------------------------------------------
