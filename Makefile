@@ -68,7 +68,7 @@ circuits: venv
 text-model: venv
 	$(BIN)/python -m course.train_text_model
 
-# Retrain chapter 6's scaling-law sweep, 13 small models at three compute budgets (under 10
+# Retrain chapter 6's scaling-law sweep, 12 small models at three compute budgets (under 10
 # minutes on one CPU thread), and rewrite course/data/scaling_law/.
 scaling-law: venv
 	$(BIN)/python -m course.train_scaling_law

@@ -3,14 +3,16 @@ write course/data/scaling_law/results.json.
 
 `python -m course.train_scaling_law` (or `make scaling-law`): an IsoFLOP design, as in
 Hoffmann et al. (2022). For each compute budget C, models of several widths (the course's
-Transformer, 2 layers, heads of 16 dimensions, d_mlp = 4·d_model, bytes as tokens as in
-chapter 7's text model) are each trained on D = C / (6·N) tokens, N the non-embedding
-parameter count (Kaplan et al.'s convention), with the same schedule shape: a warm-up over
-the first 5% of the steps, then a cosine down to a tenth of the peak at the last step. So
-each run is a complete run at its own length, and the only question is how a budget is best
-split between N and D. Seeded, on the CPU with one thread, in under 10 minutes. Written: each
-run's configuration, parameter counts, tokens, FLOPs (6·N·D, and chapter 6's exact count),
-its training loss at every step, and its final loss on the validation split's fixed windows.
+Transformer, 2 layers, heads of 16 dimensions (one head at d_model 16), d_mlp = 4·d_model,
+bytes as tokens as in chapter 7's text model) are each trained on as many tokens D as the
+budget pays for, counted as chapter 6 counts a training step's FLOPs (FlopCounterMode: the
+6·N·D of the matrix products and attention's own products). Every run has the same schedule
+shape: a warm-up over the first 5% of its steps, then a cosine down to a tenth of the peak at
+its last step, so each is a complete run at its own length; the peak learning rate falls
+with the width (peak_lr). Seeded, on the CPU with one
+thread, in under 10 minutes. Written: each run's configuration, parameter counts, tokens,
+FLOPs, its training loss at every step, and its final loss on the validation split's fixed
+windows.
 """
 
 import argparse
@@ -20,12 +22,19 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from course.config import Config
 from course.shipped import setup, train_logged, write_json
 from course.train_text_model import text_tokens
-from solutions.scaling import count_training_flops, exact_params
+from solutions.scaling import (
+    approx_params,
+    count_training_flops,
+    exact_params,
+    fit_power_law,
+    isoflop_minimum,
+)
 from solutions.training import TrainConfig, evaluate, fixed_windows
 from solutions.transformer import Transformer
 
@@ -33,21 +42,22 @@ OUT = Path(__file__).resolve().parent / "data" / "scaling_law"
 RESULTS = OUT / "results.json"
 
 N_LAYERS, D_HEAD, N_CTX = 2, 16, 64
-# Compute budgets (FLOPs, 6·N·D) and the widths trained at each: around the optimum that
-# Chinchilla's 20 tokens per parameter predicts, from far too small to far too large.
-BUDGETS = {4e11: [32, 48, 64, 96], 1e12: [32, 48, 64, 96, 128], 2.5e12: [48, 64, 96, 128]}
+# Compute budgets (FLOPs) and the widths trained at each, chosen to bracket the lowest loss.
+BUDGETS = {
+    1.5e11: [16, 32, 48, 64],
+    4.5e11: [16, 32, 48, 64, 96],
+    1.35e12: [32, 48, 64, 96, 128],
+}
+# Batches of 8 windows (512 bytes): models this small learn more from more, smaller steps
+# than from fewer, larger ones, and the larger models of a budget get few steps as it is.
 SCHEDULE = TrainConfig(
-    batch_size=32,
-    max_lr=3e-3,
-    min_lr=3e-4,
+    batch_size=8,
     weight_decay=0.1,
     eval_windows=64,
     patience=0,
     seed=0,
 )
 VAL_WINDOWS = 512  # the final loss: 512 windows of 64 bytes, most of the validation split
-# Embeddings (Kaplan et al. leave them out of N: in small models they are a large share of
-# the parameters and a small share of the compute, and with them the power law bends).
 EMBEDDINGS = ("embed.W_E", "pos_embed.W_pos", "unembed.W_U", "unembed.b_U")
 
 
@@ -65,7 +75,7 @@ def law_config(d_model: int) -> Config:
 
 
 def non_embedding_params(cfg: Config) -> int:
-    """Every parameter but W_E, W_pos, W_U and b_U: the N of the fits."""
+    """Every parameter but W_E, W_pos, W_U and b_U: Kaplan et al.'s N."""
     with torch.device("meta"):
         model = Transformer(cfg)
     return sum(p.numel() for name, p in model.named_parameters() if name not in EMBEDDINGS)
@@ -79,11 +89,26 @@ def counted_flops_per_token(cfg: Config) -> float:
     return count_training_flops(model, tokens) / cfg.n_ctx
 
 
+def peak_lr(d_model: int) -> float:
+    """1e-2 up to d_model 32, then falling as 1/d_model: wider models need smaller steps (the
+    rule of muP for Adam), and one rate for all would favour some sizes over others."""
+    return min(1e-2, 0.32 / d_model)
+
+
 def run_schedule(budget: float, d_model: int) -> TrainConfig:
-    """The training of width d_model on budget / (6·N) tokens, warm-up 5%, then a cosine."""
-    n = non_embedding_params(law_config(d_model))
-    steps = round(budget / (6 * n * SCHEDULE.batch_size * N_CTX))
-    return replace(SCHEDULE, max_steps=steps, warmup_steps=max(1, steps // 20), eval_every=steps)
+    """The training of width d_model on the tokens `budget` FLOPs pay for: warm-up over 5%
+    of the steps, then a cosine to the last."""
+    tokens_per_step = SCHEDULE.batch_size * N_CTX
+    steps = round(budget / (counted_flops_per_token(law_config(d_model)) * tokens_per_step))
+    lr = peak_lr(d_model)
+    return replace(
+        SCHEDULE,
+        max_steps=steps,
+        warmup_steps=max(1, steps // 20),
+        eval_every=steps,
+        max_lr=lr,
+        min_lr=lr / 10,
+    )
 
 
 def train_run(
@@ -108,6 +133,52 @@ def load_results(path: Path = RESULTS) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def law_fits(results: dict) -> dict:
+    """What the sweep measures: at each budget the bottom of the IsoFLOP valley (N_opt, its
+    loss, the tokens D_opt a model of N_opt parameters gets for the budget, and D_opt / N_opt),
+    then power laws through the bottoms: N_opt ∝ C^n_exponent, D_opt ∝ C^d_exponent, and the
+    loss ∝ N_opt^-alpha_n and ∝ C^-alpha_c (no irreducible term: three points cannot fix one)."""
+    minima = []
+    for budget in results["budgets"]:
+        runs = [r for r in results["runs"] if r["budget"] == budget]
+        n_params = np.array([r["params"] for r in runs], float)
+        n_opt, loss_opt = isoflop_minimum(n_params, [r["val_loss"] for r in runs])
+        # D falls smoothly with N at a fixed budget (as 1/N, bar attention): interpolated.
+        log_d = np.interp(math.log(n_opt), np.log(n_params), [math.log(r["tokens"]) for r in runs])
+        d_opt = math.exp(log_d)
+        minima.append(
+            {
+                "budget": budget,
+                "n_opt": n_opt,
+                "d_opt": d_opt,
+                "tokens_per_param": d_opt / n_opt,
+                "loss_opt": loss_opt,
+                "inside": bool(n_params.min() < n_opt < n_params.max()),
+            }
+        )
+    budgets = [m["budget"] for m in minima]
+    n_opt, loss_opt = [m["n_opt"] for m in minima], [m["loss_opt"] for m in minima]
+    return {
+        "minima": minima,
+        "n_exponent": fit_power_law(budgets, n_opt)[0],
+        "d_exponent": fit_power_law(budgets, [m["d_opt"] for m in minima])[0],
+        "alpha_n": -fit_power_law(n_opt, loss_opt)[0],
+        "alpha_c": -fit_power_law(budgets, loss_opt)[0],
+    }
+
+
+def logged_losses(losses: list[float], first: int = 50, every: int = 10) -> dict:
+    """The loss log as shipped, to 4 decimals: the first steps one by one, then the mean of
+    each `every` steps (the whole log, step by step, would weigh more than the rest)."""
+    losses = [round(x, 4) for x in losses]
+    means = [losses[i : i + every] for i in range(0, len(losses), every)]
+    return {
+        "first_train_loss": losses[:first],
+        "train_loss_every": every,
+        "train_loss": [round(sum(chunk) / len(chunk), 4) for chunk in means],
+    }
+
+
 def main(out: Path = OUT, scale: float = 1.0) -> None:
     start = time.process_time()
     train_bytes, val_bytes = text_tokens()
@@ -118,23 +189,23 @@ def main(out: Path = OUT, scale: float = 1.0) -> None:
             t0 = time.process_time()
             model, log = train_run(budget * scale, d_model)
             tcfg = run_schedule(budget * scale, d_model)
-            n, tokens = non_embedding_params(cfg), tcfg.max_steps * tcfg.batch_size * N_CTX
+            n, tokens = approx_params(cfg), tcfg.max_steps * tcfg.batch_size * N_CTX
             run = {
                 "budget": budget * scale,
                 "d_model": d_model,
                 "config": asdict(cfg),
                 "train_config": asdict(tcfg),
-                "params_non_embedding": n,
+                "params": n,
+                "params_non_embedding": non_embedding_params(cfg),
                 "params_total": exact_params(cfg),
                 "tokens": tokens,
                 "epochs": tokens / len(train_bytes),
+                "flops": counted_flops_per_token(cfg) * tokens,
                 "flops_6nd": 6 * n * tokens,
-                "flops_6nd_total": 6 * exact_params(cfg) * tokens,
-                "flops_counted": counted_flops_per_token(cfg) * tokens,
                 "val_loss": final_loss(model, val_bytes),
                 "train_eval_loss": final_loss(model, train_bytes),
                 "cpu_s": round(time.process_time() - t0, 1),
-                "train_loss": [round(row["train_loss"], 4) for row in log],
+                **logged_losses([row["train_loss"] for row in log]),
             }
             runs.append(run)
             print(
@@ -160,6 +231,12 @@ def main(out: Path = OUT, scale: float = 1.0) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--plan", action="store_true", help="print the runs' steps, train none")
     parser.add_argument("--scale", type=float, default=1.0, help="budgets × this: a quick trial")
     args = parser.parse_args()
-    main(args.out, args.scale)
+    if args.plan:
+        for budget, widths in BUDGETS.items():
+            for d_model in widths:
+                print(f"C {budget:.2g}, d_model {d_model}: {run_schedule(budget, d_model)}")
+    else:
+        main(args.out, args.scale)
