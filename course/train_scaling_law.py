@@ -57,6 +57,10 @@ SCHEDULE = TrainConfig(
     patience=0,
     seed=0,
 )
+# The two best sizes of the smallest budget, again with other seeds (initialisation and
+# batches): how far a run's loss moves by chance.
+SEED_RUNS = [(1.5e11, 16), (1.5e11, 32)]
+SEEDS = [1, 2]
 VAL_WINDOWS = 512  # the final loss: 512 windows of 64 bytes, most of the validation split
 EMBEDDINGS = ("embed.W_E", "pos_embed.W_pos", "unembed.W_U", "unembed.b_U")
 
@@ -112,11 +116,15 @@ def run_schedule(budget: float, d_model: int) -> TrainConfig:
 
 
 def train_run(
-    budget: float, d_model: int, progress: bool = False, stop_at: int | None = None
+    budget: float,
+    d_model: int,
+    progress: bool = False,
+    stop_at: int | None = None,
+    seed: int = SCHEDULE.seed,
 ) -> tuple[Transformer, list[dict]]:
     """One run of the sweep, seeded: the trained model and its loss log. `stop_at` ends it
     early, on the full run's schedule (the tests retrain the first steps)."""
-    tcfg = run_schedule(budget, d_model)
+    tcfg = replace(run_schedule(budget, d_model), seed=seed)
     setup(tcfg.seed)
     model = Transformer(law_config(d_model), fused=True)
     log = train_logged(model, *text_tokens(), tcfg, progress, stop_at)
@@ -179,6 +187,33 @@ def logged_losses(losses: list[float], first: int = 50, every: int = 10) -> dict
     }
 
 
+def seed_runs(scale: float = 1.0) -> list[dict]:
+    """SEED_RUNS trained with each of SEEDS: their final validation loss."""
+    rows = []
+    for budget, d_model in SEED_RUNS:
+        for seed in SEEDS:
+            t0 = time.process_time()
+            model, log = train_run(budget * scale, d_model, seed=seed)
+            rows.append(
+                {
+                    "budget": budget * scale,
+                    "d_model": d_model,
+                    "seed": seed,
+                    "val_loss": final_loss(model, text_tokens()[1]),
+                    "cpu_s": round(time.process_time() - t0, 1),
+                    "first_train_loss": logged_losses([r["train_loss"] for r in log])[
+                        "first_train_loss"
+                    ],
+                }
+            )
+            print(
+                f"C {budget * scale:.3g}, d_model {d_model:>3}, seed {seed}: "
+                f"val {rows[-1]['val_loss']:.3f}",
+                flush=True,
+            )
+    return rows
+
+
 def main(out: Path = OUT, scale: float = 1.0) -> None:
     start = time.process_time()
     train_bytes, val_bytes = text_tokens()
@@ -209,11 +244,12 @@ def main(out: Path = OUT, scale: float = 1.0) -> None:
             }
             runs.append(run)
             print(
-                f"C {run['budget']:.2g}, d_model {d_model:>3}: N {n:>7,}, {tcfg.max_steps:>5} "
+                f"C {run['budget']:.3g}, d_model {d_model:>3}: N {n:>7,}, {tcfg.max_steps:>5} "
                 f"steps, {run['epochs']:.1f} epochs, val {run['val_loss']:.3f}, "
                 f"{run['cpu_s']:.0f} s",
                 flush=True,
             )
+    seeds = seed_runs(scale)
     out.mkdir(parents=True, exist_ok=True)
     results = {
         "budgets": [b * scale for b in BUDGETS],
@@ -223,6 +259,7 @@ def main(out: Path = OUT, scale: float = 1.0) -> None:
         "uniform_loss": math.log(256),
         "cpu_s": round(time.process_time() - start, 1),
         "runs": runs,
+        "seed_runs": seeds,
     }
     write_json(results, out / "results.json")
     print(f"wrote {out} in {results['cpu_s']:.0f} s of CPU time")
@@ -237,6 +274,6 @@ if __name__ == "__main__":
     if args.plan:
         for budget, widths in BUDGETS.items():
             for d_model in widths:
-                print(f"C {budget:.2g}, d_model {d_model}: {run_schedule(budget, d_model)}")
+                print(f"C {budget:.3g}, d_model {d_model}: {run_schedule(budget, d_model)}")
     else:
         main(args.out, args.scale)

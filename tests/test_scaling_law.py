@@ -53,6 +53,15 @@ def test_shipped_log_starts_as_a_fresh_run_does(results, budget, d_model):
     assert law.logged_losses(fresh)["train_loss"] == run["train_loss"][: steps // 10]
 
 
+def test_seed_runs_are_the_design(results):
+    designed = [(c, d, seed) for c, d in law.SEED_RUNS for seed in law.SEEDS]
+    assert [(r["budget"], r["d_model"], r["seed"]) for r in results["seed_runs"]] == designed
+    _, log = law.train_run(*law.SEED_RUNS[0], stop_at=10, seed=law.SEEDS[0])
+    fresh = torch.tensor([row["train_loss"] for row in log])
+    shipped = torch.tensor(results["seed_runs"][0]["first_train_loss"][:10])
+    torch.testing.assert_close(fresh, shipped, rtol=0, atol=2e-4)
+
+
 def test_every_run_learned(results):
     for run in results["runs"]:
         assert run["val_loss"] < results["uniform_loss"] - 2
