@@ -266,6 +266,13 @@ class Check:
         """Fail the current case; `message` is the diagnosis (its own line under the case)."""
         raise CheckFailed(message, case=self._case)
 
+    def pair(self, got: Any, names: str) -> tuple[Any, Any]:
+        """The two values of a learner function that returns a pair; `names` says which, as
+        "(logits, cache)". Anything but a tuple or list of two fails the case."""
+        if not isinstance(got, tuple | list) or len(got) != 2:
+            self.fail(f"return a pair {names}, not a {type(got).__name__}.")
+        return got[0], got[1]
+
     @contextmanager
     def case(self, description: str) -> Iterator[None]:
         """A named case; it counts towards the success line once its block ends cleanly."""

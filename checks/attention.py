@@ -185,8 +185,7 @@ def check_previous_token_qk(check, previous_token_qk):
     cfg = ref.HANDMADE
     with check.case("returns (W_Q, W_K), each [d_model, d_head]"):
         got = check.call(previous_token_qk, cfg)
-        if not isinstance(got, tuple | list) or len(got) != 2:
-            check.fail(f"return a pair (W_Q, W_K), not a {type(got).__name__}.")
+        got = check.pair(got, "(W_Q, W_K)")
         for name, W in zip(["W_Q", "W_K"], got, strict=True):
             if not isinstance(W, torch.Tensor) or W.shape != (cfg.d_model, cfg.d_head):
                 shape = tuple(W.shape) if isinstance(W, torch.Tensor) else type(W).__name__

@@ -144,8 +144,7 @@ def check_fold_layer_norm(check, fold_layer_norm):
                 W_ref, b_ref = ref.fold_layer_norm(ln, W, bias)
                 w, b = ln.w, ln.b
                 got = check.call(fold_layer_norm, ln, W, bias)
-            if not isinstance(got, tuple | list) or len(got) != 2:
-                check.fail(f"return a pair (W_folded, b_folded), not a {type(got).__name__}.")
+            got = check.pair(got, "(W_folded, b_folded)")
             columns = {}
             if n == cfg.d_model:
                 columns["scaled W's columns: w scales W's rows, one per d_model"] = W * w

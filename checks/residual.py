@@ -213,9 +213,7 @@ def check_run_with_cache(check, run_with_cache):
     for model, tokens in _cases(check, seed=20):
         want, expected = ref.run_with_cache(model, tokens)
         out = check.call(run_with_cache, model, tokens)
-        if not isinstance(out, tuple | list) or len(out) != 2:
-            check.fail(f"return a pair (logits, cache), not a {type(out).__name__}.")
-        logits, cache = out
+        logits, cache = check.pair(out, "(logits, cache)")
         compare_caches(check, cache, expected, model)
         check.tensor(logits, want, what="logits")
         if model.blocks[0].mlp is not None:
@@ -257,9 +255,7 @@ def check_decompose_resid(check, decompose_resid):
         _, cache = ref.run_with_cache(model, tokens)
         want, labels = ref.decompose_resid(cache, model)
         out = check.call(decompose_resid, cache, model)
-        if not isinstance(out, tuple | list) or len(out) != 2:
-            check.fail(f"return a pair (components, labels), not a {type(out).__name__}.")
-        parts, got_labels = out
+        parts, got_labels = check.pair(out, "(components, labels)")
         check.equal(
             list(got_labels) if isinstance(got_labels, tuple | list) else got_labels,
             labels,
@@ -380,9 +376,7 @@ def check_direct_logit_attribution(check, direct_logit_attribution):
             "W_U[:, wrong]": -want,
         }
         got = check.call(direct_logit_attribution, cache, model, correct, wrong)
-        if not isinstance(got, tuple | list) or len(got) != 2:
-            check.fail(f"return a pair (attributions, labels), not a {type(got).__name__}.")
-        shares, got_labels = got
+        shares, got_labels = check.pair(got, "(attributions, labels)")
         check.equal(
             list(got_labels) if isinstance(got_labels, tuple | list) else got_labels,
             labels,

@@ -154,8 +154,7 @@ def check_chinchilla_optimal(check, chinchilla_optimal):
         with check.case(f"compute {compute:.3g} FLOPs"):
             n, d = ref.chinchilla_optimal(compute)
             got = check.call(chinchilla_optimal, compute)
-            if not isinstance(got, tuple | list) or len(got) != 2:
-                check.fail(f"return a pair (n_params, n_tokens), not a {type(got).__name__}.")
+            got = check.pair(got, "(n_params, n_tokens)")
             got_n = _number(check, got[0], "number of parameters")
             got_d = _number(check, got[1], "number of tokens")
             if _same(got_n, d, 1e-6) and _same(got_d, n, 1e-6):
@@ -310,8 +309,7 @@ def check_fit_power_law(check, fit_power_law):
         with check.case(name):
             a, b = ref.fit_power_law(xs, ys)
             got = check.call(fit_power_law, xs, ys)
-            if not isinstance(got, tuple | list) or len(got) != 2:
-                check.fail(f"return a pair (a, b), not a {type(got).__name__}.")
+            got = check.pair(got, "(a, b)")
             got_a = _number(check, got[0], "exponent a")
             got_b = _number(check, got[1], "coefficient b")
             if _same(got_a, b, 1e-6) and _same(got_b, a, 1e-6):
@@ -366,8 +364,7 @@ def check_isoflop_minimum(check, isoflop_minimum):
         with check.case(name):
             n_opt, loss_opt = ref.isoflop_minimum(xs, ys)
             got = check.call(isoflop_minimum, xs, ys)
-            if not isinstance(got, tuple | list) or len(got) != 2:
-                check.fail(f"return a pair (N, loss), not a {type(got).__name__}.")
+            got = check.pair(got, "(N, loss)")
             got_n = _number(check, got[0], "N at the bottom")
             got_loss = _number(check, got[1], "loss at the bottom")
             if _same(got_n, loss_opt, 1e-6) and _same(got_loss, n_opt, 1e-6):

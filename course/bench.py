@@ -39,6 +39,15 @@ TRAIN_TIMES = Path(__file__).parent / "data" / "bpe_train_times.json"
 SCALING_TIMES = Path(__file__).parent / "data" / "scaling_times.json"
 
 
+def _record(result: dict, path: Path, use: str, stem: str) -> None:
+    """Store timings that a chapter quotes, and say how to refresh that chapter."""
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(
+        f"written to course/data/{path.name}, which {use}: refresh its solved notebook with "
+        f"`python -m course.notebooks build {stem} --force`"
+    )
+
+
 def bench_checks() -> None:
     for module in pkgutil.iter_modules(checks.__path__):
         if not module.name.startswith("_"):
@@ -95,11 +104,7 @@ def bench_training(vocab_size: int = TRAIN_VOCAB_SIZE, record: bool = False) -> 
         f"  ({seconds['simple'] / seconds['incremental']:.0f}x faster)"
     )
     if record:
-        TRAIN_TIMES.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(
-            f"written to course/data/{TRAIN_TIMES.name}, which chapter 1 prints: refresh its "
-            "solved notebook with `python -m course.notebooks build 01_embeddings --force`"
-        )
+        _record(result, TRAIN_TIMES, "chapter 1 prints", "01_embeddings")
     return result
 
 
@@ -229,11 +234,7 @@ def bench_scaling(
     for w, s in zip(widths, matmul_s, strict=True):
         print(f"  width {w:>5}: {2 * rows * w * w / s / 1e9:6.1f} GFLOP/s")
     if record:
-        SCALING_TIMES.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(
-            f"written to course/data/{SCALING_TIMES.name}, which chapter 6 plots: refresh its "
-            "solved notebook with `python -m course.notebooks build 06_scaling --force`"
-        )
+        _record(result, SCALING_TIMES, "chapter 6 plots", "06_scaling")
     return result
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from checks import residual as checks
 from checks.residual import random_model
 from course.config import TINY
+from solutions import gpt2
 from solutions import residual as ref
 from support import assert_accepts, assert_rejects
 
@@ -332,45 +333,13 @@ def test_run_with_patch_checker_rejects(fn, message):
 
 
 def test_cache_agrees_with_huggingface_gpt2_on_the_streams_patterns_and_logits():
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     model = random_model(TINY, False, seed=5)
     with torch.no_grad():
         model.unembed.b_U.zero_()  # HF's lm_head has no bias
     cfg = TINY
-    hf = GPT2LMHeadModel(
-        GPT2Config(
-            vocab_size=cfg.d_vocab,
-            n_positions=cfg.n_ctx,
-            n_embd=cfg.d_model,
-            n_layer=cfg.n_layers,
-            n_head=cfg.n_heads,
-            n_inner=cfg.d_mlp,
-            layer_norm_epsilon=cfg.layer_norm_eps,
-            tie_word_embeddings=False,
-            attn_implementation="eager",
-        )
-    ).eval()
-    side = "n_heads d_model d_head -> d_model (n_heads d_head)"
+    hf = gpt2.to_huggingface(model)
+    hf.set_attn_implementation("eager")  # the one that returns attention patterns
     with torch.no_grad():
-        hf.transformer.wte.weight.copy_(model.embed.W_E)
-        hf.transformer.wpe.weight.copy_(model.pos_embed.W_pos)
-        for ours, theirs in zip(model.blocks, hf.transformer.h, strict=True):
-            attn = ours.attn
-            theirs.ln_1.weight.copy_(ours.ln1.w), theirs.ln_1.bias.copy_(ours.ln1.b)
-            W = [einops.rearrange(w, side) for w in (attn.W_Q, attn.W_K, attn.W_V)]
-            theirs.attn.c_attn.weight.copy_(torch.cat(W, dim=1))
-            theirs.attn.c_attn.bias.copy_(torch.cat([attn.b_Q.flatten(), attn.b_K.flatten(),
-                                                    attn.b_V.flatten()]))  # fmt: skip
-            theirs.attn.c_proj.weight.copy_(einops.rearrange(attn.W_O, "h e d -> (h e) d"))
-            theirs.attn.c_proj.bias.copy_(attn.b_O)
-            theirs.ln_2.weight.copy_(ours.ln2.w), theirs.ln_2.bias.copy_(ours.ln2.b)
-            theirs.mlp.c_fc.weight.copy_(ours.mlp.W_in), theirs.mlp.c_fc.bias.copy_(ours.mlp.b_in)
-            theirs.mlp.c_proj.weight.copy_(ours.mlp.W_out)
-            theirs.mlp.c_proj.bias.copy_(ours.mlp.b_out)
-        hf.transformer.ln_f.weight.copy_(model.ln_final.w)
-        hf.transformer.ln_f.bias.copy_(model.ln_final.b)
-        hf.lm_head.weight.copy_(model.unembed.W_U.T)
         out = hf(TOKENS, output_hidden_states=True, output_attentions=True)
     logits, cache = ref.run_with_cache(model, TOKENS)
     close = dict(rtol=1e-4, atol=1e-4)
