@@ -11,8 +11,9 @@ throughput against width), written with `--record` to course/data/scaling_times.
 the chapter plots. GPT-2: chapter 7's GPT-2 small against HuggingFace's on the same weights, a
 forward pass and 100 tokens of greedy generation (with and without the KV cache), which
 chapter 7 quotes. Speed: the course model's training step with the usual speed switches, one
-by one, which chapter 6b quotes (`--nanogpt PATH` adds nanoGPT's model.py from PATH, side by
-side). `python -m course.bench checks`, `training`, `model`, `scaling`, `gpt2` or `speed`
+by one, in tokens/s and operations per step (`--nanogpt PATH` adds nanoGPT's model.py from
+PATH, side by side), written with `--record` to course/data/speed_cpu.json (on a GPU,
+speed_gpu.json), which chapter 6b prints. `python -m course.bench checks`, `training`, `model`, `scaling`, `gpt2` or `speed`
 runs one section.
 """
 
@@ -31,21 +32,30 @@ from pathlib import Path
 
 import checks
 from checks._core import _EXERCISES
+from course.bench_speed import bench_speed
 from course.corpus import load_corpus
 
 BUDGET_S = 1.5
 TRAIN_VOCAB_SIZE = 4096
 TRAIN_TIMES = Path(__file__).parent / "data" / "bpe_train_times.json"
 SCALING_TIMES = Path(__file__).parent / "data" / "scaling_times.json"
+# The training step's speed, as measured on a CPU (which chapter 6b prints) and on a GPU.
+SPEED_TIMES = {
+    "cpu": Path(__file__).parent / "data" / "speed_cpu.json",
+    "cuda": Path(__file__).parent / "data" / "speed_gpu.json",
+}
 
 
-def _record(result: dict, path: Path, use: str, stem: str) -> None:
-    """Store timings that a chapter quotes, and say how to refresh that chapter."""
+def _record(result: dict, path: Path, use: str, stem: str | None = None) -> None:
+    """Store timings that a chapter quotes, and say how to refresh that chapter (`stem`: its
+    solved notebook, whose stored outputs quote them; None: a book page, run at each build)."""
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(
-        f"written to course/data/{path.name}, which {use}: refresh its solved notebook with "
-        f"`python -m course.notebooks build {stem} --force`"
+    refresh = (
+        f"refresh its solved notebook with `python -m course.notebooks build {stem} --force`"
+        if stem
+        else "the book runs that page at every build"
     )
+    print(f"written to course/data/{path.name}, which {use}: {refresh}")
 
 
 def bench_checks() -> None:
@@ -328,210 +338,6 @@ def _huggingface_gpt2(cfg):
     return GPT2LMHeadModel(hf_config(cfg, tied=False))
 
 
-def bench_speed(steps: int = 10, nanogpt: str | None = None, threads: int | None = None) -> dict:
-    """Training throughput (tokens/s) of the reference at COURSE_MODEL, batch of
-    COURSE_TRAINING, with the usual speed switches one by one: fused kernels (SDPA and
-    F.layer_norm), then Q, K and V from one product and biases added inside the products
-    (Transformer(cfg, fused=True)), PyTorch's AdamW in place of the course's, torch.compile,
-    and on a GPU bf16 autocast. `nanogpt` is a folder holding nanoGPT's model.py: its GPT at
-    the same shape (its MLP is 4 d_model = d_mlp, its heads d_model / n_heads = d_head) is
-    timed beside, as it is (its unembedding tied to its embedding) and untied, as
-    COURSE_MODEL is.
-
-    The GPU when there is one, else the CPU with the threads the course model trains with
-    (or `threads`: on a machine busy with other programs, one thread times more steadily).
-    Median wall time of `steps` steps after two warm-up steps (torch.compile compiles in the
-    first: its time is printed apart), the contenders taking turns step by step.
-    """
-    import importlib.util
-
-    import torch
-
-    from course.config import COURSE_MODEL
-    from course.train_course_model import COURSE_TRAINING
-    from solutions.training import (
-        AdamW,
-        ForeachAdamW,
-        clip_grad_norm,
-        param_groups,
-        window_loss,
-    )
-    from solutions.transformer import Transformer
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu":
-        torch.set_num_threads(threads or min(2, os.cpu_count() or 1))
-    cfg, batch, lr = COURSE_MODEL, COURSE_TRAINING.batch_size, 1e-3
-    betas = COURSE_TRAINING.betas
-
-    def ours(build, optimizer="course", compile_=False, amp=False):
-        def make():
-            model = build().to(device).train()
-            groups = param_groups(model, 0.1)
-            if optimizer == "course":
-                opt = AdamW(groups, lr=lr, betas=betas)
-            elif optimizer == "foreach":
-                opt = ForeachAdamW(groups, lr=lr, betas=betas)
-            else:
-                opt = torch.optim.AdamW(groups, lr=lr, betas=betas)
-            run = torch.compile(model) if compile_ else model
-
-            def step(w):
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    loss = window_loss(run, w)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                clip_grad_norm(model.parameters(), 1.0)
-                opt.step()
-
-            return model, step
-
-        return make
-
-    def nanogpt_contender(path, tied=True):
-        spec = importlib.util.spec_from_file_location("nanogpt_model", Path(path) / "model.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-
-        def make():
-            config = module.GPTConfig(
-                block_size=cfg.n_ctx,
-                vocab_size=cfg.d_vocab,
-                n_layer=cfg.n_layers,
-                n_head=cfg.n_heads,
-                n_embd=cfg.d_model,
-                dropout=0.0,
-                bias=True,
-            )
-            model = module.GPT(config)
-            if not tied:  # W_U apart from W_E, as in COURSE_MODEL
-                model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
-            model = model.to(device).train()
-            with contextlib.redirect_stdout(io.StringIO()):
-                opt = model.configure_optimizers(0.1, lr, betas, device.type)
-
-            def step(w):
-                # Its loss flattens the targets with .view: they must be contiguous.
-                _, loss = model(w[:, :-1].contiguous(), w[:, 1:].contiguous())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-
-            return model, step
-
-        return make
-
-    contenders = {
-        "reference, explicit attention": ours(lambda: Transformer(cfg)),
-        "SDPA, F.layer_norm": ours(lambda: _sdpa_only_transformer(cfg)),
-        "fused: + one QKV product, addmm": ours(lambda: Transformer(cfg, fused=True)),
-        "fused, the course's ForeachAdamW": ours(lambda: Transformer(cfg, fused=True), "foreach"),
-        "fused, torch.optim.AdamW": ours(lambda: Transformer(cfg, fused=True), "torch"),
-        "fused + torch.compile": ours(lambda: Transformer(cfg, fused=True), compile_=True),
-        "fused, torch AdamW, no b_U": ours(lambda: _without_b_U(cfg), "torch"),
-    }
-    if device.type == "cuda":
-        contenders["fused + bf16 autocast"] = ours(lambda: Transformer(cfg, fused=True), amp=True)
-        contenders["fused + compile + bf16"] = ours(
-            lambda: Transformer(cfg, fused=True), compile_=True, amp=True
-        )
-    if nanogpt:
-        contenders["nanoGPT model.py (its AdamW)"] = nanogpt_contender(nanogpt)
-        contenders["nanoGPT, untied as COURSE_MODEL"] = nanogpt_contender(nanogpt, tied=False)
-    g = torch.Generator().manual_seed(0)
-    windows = torch.randint(0, cfg.d_vocab, (steps + 2, batch, cfg.n_ctx + 1), generator=g)
-    runs, times, failed = {}, {}, {}
-    for name, make in contenders.items():
-        torch.manual_seed(0)
-        runs[name], times[name] = make(), []
-    for w in windows.to(device):
-        for name, (_, step) in list(runs.items()):
-            if name in failed:
-                continue
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            try:
-                step(w)
-            except Exception as error:  # torch.compile without a working compiler, say
-                failed[name] = f"{type(error).__name__}: {str(error)[:200]}"
-                continue
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
-    where = (
-        torch.cuda.get_device_name()
-        if device.type == "cuda"
-        else f"CPU, {torch.get_num_threads()} threads"
-    )
-    print(
-        f"Training step at COURSE_MODEL (batch {batch} x {cfg.n_ctx} tokens) on {where}, "
-        f"torch {torch.__version__}, median of {steps} steps:"
-    )
-    result = {"device": where}
-    base = None
-    for name, ts in times.items():
-        if name in failed:
-            print(f"  {name:<36}failed: {failed[name]}")
-            continue
-        median = sorted(ts[2:])[len(ts[2:]) // 2]
-        result[name] = tokens_per_s = batch * cfg.n_ctx / median
-        base = base or tokens_per_s
-        note = f"  (first step, compiling: {ts[0]:.0f} s)" if "compile" in name else ""
-        print(f"  {name:<36}{tokens_per_s:9,.0f} tokens/s  {tokens_per_s / base:5.2f}x{note}")
-    return result
-
-
-def _without_b_U(cfg):
-    """Transformer(cfg, fused=True) whose unembedding has no bias, as nanoGPT's lm_head and
-    HuggingFace's GPT-2 have none: the same model as theirs, to time like with like."""
-    from solutions.embeddings import Unembed
-    from solutions.transformer import Transformer
-
-    class UnembedWithoutBias(Unembed):
-        def __init__(self, cfg):
-            super().__init__(cfg)
-            del self.b_U
-
-        def forward(self, residual):
-            return residual @ self.W_U
-
-    model = Transformer(cfg, fused=True)
-    model.unembed = UnembedWithoutBias(cfg)
-    return model
-
-
-def _sdpa_only_transformer(cfg):
-    """The reference with F.layer_norm and scaled_dot_product_attention, but Q, K and V from
-    three products and every bias added apart: Transformer(cfg, fused=True) less its fused
-    QKV and its biases inside the products, to time those apart."""
-    import einops
-    import torch.nn.functional as F
-
-    from solutions.embeddings import Unembed
-    from solutions.mlp import MLP
-    from solutions.transformer import FusedAttention, Transformer
-
-    class SeparateQKVAttention(FusedAttention):
-        def forward(self, x):
-            to_heads = "batch posn d_model, n_heads d_model d_head -> batch n_heads posn d_head"
-            q = einops.einsum(x, self.W_Q, to_heads) + self.b_Q[:, None]
-            k = einops.einsum(x, self.W_K, to_heads) + self.b_K[:, None]
-            v = einops.einsum(x, self.W_V, to_heads) + self.b_V[:, None]
-            z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            from_heads = "batch n_heads posn d_head, n_heads d_head d_model -> batch posn d_model"
-            return einops.einsum(z, self.W_O, from_heads) + self.b_O
-
-    model = Transformer(cfg, fused=True)
-    state = model.state_dict()
-    for block in model.blocks:
-        block.attn, block.mlp = SeparateQKVAttention(cfg), MLP(cfg)
-    model.unembed = Unembed(cfg)
-    model.load_state_dict(state)
-    return model
-
-
 SECTIONS = ["checks", "training", "model", "scaling", "gpt2", "speed"]
 
 
@@ -561,7 +367,10 @@ def main(argv: list[str]) -> None:
         bench_gpt2()
     if "speed" in sections:
         print()
-        bench_speed(nanogpt=args.nanogpt, threads=args.threads)
+        result = bench_speed(nanogpt=args.nanogpt, threads=args.threads)
+        if args.record:
+            path = SPEED_TIMES["cpu" if result["device"].startswith("CPU") else "cuda"]
+            _record(result, path, "chapter 6b's book page prints")
 
 
 if __name__ == "__main__":

@@ -30,10 +30,14 @@ class FusedAttention(Attention):
         n_heads, d_head = self.cfg.n_heads, self.cfg.d_head
         # W_Q, W_K and W_V side by side as one [d_model, 3 n_heads d_head] matrix, their biases
         # added inside the product: one matrix product instead of three, and no additions.
-        W_QKV = torch.cat([self.W_Q, self.W_K, self.W_V]).transpose(0, 1).flatten(1)
+        # (Each moved to [d_model, n_heads, d_head] as it is joined: one copy, made by cat.)
+        W_QKV = torch.cat([W.transpose(0, 1) for W in (self.W_Q, self.W_K, self.W_V)], dim=1)
+        W_QKV = W_QKV.flatten(1)
         b_QKV = torch.cat([self.b_Q, self.b_K, self.b_V]).flatten()
         qkv = torch.addmm(b_QKV, normalized_resid_pre.flatten(0, 1), W_QKV)
-        q, k, v = qkv.view(batch, posn, 3 * n_heads, d_head).transpose(1, 2).chunk(3, dim=1)
+        # Split before the heads move forward: the backward pass then joins the three gradients
+        # straight into qkv's layout, one operation, not joined heads first and then copied.
+        q, k, v = (t.transpose(1, 2) for t in qkv.view(batch, posn, 3, n_heads, d_head).unbind(2))
         # Its default scale is 1 / sqrt(d_head) and is_causal is our causal mask.
         z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         z = z.transpose(1, 2).reshape(batch * posn, n_heads * d_head)
