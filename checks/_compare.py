@@ -17,6 +17,14 @@ def _plural(what: str) -> bool:
     return word.endswith("s") and not word.endswith("ss")
 
 
+def kind_of(value: Any) -> str:
+    """What a value is, as a verdict names it: "None", "an int", "a str", "a tuple"."""
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+
+
 def _close(got: Tensor, target: Tensor, rtol: float, atol: float) -> bool:
     """allclose with an absolute tolerance that scales with the target's magnitude."""
     tolerance = atol * max(1.0, target.abs().max().item()) if target.numel() else atol

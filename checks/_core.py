@@ -27,6 +27,7 @@ from checks._cases import randomize as randomize
 from checks._cases import scaled as scaled
 from checks._cases import seeded as seeded
 from checks._compare import _close, _difference, _plural, _shape_hint, _short
+from checks._compare import kind_of as kind_of
 
 # What a check found, by exercise name, as `summary` shows it.
 PASSED, FAILED, NOT_STARTED, REFERENCE = "passed", "failed", "not started", "reference"
@@ -270,7 +271,7 @@ class Check:
         """The two values of a learner function that returns a pair; `names` says which, as
         "(logits, cache)". Anything but a tuple or list of two fails the case."""
         if not isinstance(got, tuple | list) or len(got) != 2:
-            self.fail(f"return a pair {names}, not a {type(got).__name__}.")
+            self.fail(f"return a pair {names}, not {kind_of(got)}.")
         return got[0], got[1]
 
     @contextmanager
@@ -357,7 +358,7 @@ class Check:
         if not isinstance(got, Tensor):
             self.fail(
                 f"the {what} should be a torch.Tensor of shape {tuple(expected.shape)}, "
-                f"got a {type(got).__name__}."
+                f"got {kind_of(got)}."
             )
         mistakes = mistakes or {}
         if got.shape != expected.shape:
@@ -396,6 +397,8 @@ class Check:
 
     def equal(self, got: Any, expected: Any, *, what: str, hint: str = "") -> None:
         """Compare plain Python values (lists, ints, strings)."""
+        if got is None and expected is not None:
+            self.fail(f"your code returned None for the {what}: did you forget `return`?")
         if got != expected:
             is_ = "are" if _plural(what) else "is"
             self.fail(f"the {what} {is_} {_short(got)}, expected {_short(expected)}.{hint}")

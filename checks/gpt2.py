@@ -8,7 +8,7 @@ key by key, then end to end: the converted weights must give the other model's l
 import einops
 import torch
 
-from checks._core import exercise, seeded
+from checks._core import exercise, kind_of, seeded
 from course.config import TINY, Config
 from solutions import gpt2 as ref
 from solutions.transformer import Transformer
@@ -71,7 +71,7 @@ def check_parameter_count(check, parameter_count):
                 if isinstance(got, torch.Tensor) and got.numel() == 1:
                     got = got.item()
                 if not isinstance(got, int):
-                    check.fail(f"return a Python int, not a {type(got).__name__}.")
+                    check.fail(f"return a Python int, not {kind_of(got)}.")
                 if got == expected:
                     continue
                 if tied and got == ref.parameter_count(cfg, tied=False):
@@ -103,7 +103,7 @@ def _hf_model(cfg: Config, seed: int):
 
 def _state_dict(check, got, expected: dict, what: str, hints: dict[str, str]) -> dict:
     if not isinstance(got, dict):
-        check.fail(f"return a dict of tensors ({what}'s state dict), not a {type(got).__name__}.")
+        check.fail(f"return a dict of tensors ({what}'s state dict), not {kind_of(got)}.")
     missing = [k for k in expected if k not in got]
     extra = [k for k in got if k not in expected]
     for key in missing:

@@ -9,7 +9,7 @@ it equals one, the message says which TransformerLens name it belongs under.
 
 import torch
 
-from checks._core import _close, exercise, plural, randomize, seeded
+from checks._core import _close, exercise, kind_of, plural, randomize, seeded
 from course.config import GPT2_SMALL, TINY, Config
 from solutions import residual as ref
 from solutions.transformer import Transformer
@@ -112,7 +112,7 @@ def compare_caches(check, got, expected: dict[str, torch.Tensor], model) -> None
     """Every name recorded, nothing else, each activation the reference's: a wrong one is
     named after the activation it matches, if any."""
     if not isinstance(got, dict):
-        check.fail(f"the cache should be a dict from names to tensors, got {type(got).__name__}.")
+        check.fail(f"the cache should be a dict from names to tensors, got {kind_of(got)}.")
     if not got:
         check.fail("nothing was recorded: pass each activation through the hook, by its name.")
     missing = [name for name in expected if name not in got]
@@ -301,7 +301,7 @@ def check_count_stream_vectors(check, count_stream_vectors):
                 what="count_stream_vectors",
             )
             if not isinstance(got, dict):
-                check.fail(f"return a dict of counts, not a {type(got).__name__}.")
+                check.fail(f"return a dict of counts, not {kind_of(got)}.")
             hints = {
                 "messages": " One message per head per layer at each position: "
                 "n_layers · n_heads (query heads), times the positions.",

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from checks._core import exercise, randomize, seeded
+from checks._core import exercise, kind_of, randomize, seeded
 from course.config import TINY
 from solutions import sampling as ref
 from solutions.attention import Attention
@@ -231,7 +231,11 @@ def check_sample_next_token(check, sample_next_token):
             batch = logits.expand(N_DRAWS, -1)
             got = check.call(sample_next_token, batch, temperature, top_k, top_p, seeded(3))
             if not isinstance(got, torch.Tensor) or got.shape != (N_DRAWS,):
-                shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+                if got is None:
+                    check.fail(
+                        "your code returned None for the token ids: did you forget `return`?"
+                    )
+                shape = tuple(got.shape) if isinstance(got, torch.Tensor) else kind_of(got)
                 check.fail(f"return one token id per row, shape ({N_DRAWS},); got {shape}.")
             if got.is_floating_point():
                 check.fail(f"return integer token ids, not dtype {got.dtype}.")

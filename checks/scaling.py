@@ -11,7 +11,7 @@ from numbers import Real
 import numpy as np
 import torch
 
-from checks._core import exercise, seeded
+from checks._core import exercise, kind_of, seeded
 from course.config import COURSE_MODEL, GPT2_SMALL, TINY, Config
 from solutions import scaling as ref
 from solutions.attention import attention_flops
@@ -47,7 +47,7 @@ def _number(check, got, what: str) -> float:
     if got is None:
         check.fail(f"your code returned None for the {what}: did you forget `return`?")
     if isinstance(got, bool) or not isinstance(got, Real):
-        check.fail(f"the {what} should be a number, got a {type(got).__name__}.")
+        check.fail(f"the {what} should be a number, got {kind_of(got)}.")
     if not math.isfinite(got):
         check.fail(f"the {what} is {got}, expected a finite number.")
     return got
@@ -195,7 +195,7 @@ def check_propose_config(check, propose_config):
         with check.case(f"{n_params:,.0f} parameters, vocabulary of {d_vocab:,}"):
             cfg = check.call(propose_config, n_params, d_vocab)
             if not isinstance(cfg, Config):
-                check.fail(f"return a Config, not a {type(cfg).__name__}.")
+                check.fail(f"return a Config, not {kind_of(cfg)}.")
             d = cfg.d_model
             shape = f"d_model {d}, n_layers {cfg.n_layers}, n_heads {cfg.n_heads}"
             if cfg.d_vocab != d_vocab:

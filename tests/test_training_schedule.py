@@ -50,7 +50,7 @@ def test_learning_rate_accepts_the_reference_and_a_tensor_writing(capsys):
         (schedule(floor=False), "fall to 0"),
         (schedule(start_after_warmup=False), "over all of max_steps"),
         (schedule(clamp=False), "past max_steps"),
-        (lambda step, tcfg: None, "should be a number"),
+        (lambda step, tcfg: None, "did you forget `return`"),
     ],
     ids=["off-by-one", "no-warmup", "to-zero", "whole-cosine", "unclamped", "none"],
 )

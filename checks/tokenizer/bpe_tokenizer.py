@@ -4,7 +4,7 @@ tricky text; and of its incremental trainer, which must learn the same merges, f
 import time
 
 from checks import _tokenizer_diagnosis as diagnosis
-from checks._core import CheckFailed, exercise
+from checks._core import CheckFailed, exercise, kind_of
 from checks.tokenizer._common import _REGEX_HINT, _fail_with_hint, _quoted
 from course.corpus import load_corpus
 from solutions import tokenizer as ref
@@ -34,9 +34,7 @@ def _encode(check, tok, text):
             _fail_with_hint(check, failure, _REGEX_HINT)
         raise
     if not isinstance(got, list) or not all(isinstance(i, int) for i in got):
-        check.fail(
-            f"encode should return a list of ints, got {type(got).__name__} {_quoted(str(got))}."
-        )
+        check.fail(f"encode should return a list of ints, got {kind_of(got)} {_quoted(str(got))}.")
     return got
 
 
@@ -53,7 +51,7 @@ def _decode(check, tok, ids):
             )
         raise
     if not isinstance(got, str):
-        check.fail(f"decode should return a str, got {type(got).__name__}.")
+        check.fail(f"decode should return a str, got {kind_of(got)}.")
     return got
 
 
@@ -177,7 +175,7 @@ def _merges_of(check, train, text, vocab_size):
     if isinstance(got, ref.BPETokenizer):
         check.fail("train_incremental returned a tokenizer: return its merges dict.")
     if not isinstance(got, dict):
-        check.fail(f"train_incremental returned a {type(got).__name__}, expected a dict.")
+        check.fail(f"train_incremental returned {kind_of(got)}, expected a dict.")
     return list(got.items())
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import regex
 
 from checks import _tokenizer_diagnosis as diagnosis
-from checks._core import CheckFailed, exercise
+from checks._core import CheckFailed, exercise, kind_of
 from checks.tokenizer._common import _fail_with_hint, _quoted
 from solutions import tokenizer as ref
 
@@ -22,7 +22,7 @@ def check_bytes_to_unicode(check, bytes_to_unicode):
         if got is None:
             check.fail("your bytes_to_unicode returned None: did you forget `return`?")
         if not isinstance(got, dict):
-            check.fail(f"bytes_to_unicode returned a {type(got).__name__}, expected a dict.")
+            check.fail(f"bytes_to_unicode returned {kind_of(got)}, expected a dict.")
         if sorted(got) != list(range(256)):
             check.fail("the keys must be the 256 byte values 0..255, as ints.")
         if not all(isinstance(c, str) and len(c) == 1 for c in got.values()):
@@ -63,7 +63,7 @@ def _ranks_from(check, load_merge_ranks, path):
     if got is None:
         check.fail("your load_merge_ranks returned None: did you forget `return`?")
     if not isinstance(got, dict):
-        check.fail(f"load_merge_ranks returned a {type(got).__name__}, expected a dict.")
+        check.fail(f"load_merge_ranks returned {kind_of(got)}, expected a dict.")
     return got
 
 
@@ -105,9 +105,7 @@ def _check_bpe_word(check, bpe, word, ranks):
     if got is None:
         check.fail("your bpe returned None: did you forget `return`?")
     if not isinstance(got, list) or not all(isinstance(t, str) for t in got):
-        check.fail(
-            f"bpe should return a list of str, got {type(got).__name__} {_quoted(str(got))}."
-        )
+        check.fail(f"bpe should return a list of str, got {kind_of(got)} {_quoted(str(got))}.")
     expected = ref.bpe(word, ranks)
     if got != expected:
         for description, variant in [

@@ -5,7 +5,7 @@ from collections import Counter
 import torch
 
 from checks import _tokenizer_diagnosis as diagnosis
-from checks._core import exercise, seeded
+from checks._core import exercise, kind_of, seeded
 from solutions import tokenizer as ref
 
 
@@ -20,7 +20,7 @@ def _plain(check, fn, args, expected, *, what, kind, mistakes=()):
     if got is None:
         check.fail(f"your {what} returned None: did you forget `return`?")
     if not isinstance(got, kind):
-        check.fail(f"your {what} returned a {type(got).__name__}, expected a {kind.__name__}.")
+        check.fail(f"your {what} returned {kind_of(got)}, expected a {kind.__name__}.")
     if got != expected:
         for description, wrong in mistakes:
             if got == wrong:

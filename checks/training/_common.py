@@ -2,6 +2,7 @@
 
 import torch
 
+from checks._core import kind_of
 from course.config import TINY
 from solutions.transformer import Transformer
 
@@ -14,7 +15,9 @@ def _as_float(check, value, what: str) -> float:
         return value.item()
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
-    check.fail(f"the {what} should be a number, got {type(value).__name__}: {value!r:.80}.")
+    if value is None:
+        check.fail(f"your code returned None for the {what}: did you forget `return`?")
+    check.fail(f"the {what} should be a number, got {kind_of(value)}: {value!r:.80}.")
 
 
 def _number(check, got: float, expected: float, what: str, mistakes: dict[str, float]) -> None:
