@@ -2,8 +2,9 @@
 
 Every check uses random weights, biases included, on TINY (d_model = n_heads·d_head, as
 in GPT-2) and on ODD (where they differ, so that mixing them up shows). Masked scores may
-hold -inf, as in TransformerLens and ARENA today, or any large negative number such as the
--1e5 of their earlier versions: both give the same pattern, so both pass.
+hold -inf, as in ARENA and TransformerLens's HookedTransformer, or any large negative number
+such as the -1e5 of their earlier versions or HuggingFace's torch.finfo(dtype).min: all give
+the same pattern, so all pass.
 """
 
 import math

@@ -27,17 +27,21 @@ __all__ = [
 
 ODD = Config(d_model=20, d_vocab=37, n_ctx=16, d_head=6, d_mlp=28, n_heads=3, n_layers=3)
 SCALE = 0.3  # random weights this size keep the softmax and GELU away from saturation
-# (config, attention-only, batch, positions)
-CASES = [(TINY, False, 2, 6), (ODD, False, 3, 5), (ODD, True, 2, 4), (TINY, True, 1, 1)]
+# (config, attention-only, batch, positions). Attention-only blocks come both ways: with
+# `mlp` set to None, and without an `mlp` at all (chapter 5b's AttnOnlyBlock).
+CASES = [(TINY, False, 2, 6), (ODD, False, 3, 5), (ODD, True, 2, 4), (TINY, "no mlp", 1, 1)]
 NUDGED = {0, 2}  # the cases in which each activation in turn is changed by a hook
 
 
-def random_model(cfg: Config, attn_only: bool, seed: int) -> Transformer:
-    """A model with every parameter random; attention-only blocks have mlp = ln2 = None."""
+def random_model(cfg: Config, attn_only: bool | str, seed: int) -> Transformer:
+    """A model with every parameter random; attention-only blocks have mlp = ln2 = None, or
+    (attn_only="no mlp") no mlp and ln2 at all."""
     model = randomize(Transformer(cfg), seed=seed, scale=SCALE)
     if attn_only:
         for block in model.blocks:
             block.mlp, block.ln2 = None, None
+            if attn_only == "no mlp":
+                del block.mlp, block.ln2
     return model.requires_grad_(False)
 
 
@@ -45,7 +49,9 @@ def _cases(check, seed: int):
     """Each case's model and tokens, inside its named case."""
     for i, (cfg, attn_only, batch, posn) in enumerate(CASES):
         label = "TINY" if cfg == TINY else "ODD"
-        kind = "attention-only" if attn_only else "with MLPs"
+        kind = {False: "with MLPs", True: "attention-only (mlp None)"}.get(
+            attn_only, "attention-only (no mlp)"
+        )
         with check.case(f"{label} {kind}, batch {batch}, {plural(posn, 'position')}"):
             model = random_model(cfg, attn_only, seed=seed + i)
             tokens = torch.randint(cfg.d_vocab, (batch, posn), generator=seeded(seed + 50 + i))
@@ -122,8 +128,8 @@ def compare_caches(check, got, expected: dict[str, torch.Tensor], model) -> None
             if name.endswith("hook_resid_mid") or ".ln2." in name or ".mlp." in name:
                 check.fail(
                     f"recorded {name} in an attention-only model: its blocks have no MLP, so "
-                    "TransformerLens records no resid_mid, ln2 or mlp there. Skip them when "
-                    "`block.mlp` is None."
+                    "TransformerLens records no resid_mid, ln2 or mlp there. Skip them when a "
+                    "block has no `mlp` or its `mlp` is None: `getattr(block, 'mlp', None)`."
                 )
     if missing or extra:
         more = " ..." if len(missing) > 6 else ""
@@ -216,7 +222,7 @@ def check_run_with_cache(check, run_with_cache):
         logits, cache = check.pair(out, "(logits, cache)")
         compare_caches(check, cache, expected, model)
         check.tensor(logits, want, what="logits")
-        if model.blocks[0].mlp is not None:
+        if getattr(model.blocks[0], "mlp", None) is not None:
             check.tensor(logits, model(tokens), what="logits, against model(tokens)")
 
 

@@ -101,8 +101,6 @@ def bench_speed(
     from solutions.transformer import Transformer
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu":
-        torch.set_num_threads(threads or min(2, os.cpu_count() or 1))
     # cfg and batch: another shape, for a quick run (the tests)
     cfg, batch, lr = cfg or COURSE_MODEL, batch or COURSE_TRAINING.batch_size, 1e-3
     betas = COURSE_TRAINING.betas
@@ -198,26 +196,34 @@ def bench_speed(
     for name, make in contenders.items():
         torch.manual_seed(0)
         runs[name], times[name] = make(), []
-    for w in windows.to(device):
-        for name, (_, step) in list(runs.items()):
-            if name in failed:
-                continue
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            try:
-                step(w)
-            except Exception as error:  # torch.compile without a working compiler, say
-                failed[name] = f"{type(error).__name__}: {str(error)[:200]}"
-                continue
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
-    where = (
-        torch.cuda.get_device_name()
-        if device.type == "cuda"
-        else f"CPU, {torch.get_num_threads()} thread{'s' * (torch.get_num_threads() > 1)}"
-    )
+    # The threads the course model trains with, or `threads`, while timing; then as they were
+    # (a notebook that calls this goes on with its own).
+    threads_before = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(threads or min(2, os.cpu_count() or 1))
+    try:
+        for w in windows.to(device):
+            for name, (_, step) in list(runs.items()):
+                if name in failed:
+                    continue
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                try:
+                    step(w)
+                except Exception as error:  # torch.compile without a working compiler, say
+                    failed[name] = f"{type(error).__name__}: {str(error)[:200]}"
+                    continue
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - start)
+        where = (
+            torch.cuda.get_device_name()
+            if device.type == "cuda"
+            else f"CPU, {torch.get_num_threads()} thread{'s' * (torch.get_num_threads() > 1)}"
+        )
+    finally:
+        torch.set_num_threads(threads_before)
     shape = "COURSE_MODEL" if cfg == COURSE_MODEL else str(cfg)
     print(
         f"Training step at {shape} (batch {batch} x {cfg.n_ctx} tokens) on {where}, "

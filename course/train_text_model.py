@@ -2,7 +2,7 @@
 
 `python -m course.train_text_model` (or `make text-model`): a two-layer GPT-2 (the course's
 Transformer, MLPs and LayerNorms included) whose tokens are the bytes of the offline corpus
-(course.corpus), so it needs no tokenizer, trained by chapter 6's loop
+(course.corpus), so it needs no tokenizer, trained by chapter 6b's loop
 (solutions.training.train). Seeded, on the CPU with one thread, in a few minutes. Written:
 the weights (safetensors, rounded to float16: the shipped model is the rounded one) and
 log.json (the training configuration, the loss log, and the validation loss of the shipped
@@ -71,7 +71,7 @@ def untrained_model(seed: int = TEXT_TRAINING.seed) -> Transformer:
 def train_text_model(
     tcfg: TrainConfig = TEXT_TRAINING, progress: bool = True
 ) -> tuple[Transformer, list[dict]]:
-    """The model trained by chapter 6's loop, rounded as shipped; and its loss log."""
+    """The model trained by chapter 6b's loop, rounded as shipped; and its loss log."""
     setup(tcfg.seed)
     model = Transformer(TEXT_MODEL)
     log = train_logged(model, *text_tokens(), tcfg, progress)

@@ -46,9 +46,9 @@ def apply_causal_mask(
 
     -inf makes the softmax give those keys exactly zero weight, however large the other
     scores are. Its one danger, a row whose keys are all masked (softmax gives NaN), cannot
-    arise: a query always sees its own key. TransformerLens and ARENA mask with -inf too
-    (their early versions wrote -1e5, which gives the same pattern while real scores stay
-    far above it).
+    arise: a query always sees its own key. ARENA and TransformerLens's HookedTransformer mask
+    with -inf too (their early versions wrote -1e5, HuggingFace writes the dtype's most
+    negative number: the same pattern while real scores stay far above it).
     """
     n = attn_scores.shape[-1]
     future = torch.ones(n, n, dtype=torch.bool, device=attn_scores.device).triu(diagonal=1)

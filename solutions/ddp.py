@@ -1,4 +1,4 @@
-"""Chapter 6: data-parallel training with torch.distributed.
+"""Chapter 6b: data-parallel training with torch.distributed.
 
 Every process (a rank) holds the whole model and the whole optimizer, and takes its own share
 of the batch. After backward, each rank's gradients are averaged over all ranks (all_reduce),

@@ -1,4 +1,4 @@
-"""Chapter 6: training the transformer on a stream of tokens.
+"""Chapter 6b: training the transformer on a stream of tokens.
 
 A seeded loader cuts random windows of n_ctx + 1 tokens from one long token tensor; AdamW,
 written out, decays only the matrices; the learning rate warms up linearly, then follows a

@@ -71,10 +71,10 @@ def test_the_speed_section_records_every_row_and_the_book_finds_the_rows_it_comp
 
     monkeypatch.setattr(torch, "compile", lambda model: model)  # the row, not a compiler
     threads = torch.get_num_threads()
-    try:
-        result = bench_speed.bench_speed(steps=1, threads=1, cfg=TINY, batch=2)
-    finally:
-        torch.set_num_threads(threads)
+    result = bench_speed.bench_speed(steps=1, threads=threads + 1, cfg=TINY, batch=2)
+    assert torch.get_num_threads() == threads, "the bench left PyTorch's threads changed"
+    if not torch.cuda.is_available():  # timed with the threads asked for
+        assert result["device"] == f"CPU, {threads + 1} threads", result["device"]
     names = [row["name"] for row in result["rows"]]
     assert bench_speed.REFERENCE in names and bench_speed.WITHOUT_B_U in names
     for row in result["rows"]:

@@ -80,7 +80,7 @@ def test_decompose_resid_checker_accepts_the_reference_and_a_loop_over_heads(cap
                 labels.append(f"L{i}H{h}")
             parts.append(torch.zeros_like(parts[0]) + block.attn.b_O)
             labels.append(f"L{i} b_O")
-            if block.mlp is not None:
+            if f"blocks.{i}.hook_mlp_out" in cache:  # the cache, not the block, says
                 parts.append(cache[f"blocks.{i}.hook_mlp_out"])
                 labels.append(f"L{i} MLP")
         return torch.stack(parts), labels
@@ -88,7 +88,7 @@ def test_decompose_resid_checker_accepts_the_reference_and_a_loop_over_heads(cap
     assert_accepts(checks.check_decompose_resid, decompose_resid, capsys)
 
 
-def _decompose(*, b_o="own", per_layer=False, mlp_label="L{i} MLP"):
+def _decompose(*, b_o="own", per_layer=False, mlp_label="L{i} MLP", assume_mlp=False):
     def decompose_resid(cache, model):
         parts, labels = [cache["hook_embed"], cache["hook_pos_embed"]], ["embed", "pos_embed"]
         for i, block in enumerate(model.blocks):
@@ -105,7 +105,9 @@ def _decompose(*, b_o="own", per_layer=False, mlp_label="L{i} MLP"):
                 if b_o in ("own", "split"):
                     parts.append((b_O * (b_o == "own")).expand_as(parts[0]))
                     labels.append(f"L{i} b_O")
-            if block.mlp is not None:
+            # An attention-only block (chapter 5b's) may have no `mlp` at all.
+            mlp = block.mlp if assume_mlp else getattr(block, "mlp", None)
+            if mlp is not None:
                 parts.append(cache[f"blocks.{i}.hook_mlp_out"])
                 labels.append(mlp_label.format(i=i))
         return torch.stack(parts), labels
@@ -121,8 +123,9 @@ def _decompose(*, b_o="own", per_layer=False, mlp_label="L{i} MLP"):
         (_decompose(per_layer=True), "the labels are"),
         (_decompose(mlp_label="{i}_mlp_out"), "L0 MLP"),
         (lambda cache, model: ref.decompose_resid(cache, model)[0], "return a pair"),
+        (_decompose(assume_mlp=True), "has no attribute 'mlp'"),
     ],
-    ids=["b_O-missing", "b_O-split", "layers-not-heads", "labels", "no-labels"],
+    ids=["b_O-missing", "b_O-split", "layers-not-heads", "labels", "no-labels", "mlp-assumed"],
 )
 def test_decompose_resid_checker_rejects(fn, message):
     assert_rejects(checks.check_decompose_resid, fn, message)

@@ -92,7 +92,7 @@ def test_run_with_cache_checker_accepts_another_correct_implementation(capsys):
                 torch.einsum("bphe,hed->bpd", z, attn.W_O) + attn.b_O
             )
             x = x + out
-            if block.mlp is None:
+            if getattr(block, "mlp", None) is None:  # attention-only (chapter 5b)
                 x = cache[f"{b}.hook_resid_post"] = x
                 continue
             cache[f"{b}.hook_resid_mid"] = x

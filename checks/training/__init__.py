@@ -1,4 +1,4 @@
-"""Checkers for chapter 6's training loop (solutions/training.py).
+"""Checkers for chapter 6b's training loop (solutions/training.py).
 
 The optimizer is checked against torch.optim.AdamW step by step, on parameters of two groups
 (decayed and not), with the learning rate changed between steps as the schedule does and a
