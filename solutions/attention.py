@@ -219,7 +219,7 @@ def previous_token_qk(
     Query i carries position i-1 and key j its own position j, both read from the 8 fast
     pairs: the score peaks where j = i-1. Moving a (sin, cos) pair back by one position is
     a fixed rotation by -ω_k, so W_Q is a block of 2×2 rotations; the factor 4 sharpens
-    the peak (scores at neighbouring keys fall ~6 below it, so they get under 1% weight).
+    the peak (scores at neighbouring keys fall about 5 below it, so they get under 1% weight).
     """
     W_Q, W_K = torch.zeros(2, cfg.d_model, cfg.d_head)
     for k, w in enumerate(toy_frequencies(cfg)[:8].tolist()):
