@@ -200,3 +200,12 @@ def test_exercise_hints_come_in_one_or_two_levels():
         assert one.count("<details>") == 1 and "<summary>Hint</summary>" in one
     with pytest.raises(ValueError, match="answer"):
         notebooks.hints("idea\n:answer:\n")
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_every_exercise_offers_the_idea_then_the_answer(stem):
+    """The introduction promises each exercise two hints: the idea, then the answer."""
+    _, blocks = notebooks.parse((notebooks.SOURCES / f"{stem}.md").read_text(encoding="utf-8"))
+    exercises = [block for block in blocks if block.kind == "exercise"]
+    one_level = [b.name for b in exercises if notebooks.ANSWER not in b.text.splitlines()]
+    assert not one_level, f"{stem}: exercises with a hint but no answer: {one_level}"
