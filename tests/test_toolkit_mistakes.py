@@ -38,6 +38,32 @@ MISTAKES = {
     ),
     "matmul: A^T B": ("matmul", lambda A, B: A.T @ B, "transposed A"),
     "dot: summed everything": ("dot", lambda x, y: (x * y).sum(), "summed over every axis"),
+    "dot: bare squeeze loses a batch of one": (
+        "dot",
+        lambda x, y: (x[..., None, :] @ y[..., :, None]).squeeze(),
+        "squeezed away a leading axis of size 1",
+    ),
+    "trace: bare squeeze loses a batch of one": (
+        "trace",
+        lambda A: A.diagonal(dim1=-2, dim2=-1).sum(-1).squeeze(),
+        "squeezed away a leading axis of size 1",
+    ),
+    # A wrong number (a 0-dim result) is shown, not turned into an error of the checker's own.
+    "trace: mean of the diagonal": (
+        "trace",
+        lambda A: A.diagonal(dim1=-2, dim2=-1).mean(-1),
+        "times 0.25: look for an extra or missing scale factor",
+    ),
+    "frobenius_inner: mean": (
+        "frobenius_inner",
+        lambda A, B: (A * B).mean(),
+        "times 0.1111: look for an extra or missing scale factor",
+    ),
+    "query_key_dots: scaled": (
+        "query_key_dots",
+        lambda q, k: torch.einsum("bihd,bjhd->bhij", q, k) / q.shape[-1] ** 0.5,
+        "divided by sqrt(d_head)",
+    ),
     "dot: no sum": ("dot", lambda x, y: x * y, "did not sum over the last axis"),
     "dot: summed the first axis": ("dot", lambda x, y: (x * y).sum(0), "summed over the first"),
     "dot: every pair": (

@@ -7,6 +7,12 @@ from checks._core import exercise
 from checks.toolkit._common import LARGE, _randn, _scaled
 from solutions import toolkit as ref
 
+# A batch of one loses its axis to a bare .squeeze(), which drops every axis of size 1.
+SQUEEZED = (
+    "squeezed away a leading axis of size 1 (.squeeze() drops every axis of size 1): "
+    "keep every leading axis, one result per vector or matrix"
+)
+
 # --- The products ---------------------------------------------------------------------
 
 
@@ -43,11 +49,15 @@ def check_dot(check, dot):
         (12, (4, 6), 1.0),
         (13, (3, 3), 1.0),
         (14, (2, 3, 7), 1.0),
+        (16, (1, 4), 1.0),
         (15, (6, 64), LARGE),
     ]:
         with check.case(f"x, y of shape {shape}" + _scaled(scale)):
             x, y = _randn(seed, shape, shape, scale=scale)
-            mistakes = {
+            mistakes = {}
+            if 1 in shape[:-1]:  # named before "summed over every axis", which looks the same
+                mistakes[SQUEEZED] = ref.dot(x, y).squeeze()
+            mistakes |= {
                 "multiplied entry by entry but did not sum over the last axis": x * y,
                 "summed over the first axis instead of the last": (x * y).sum(0),
                 "summed over every axis: sum over the last axis only": (x * y).sum(),
@@ -98,11 +108,15 @@ def check_trace(check, trace):
         (120, (1, 1), 1.0),
         (122, (3, 5, 5), 1.0),
         (123, (2, 3, 2, 2), 1.0),
+        (125, (1, 3, 3), 1.0),
         (124, (16, 16), LARGE),
     ]:
         with check.case(f"A of shape {shape}" + _scaled(scale)):
             (A,) = _randn(seed, shape, scale=scale)
-            mistakes = {
+            mistakes = {}
+            if 1 in shape[:-2]:  # named before "summed the whole batch", which looks the same
+                mistakes[SQUEEZED] = ref.trace(A).squeeze()
+            mistakes |= {
                 "summed every entry; the trace sums the diagonal only, A[i, i]": A.sum((-2, -1)),
                 "summed the anti-diagonal (A[i, n-1-i]); the trace sums A[i, i]": (
                     A.flip(-1).diagonal(dim1=-2, dim2=-1).sum(-1)
@@ -248,6 +262,11 @@ def check_query_key_dots(check, query_key_dots):
                 "swapped query_posn and key_posn: row i holds query i's dot product with "
                 "every key": expected.transpose(-1, -2),
             }
+            if d_head > 1:
+                mistakes[
+                    "divided by sqrt(d_head): attention scales its scores later; these are the "
+                    "raw dot products"
+                ] = expected / d_head**0.5
             shapes = [
                 ((batch, q_posn, k_posn), "summed over n_heads too: each head has its scores"),
                 ((batch, q_posn, n_heads), "dotted each query with its own position's key only"),
