@@ -69,15 +69,32 @@ def _module_cases(cfg):
 
 @exercise(ref.Embed)
 def check_embed(check, Embed):
-    for cfg, batch, posn, seed in _module_cases(TINY):
-        with check.case(f"batch {batch}, posn {posn}, d_vocab {cfg.d_vocab}"):
+    # The last case's ids stop below d_vocab - 1, as most batches' do: a one-hot product
+    # whose rows are only max(tokens) + 1 long runs on the cases before it, not on that one.
+    low = TINY.d_vocab // 2
+    for cfg, batch, posn, seed, *high in [*_module_cases(TINY), (TINY, 2, 5, 14, low)]:
+        ids = f", ids below {low}" if high else ""
+        with check.case(f"batch {batch}, posn {posn}, d_vocab {cfg.d_vocab}{ids}"):
             ours = randomize(ref.Embed(cfg), seed)
             theirs = check.build(Embed, cfg)
             check.load_weights(theirs, ours)
-            tokens = _tokens(cfg, batch, posn, seed)
+            tokens = _tokens(cfg, batch, posn, seed, *high)
             expected = ours(tokens)
+            try:
+                got = check.call(theirs, tokens, what="Embed.forward")
+            except CheckFailed as failure:
+                # Only the ids differ from the cases that passed: they are what broke it.
+                if high and " raised " in failure.diagnosis:
+                    _fail_with_hint(
+                        check,
+                        failure,
+                        "\n  Without num_classes, one_hot's rows are max(tokens) + 1 long, here "
+                        f"less than d_vocab = {cfg.d_vocab}: pass num_classes=self.cfg.d_vocab, "
+                        "or index self.W_E[tokens].",
+                    )
+                raise
             check.tensor(
-                check.call(theirs, tokens, what="Embed.forward"),
+                got,
                 expected,
                 what="embedding",
                 mistakes={"scaled by sqrt(d_model): GPT-2 does not": expected * cfg.d_model**0.5},

@@ -153,6 +153,23 @@ def test_check_embed_rejects_scaling_by_sqrt_d_model():
     assert_rejects(checks.check_embed, learner, "scaled by sqrt(d_model)")
 
 
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda self, tokens: F.one_hot(tokens).float() @ self.W_E,
+        lambda self, tokens: einops.einsum(
+            F.one_hot(tokens).float(),
+            self.W_E,
+            "batch posn d_vocab, d_vocab d_model -> batch posn d_model",
+        ),
+    ],
+)
+def test_check_embed_rejects_one_hot_rows_without_num_classes(fn):
+    # Right whenever the batch holds the id d_vocab - 1, wrong on every other batch.
+    message = assert_rejects(checks.check_embed, forward(Embed, fn), "ids below 50")
+    assert "pass num_classes=self.cfg.d_vocab" in message
+
+
 def test_check_embed_rejects_modifying_the_tokens():
     def clamp_in_place(self, tokens):
         return self.W_E[tokens.clamp_(1)]
