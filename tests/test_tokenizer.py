@@ -160,7 +160,11 @@ def test_check_most_frequent_pair_accepts_correct_variants(learner, capsys):
         (lambda counts: list(ref.most_frequent_pair(counts)), "returned a list, expected a tuple"),
         (
             lambda counts: counts.pop(ref.most_frequent_pair(counts)) and (0, 0),
-            "modified its input",
+            "modified its input. Build a new tuple instead",
+        ),
+        (
+            lambda counts: min(counts, key=lambda p: (-counts[p], str(p))),
+            "compared tied pairs as text",
         ),
     ],
 )
@@ -200,6 +204,35 @@ def merge_dropping_the_last_id(ids, pair, new_id):
     return out
 
 
+def merge_as_text(ids, pair, new_id):
+    text = " ".join(map(str, ids)).replace(f"{pair[0]} {pair[1]}", str(new_id))
+    return [int(x) for x in text.split()]
+
+
+def merge_either_order(ids, pair, new_id):
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and sorted(ids[i : i + 2]) == sorted(pair):
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def merge_first_id_then_either(ids, pair, new_id):
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] in pair:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
 def merge_in_place(ids, pair, new_id):
     ids[:] = merge(ids, pair, new_id)
     return ids
@@ -215,7 +248,10 @@ def test_check_merge_accepts_correct_variants(learner, capsys):
     [
         (diagnosis.merge_overlapping, "merged overlapping occurrences"),
         (merge_dropping_the_last_id, "dropped the last id"),
-        (merge_in_place, "modified its input"),
+        (merge_in_place, "modified its input. Build a new list instead"),
+        (merge_as_text, "merged by replacing text"),
+        (merge_either_order, "merged the pair in either order"),
+        (merge_first_id_then_either, "merge([1, 1, 2, 2, 1, 2], (1, 2), 256)"),
         (lambda ids, pair, new_id: tuple(merge(ids, pair, new_id)), "expected a list"),
         (lambda ids, pair, new_id: [new_id if x == pair[0] else x for x in ids], "merge(["),
     ],

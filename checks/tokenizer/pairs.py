@@ -16,7 +16,7 @@ def _plain(check, fn, args, expected, *, what, kind, mistakes=()):
     ]
     got = check.call(fn, *args, what=what)
     if list(args) != before:
-        check.fail(f"your {what} modified its input. Build a new {kind} instead.")
+        check.fail(f"your {what} modified its input. Build a new {kind.__name__} instead.")
     if got is None:
         check.fail(f"your {what} returned None: did you forget `return`?")
     if not isinstance(got, kind):
@@ -72,10 +72,17 @@ def check_most_frequent_pair(check, most_frequent_pair):
         {(1, 1): 1, (9, 9): 5, (2, 2): 1},
         {(4, 2): 7, (9, 9): 1, (4, 1): 7, (3, 9): 2, (5, 0): 7},
         {(300, 5): 4, (12, 300): 4, (12, 299): 4, (7, 7): 3},
+        # Ids of different lengths: as text, "(256, 32)" sorts before "(99, 300)".
+        {(99, 300): 5, (256, 32): 5, (12, 7): 1},
     ]
     for counts in cases:
         with check.case(f"counts = {counts}"):
             mistakes = [
+                (
+                    "compared tied pairs as text, where '(256, 32)' < '(99, 300)': compare "
+                    "them as tuples of ints",
+                    min(counts, key=lambda p: (-counts[p], str(p))),
+                ),
                 (
                     "took the first of the tied pairs in the dict's order: among equal counts, "
                     "return the smallest pair",
@@ -98,6 +105,23 @@ def check_most_frequent_pair(check, most_frequent_pair):
             )
 
 
+def _merge_as_text(ids, pair, new_id):
+    text = " ".join(map(str, ids)).replace(f"{pair[0]} {pair[1]}", str(new_id))
+    return [int(x) for x in text.split()]
+
+
+def _merge_unordered(ids, pair, new_id):
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and {ids[i], ids[i + 1]} == set(pair) and ids[i] != ids[i + 1]:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
 @exercise(ref.merge)
 def check_merge(check, merge):
     cases = [
@@ -109,6 +133,8 @@ def check_merge(check, merge):
         ([1, 2], (2, 1), 256),
         ([], (1, 2), 256),
         ([7], (7, 7), 256),
+        ([1, 1, 2, 2, 1, 2], (1, 2), 256),
+        ([11, 2, 1, 22], (1, 2), 256),  # no (1, 2) here, though the text "11 2 1 22" has "1 2"
         (torch.randint(0, 4, (60,), generator=seeded(2)).tolist(), (1, 2), 257),
     ]
     for ids, pair, new_id in cases:
@@ -124,6 +150,16 @@ def check_merge(check, merge):
                     diagnosis.merge_overlapping(ids, pair, new_id),
                 ),
                 ("dropped the last id when it was not part of a merge", expected[:-1]),
+                (
+                    "merged by replacing text: in ' '.join of the ids, '1 2' also matches "
+                    "inside '11 2' and '1 22'. Compare the ids themselves, two at a time",
+                    _merge_as_text(ids, pair, new_id),
+                ),
+                (
+                    "merged the pair in either order: (b, a) is another pair; merge only "
+                    "ids[i] == pair[0] followed by ids[i + 1] == pair[1]",
+                    _merge_unordered(ids, pair, new_id),
+                ),
             ]
             _plain(
                 check,
