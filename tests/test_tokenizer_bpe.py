@@ -126,6 +126,11 @@ class DecodeIgnoringErrors(BPETokenizer):
         return b"".join(self.vocab[i] for i in ids).decode("utf-8", errors="ignore")
 
 
+class DecodeStripped(BPETokenizer):
+    def decode(self, ids):
+        return super().decode(ids).strip()
+
+
 class EncodeToTensor(BPETokenizer):
     def encode(self, text):
         import torch
@@ -145,6 +150,7 @@ class TrainReturningMerges(BPETokenizer):
         (DecodeTokenByToken, "decoded each token on its own"),
         (DecodeStrictly, "errors='replace'"),
         (DecodeIgnoringErrors, "not 'ignore'"),
+        (DecodeStripped, "decode([9]) is '', expected '\\t'. Join the tokens' bytes"),
         (encoder(split=False), "as one chunk"),
         (encoder(merge=diagnosis.merge_overlapping), "merged overlapping pairs"),
         (encoder(order="latest"), "most recently learned merge first"),
