@@ -140,6 +140,14 @@ def check_pos_embed(check, PosEmbed):
         theirs = check.build(PosEmbed, TINY)
         try:
             out = theirs(_tokens(TINY, 1, TINY.n_ctx + 1, 3))
+        except AssertionError as error:
+            if not str(error).strip():
+                check.fail(
+                    "a sequence of n_ctx + 1 tokens raised an AssertionError with no message: "
+                    "say what is wrong, as in assert posn <= self.cfg.n_ctx, "
+                    'f"{posn} tokens do not fit in n_ctx = {self.cfg.n_ctx}".'
+                )
+            out = None
         except Exception:
             out = None
         if out is not None:

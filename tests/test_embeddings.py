@@ -243,6 +243,23 @@ def test_check_pos_embed_rejects_silently_truncating_a_too_long_prompt():
     assert_rejects(checks.check_pos_embed, forward(PosEmbed, no_assert), "instead of an error")
 
 
+BARE_ASSERT = """
+def forward(self, tokens):
+    batch, posn = tokens.shape
+    if self.cfg.debug:
+        assert posn <= self.cfg.n_ctx
+    return self.W_pos[:posn].expand(batch, -1, -1)
+"""
+
+
+def test_check_pos_embed_rejects_an_assert_without_a_message():
+    # Compiled here, not in this file: pytest would give the assert a message of its own.
+    namespace = {}
+    exec(compile(BARE_ASSERT, "learner", "exec"), namespace)
+    learner = forward(PosEmbed, namespace["forward"])
+    assert_rejects(checks.check_pos_embed, learner, "with no message")
+
+
 def test_pos_embed_debug_assert_names_the_context_window():
     with pytest.raises(AssertionError, match="n_ctx = 32"):
         PosEmbed(TINY)(torch.zeros(1, 33, dtype=torch.long))
