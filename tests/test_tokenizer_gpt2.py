@@ -237,3 +237,17 @@ def test_check_bpe_accepts_correct_variants(learner, capsys):
 )
 def test_check_bpe_names_the_mistake(learner, fragment):
     assert_rejects(checks.check_bpe, learner, fragment)
+
+
+def bpe_dropping_used_ranks(word, ranks):
+    """Right for one word, but it deletes each merge it used: the next word lacks them."""
+    tokens = ref.bpe(word, ranks)
+    for token in tokens:
+        for pair in list(ranks):
+            if "".join(pair) == token:
+                del ranks[pair]
+    return tokens
+
+
+def test_check_bpe_rejects_changing_the_ranks():
+    assert_rejects(checks.check_bpe, bpe_dropping_used_ranks, "your bpe changed the ranks")

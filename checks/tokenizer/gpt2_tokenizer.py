@@ -100,13 +100,25 @@ def check_load_merge_ranks(check, load_merge_ranks):
         check.equal(got, expected, what="ranks")
 
 
-def _check_bpe_word(check, bpe, word, ranks):
+def _call_bpe(check, bpe, word, ranks):
+    """The learner's bpe(word, ranks), failing the case if it changed `ranks`."""
+    size = len(ranks)
     got = check.call(bpe, word, ranks, what="bpe")
+    if len(ranks) != size:
+        check.fail(
+            f"your bpe changed the ranks it was given ({size} pairs before, {len(ranks)} "
+            "after): it must leave them alone, for the next word needs them all."
+        )
+    return got
+
+
+def _check_bpe_word(check, bpe, word, ranks):
+    expected = ref.bpe(word, ranks)
+    got = _call_bpe(check, bpe, word, ranks)
     if got is None:
         check.fail("your bpe returned None: did you forget `return`?")
     if not isinstance(got, list) or not all(isinstance(t, str) for t in got):
         check.fail(f"bpe should return a list of str, got {kind_of(got)} {_quoted(str(got))}.")
-    expected = ref.bpe(word, ranks)
     if got != expected:
         for description, variant in [
             ("merged the leftmost pair that has a rank: the lowest rank wins", dict(order="left")),
@@ -131,7 +143,8 @@ def check_bpe(check, bpe):
         with check.case(f"bpe({word!r}) with ranks {toy}"):
             _check_bpe_word(check, bpe, word, toy)
     tok, hf = ref.load_gpt2_tokenizer(), diagnosis.hf_gpt2()
-    vocab, ranks = tok.vocab, tok.ranks
+    # A copy: code that changes its ranks must not change the reference tokenizer's.
+    vocab, ranks = tok.vocab, dict(tok.ranks)
     table = ref.bytes_to_unicode()
     with check.case("bpe of every chunk of the test texts, with GPT-2's ranks"):
         for text in diagnosis.GPT2_TEXTS:
@@ -146,5 +159,5 @@ def check_bpe(check, bpe):
                 ids += [vocab[ref.END_OF_TEXT]] * (k > 0)
                 for chunk in regex.findall(ref.GPT2_SPLIT_PATTERN, piece):
                     word = "".join(table[b] for b in chunk.encode("utf-8"))
-                    ids += [vocab[t] for t in check.call(bpe, word, ranks, what="bpe")]
+                    ids += [vocab[t] for t in _call_bpe(check, bpe, word, ranks)]
             check.equal(ids, hf.encode(text), what="ids")
