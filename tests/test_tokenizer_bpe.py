@@ -131,6 +131,20 @@ class DecodeStripped(BPETokenizer):
         return super().decode(ids).strip()
 
 
+class EncodeByCounts(BPETokenizer):
+    """Training's rule reused in encode: the most frequent mergeable pair of the chunk."""
+
+    def encode(self, text):
+        tokens = []
+        for chunk in regex.findall(GPT2_SPLIT_PATTERN, text):
+            ids = list(chunk.encode("utf-8"))
+            while counts := {p: n for p, n in count_pairs(ids).items() if p in self.merges}:
+                pair = max(counts, key=lambda p: (counts[p], -self.merges[p]))
+                ids = merge(ids, pair, self.merges[pair])
+            tokens += ids
+        return tokens
+
+
 class EncodeToTensor(BPETokenizer):
     def encode(self, text):
         import torch
@@ -155,6 +169,7 @@ class TrainReturningMerges(BPETokenizer):
         (encoder(merge=diagnosis.merge_overlapping), "merged overlapping pairs"),
         (encoder(order="latest"), "most recently learned merge first"),
         (encoder(order="left"), "leftmost mergeable pair first"),
+        (EncodeByCounts, "occurs most often in the chunk"),
         (EncodeToTensor, "list of ints"),
         (trainer(pick=lambda counts: max(counts, key=counts.get)), "Both pairs occur"),
         (trainer(split=False), "count pairs inside each chunk"),

@@ -146,6 +146,18 @@ def check_bpe_tokenizer(check, BPETokenizer):
     for text in [*TRICKY_STRINGS, load_corpus()[5000:5600]]:
         with check.case(f"text {_quoted(text)}" + (" (empty)" if not text else "")):
             _check_round_trip(check, tok, ref_tok, text)
+    # "bc" is learned first, "ab" occurs twice: the order of learning must win over counts.
+    merges = {(98, 99): 256, (97, 98): 257}
+    with check.case(f"text 'ababc', merges {merges}"):
+        small = check.build(BPETokenizer, dict(merges))
+        got = _encode(check, small, "ababc")
+        if got == [257, 257, 99]:
+            check.fail(
+                "encode('ababc') gave [257, 257, 99], expected [257, 97, 256]: you merged the "
+                "pair that occurs most often in the chunk. Counts are for training; encode "
+                "applies the earliest learned merge (smallest new id) first."
+            )
+        check.equal(got, ref.BPETokenizer(merges).encode("ababc"), what="encoding")
     with check.case(
         "BPETokenizer.train('aaaa', 300): overlapping pairs, then nothing left to merge"
     ):
