@@ -132,6 +132,8 @@ def bpe_variant(word, ranks, *, order="lowest", overlap=False, zero_missing=Fals
             break
         pick = {"lowest": min, "highest": max}.get(order)
         pair = pick(pairs, key=ranks.get) if pick else pairs[0]
+        if order == "frequent":  # the most frequent pair of the word, then the lowest rank
+            pair = max(pairs, key=lambda p: (pairs.count(p), -ranks[p]))
         out, i = [], 0
         while i < len(parts):
             if i + 1 < len(parts) and (parts[i], parts[i + 1]) == pair:

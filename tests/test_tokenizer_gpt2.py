@@ -229,6 +229,7 @@ def test_check_bpe_accepts_correct_variants(learner, capsys):
         (lambda w, r: diagnosis.bpe_variant(w, r, order="left"), "leftmost pair"),
         (lambda w, r: diagnosis.bpe_variant(w, r, zero_missing=True), "rank 0"),
         (lambda w, r: diagnosis.bpe_variant(w, r, overlap=True), "overlapping"),
+        (lambda w, r: diagnosis.bpe_variant(w, r, order="frequent"), "occurs most often"),
         (lambda w, r: "".join(ref.bpe(w, r)), "list of str"),
         (lambda w, r: tuple(ref.bpe(w, r)), "list of str"),
         (lambda w, r: list(w), "expected"),

@@ -121,6 +121,7 @@ def _check_bpe_word(check, bpe, word, ranks):
         check.fail(f"bpe should return a list of str, got {kind_of(got)} {_quoted(str(got))}.")
     if got != expected:
         for description, variant in [
+            ("merged the pair that occurs most often: the lowest rank wins, whatever the counts", dict(order="frequent")),
             ("merged the leftmost pair that has a rank: the lowest rank wins", dict(order="left")),
             ("merged the highest-rank pair first: the lowest rank wins", dict(order="highest")),
             ("never merged the pair of rank 0: `ranks.get(p) or inf` treats 0 as missing", dict(zero_missing=True)),
@@ -136,10 +137,11 @@ def _check_bpe_word(check, bpe, word, ranks):
 @exercise(ref.bpe)
 def check_bpe(check, bpe):
     # Each word tells one mistake apart: "st" needs the rank-0 merge, "abc" the lower of two
-    # overlapping pairs, "xyz" a lower rank to the right of a higher one.
+    # overlapping pairs, "xyz" a lower rank to the right of a higher one, "bcabc" a lower
+    # rank that occurs once against a higher one that occurs twice.
     toy = {("s", "t"): 0, ("a", "b"): 1, ("y", "z"): 2, ("b", "c"): 3, ("x", "y"): 4}
     toy |= {("a", "a"): 5, ("aa", "a"): 6}
-    for word in ["x", "st", "abc", "xyz", "aaa", "aaaa", "aaaaa", "cba"]:
+    for word in ["x", "st", "abc", "xyz", "aaa", "aaaa", "aaaaa", "cba", "bcabc"]:
         with check.case(f"bpe({word!r}) with ranks {toy}"):
             _check_bpe_word(check, bpe, word, toy)
     tok, hf = ref.load_gpt2_tokenizer(), diagnosis.hf_gpt2()
