@@ -123,6 +123,12 @@ def check_top_p_filter(check, top_p_filter):
     cases = [
         (known, 0.75, [[1, 3]], "0.5 + 0.3 is the first total ≥ 0.75"),
         (known, 0.45, [[1]], "the top token alone holds 0.5 ≥ 0.45"),
+        (
+            torch.tensor([[0.25, 0.5, 0.25]]).log(),
+            0.5,
+            [[1]],
+            "the top token alone holds 0.5 ≥ 0.5",
+        ),
         (known, 0.9, [[0, 1, 3]], "0.5 + 0.3 + 0.15 is the first total ≥ 0.9"),
         (known, 0.01, [[1]], "the top token is always kept"),
         (known, 1.0, [[0, 1, 2, 3]], "p = 1 keeps every token"),
@@ -140,10 +146,12 @@ def check_top_p_filter(check, top_p_filter):
                         "you kept only token 1 (probability 0.5): the nucleus is the smallest "
                         "set whose total reaches p, so it includes the token that crosses p."
                     )
-                if _kept(got) != kept and _kept(got) == [[0, 1, 3]] and p == 0.75:
+                extra = set(_kept(got)[0]) - set(kept[0])
+                if len(extra) == 1 and set(kept[0]) < set(_kept(got)[0]):
                     check.fail(
                         "you kept one token too many: stop at the first token that brings "
-                        "the total to p or above."
+                        "the total to p or above (drop a token when the tokens before it "
+                        "hold p or more: >= p, not > p)."
                     )
             sorted_probs = logits.softmax(-1).sort(-1, descending=True)
             unsorted = logits.softmax(-1).cumsum(-1) - logits.softmax(-1)
@@ -302,10 +310,14 @@ def check_cached_attention(check, cached_attention):
         with check.case(label):
             attn = _attention(seed=10 + i)
             mask = padded if pad else torch.ones(2, 9, dtype=torch.bool)
-            cache = ref.KVCache(1) if past else None
+            # Two layers, this one the second: layer 0 holds another attention's keys, which
+            # a learner who reads or writes the wrong layer would use.
+            cache, layer = (ref.KVCache(2), 1) if past else (None, 0)
             with torch.no_grad():
                 if past:
-                    ref.cached_attention(attn, x[:, :past], cache, 0, mask[:, :past])
+                    other = _attention(seed=20 + i)
+                    ref.cached_attention(other, x[:, :past], cache, 0, mask[:, :past])
+                    ref.cached_attention(attn, x[:, :past], cache, 1, mask[:, :past])
                 expected = _attend(attn, x, past, mask)
                 mistakes = {
                     "ignored the attention mask: no real token may attend to padding": _attend(
@@ -320,12 +332,24 @@ def check_cached_attention(check, cached_attention):
                              "cache.append(layer, k, v) returns, cached and new"] = _attend(
                         attn, x, past, mask, use_cache=False
                     )  # fmt: skip
-                got = check.call(cached_attention, attn, x[:, past:], cache, 0, mask)
+                got = check.call(cached_attention, attn, x[:, past:], cache, layer, mask)
+            if past and cache.keys[0].shape[1] != past:
+                check.fail(
+                    f"layer 0 of the cache changed, but you were asked for layer {layer}: "
+                    "use the `layer` argument, cache.append(layer, k, v)."
+                )
             # Padding positions' outputs are never read: only real positions are compared.
             real = mask[:, past:, None]
             if isinstance(got, torch.Tensor) and got.shape == expected.shape:
                 if not torch.isfinite(got.masked_fill(~real, 0.0)).all():
                     check.fail("real positions came out NaN or infinite.")
+                if not torch.isfinite(got).all():
+                    check.fail(
+                        "a padding position came out NaN: it may attend to no key, so its "
+                        "softmax row is all -inf. Let each position see itself (key == query), "
+                        "else the NaN reaches the next layer's keys and values, and through "
+                        "them the real tokens (0 · NaN is NaN)."
+                    )
                 got = got.masked_fill(~real, 0.0)
             expected = expected.masked_fill(~real, 0.0)
             mistakes = {k: v.masked_fill(~real, 0.0) for k, v in mistakes.items()}
