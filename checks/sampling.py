@@ -270,6 +270,16 @@ def check_sample_next_token(check, sample_next_token):
                 f"  expected frequencies {[round(x, 3) for x in probs.tolist()]}\n"
                 f"  your frequencies     {[round(x, 3) for x in observed]}"
             )
+    with check.case("a batch of one row, as generate() passes for one prompt"):
+        for temperature, top_k, top_p, _ in settings[:2]:
+            got = check.call(sample_next_token, logits, temperature, top_k, top_p, seeded(3))
+            if isinstance(got, torch.Tensor) and got.shape != (1,):
+                check.fail(
+                    f"at temperature {temperature:g}, one row of logits gave shape "
+                    f"{tuple(got.shape)}, expected (1,): one token id per row, even for one row. "
+                    "squeeze() drops every axis of size 1, the batch's too: index [:, 0] or "
+                    "squeeze(-1)."
+                )
 
 
 def _attention(seed: int) -> Attention:

@@ -337,9 +337,12 @@ def test_check_top_p_filter_names_mistakes():
          "integer token ids"),
         (lambda x, t=1.0, k=None, p=None, g=None: sample_next_token(x, t, k, p, g)[:, None],
          "one token id per row"),
+        # squeeze() keeps a batch of many rows, but turns a batch of one into a 0-d tensor.
+        (lambda x, t=1.0, k=None, p=None, g=None: sample_next_token(x, t, k, p, g)[:, None]
+         .squeeze(), "squeeze() drops every axis of size 1"),
     ],
     ids=["temperature-times", "no-temperature", "no-top-k", "no-top-p", "no-generator",
-         "float", "shape"],
+         "float", "shape", "squeeze"],
 )  # fmt: skip
 def test_check_sample_next_token_names_mistakes(learner, diagnosis):
     assert_rejects(checks.check_sample_next_token, learner, diagnosis)
