@@ -282,11 +282,15 @@ def check_sample_next_token(check, sample_next_token):
                 )
 
 
+# n_heads·d_head ≠ d_model, so that a d_head taken as d_model / n_heads shows.
+NARROW = TINY.but(n_heads=3, d_head=8)
+
+
 def _attention(seed: int) -> Attention:
-    return randomize(Attention(TINY), seed=seed, scale=0.3)
+    return randomize(Attention(NARROW if seed % 2 else TINY), seed=seed, scale=0.3)
 
 
-def _attend(attn, x, past, mask, *, offset=True, use_mask=True, use_cache=True):
+def _attend(attn, x, past, mask, *, offset=True, use_mask=True, use_cache=True, d_head=None):
     """Attention of positions past.. of x over keys 0.. (the cached ones and their own),
     written out from scratch, with one thing done differently when asked."""
     q, k, v = (torch.einsum("bpd,hde->bphe", x, W) + b for W, b in
@@ -298,7 +302,7 @@ def _attend(attn, x, past, mask, *, offset=True, use_mask=True, use_cache=True):
     key_at = torch.arange(n_keys)[None, :]
     real = keys[:, None, None, :] if use_mask else torch.ones(1, 1, 1, n_keys, dtype=torch.bool)
     visible = (key_at <= query_at) & (real | (key_at == query_at))
-    scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / attn.cfg.d_head**0.5
+    scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / (d_head or attn.cfg.d_head) ** 0.5
     pattern = scores.masked_fill(~visible, INF).softmax(-1)
     z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
     return torch.einsum("bqhe,hed->bqd", z, attn.W_O) + attn.b_O
@@ -334,6 +338,11 @@ def check_cached_attention(check, cached_attention):
                         attn, x, past, mask, use_mask=False
                     ),
                 }
+                if attn.cfg.n_heads * attn.cfg.d_head != attn.cfg.d_model:
+                    mistakes["scaled by sqrt(d_model / n_heads): divide by sqrt(cfg.d_head), which "
+                             "is not always d_model / n_heads"] = _attend(
+                        attn, x, past, mask, d_head=attn.cfg.d_model // attn.cfg.n_heads
+                    )  # fmt: skip
                 if past:
                     mistakes["placed the new queries at positions 0, 1, ...: with a cache, "
                              "new query i sits at position len(cache) + i, and the causal "

@@ -349,7 +349,14 @@ def test_check_sample_next_token_names_mistakes(learner, diagnosis):
 
 
 def cached_attention_variant(
-    *, offset=True, use_mask=True, use_cache=True, append=True, own_layer=True, see_self=True
+    *,
+    offset=True,
+    use_mask=True,
+    use_cache=True,
+    append=True,
+    own_layer=True,
+    see_self=True,
+    derived_d_head=False,
 ):
     """cached_attention written out with einsum, one mistake switched on."""
 
@@ -367,7 +374,8 @@ def cached_attention_variant(
         keys = mask[:, -n_keys:]
         real = keys[:, None, None, :] if use_mask else torch.ones(1, 1, 1, n_keys, dtype=torch.bool)
         visible = (key_at <= query_at) & (real | (key_at == query_at) & see_self)
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / attn.cfg.d_head**0.5
+        d_head = attn.cfg.d_model // attn.cfg.n_heads if derived_d_head else attn.cfg.d_head
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / d_head**0.5
         pattern = scores.masked_fill(~visible, -torch.inf).softmax(-1)
         z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
         return torch.einsum("bqhe,hed->bqd", z, attn.W_O) + attn.b_O
@@ -385,8 +393,17 @@ def cached_attention_variant(
         (dict(own_layer=False), "use the `layer` argument"),
         # A padding position that sees no key is NaN, which the next layer would spread.
         (dict(see_self=False), "a padding position came out NaN"),
+        (dict(derived_d_head=True), "sqrt(d_model / n_heads)"),
     ],
-    ids=["no-offset", "no-mask", "no-cache", "no-append", "layer-0", "pad-sees-nothing"],
+    ids=[
+        "no-offset",
+        "no-mask",
+        "no-cache",
+        "no-append",
+        "layer-0",
+        "pad-sees-nothing",
+        "d_head-derived",
+    ],
 )
 def test_check_cached_attention_names_mistakes(switches, diagnosis):
     assert_rejects(checks.check_cached_attention, cached_attention_variant(**switches), diagnosis)
