@@ -88,12 +88,12 @@ def check_parameter_count(check, parameter_count):
         check.equal(parameter_count(Config(), True), ref.GPT2_SMALL_PARAMETERS, what="count")
 
 
-def _hf_model(cfg: Config, seed: int):
-    """A GPT2LMHeadModel of cfg's shape, every parameter random."""
+def _hf_model(cfg: Config, seed: int, tied: bool = True):
+    """A GPT2LMHeadModel of cfg's shape, every parameter random (lm_head too, when untied)."""
     from transformers import GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    model = GPT2LMHeadModel(ref.hf_config(cfg)).eval()
+    model = GPT2LMHeadModel(ref.hf_config(cfg, tied=tied)).eval()
     gen = seeded(seed)
     with torch.no_grad():
         for param in model.parameters():
@@ -151,12 +151,16 @@ TRANSPOSED = "transposed a Conv1D weight: Conv1D stores [in, out], as the course
 
 @exercise(ref.hf_to_course)
 def check_hf_to_course(check, hf_to_course):
-    cases = [(cfg, True) for cfg in CONFIGS] + [(TINY, False)]
-    for i, (cfg, with_lm_head) in enumerate(cases):
+    # (cfg, lm_head.weight in the state dict, tied): the last is a course model converted with
+    # course_to_hf, whose W_U is its own, not W_Eᵀ.
+    cases = [(cfg, True, True) for cfg in CONFIGS] + [(TINY, False, True)]
+    cases += [(TINY.but(n_layers=1), True, False)]
+    for i, (cfg, with_lm_head, tied) in enumerate(cases):
         label = f"d_model {cfg.d_model} as {cfg.n_heads} heads of {cfg.d_head}"
         label += "" if with_lm_head else ", a tied checkpoint saved without lm_head.weight"
+        label += "" if tied else ", untied: lm_head.weight is not wte.weight"
         with check.case(label):
-            hf_model = _hf_model(cfg, seed=i)
+            hf_model = _hf_model(cfg, seed=i, tied=tied)
             hf = {k: v.clone() for k, v in hf_model.state_dict().items()}
             if not with_lm_head:
                 del hf["lm_head.weight"]
@@ -206,6 +210,11 @@ def check_hf_to_course(check, hf_to_course):
                     else:
                         shapes.append((tuple(wrong.shape), TRANSPOSED))
                 if kind == "W_U":
+                    if not tied:
+                        mistakes[
+                            "took W_U from wte: read lm_head.weight, which an untied model keeps "
+                            "apart (fall back to wte only when the checkpoint leaves it out)"
+                        ] = hf["transformer.wte.weight"].T
                     shapes = [
                         (
                             tuple(value.shape[::-1]),

@@ -123,6 +123,12 @@ def check_top_p_filter(check, top_p_filter):
     cases = [
         (known, 0.75, [[1, 3]], "0.5 + 0.3 is the first total ≥ 0.75"),
         (known, 0.45, [[1]], "the top token alone holds 0.5 ≥ 0.45"),
+        (
+            torch.tensor([[0.25, 0.5, 0.25]]).log(),
+            0.5,
+            [[1]],
+            "the top token alone holds 0.5 ≥ 0.5",
+        ),
         (known, 0.9, [[0, 1, 3]], "0.5 + 0.3 + 0.15 is the first total ≥ 0.9"),
         (known, 0.01, [[1]], "the top token is always kept"),
         (known, 1.0, [[0, 1, 2, 3]], "p = 1 keeps every token"),
@@ -140,10 +146,12 @@ def check_top_p_filter(check, top_p_filter):
                         "you kept only token 1 (probability 0.5): the nucleus is the smallest "
                         "set whose total reaches p, so it includes the token that crosses p."
                     )
-                if _kept(got) != kept and _kept(got) == [[0, 1, 3]] and p == 0.75:
+                extra = set(_kept(got)[0]) - set(kept[0])
+                if len(extra) == 1 and set(kept[0]) < set(_kept(got)[0]):
                     check.fail(
                         "you kept one token too many: stop at the first token that brings "
-                        "the total to p or above."
+                        "the total to p or above (drop a token when the tokens before it "
+                        "hold p or more: >= p, not > p)."
                     )
             sorted_probs = logits.softmax(-1).sort(-1, descending=True)
             unsorted = logits.softmax(-1).cumsum(-1) - logits.softmax(-1)
@@ -262,13 +270,27 @@ def check_sample_next_token(check, sample_next_token):
                 f"  expected frequencies {[round(x, 3) for x in probs.tolist()]}\n"
                 f"  your frequencies     {[round(x, 3) for x in observed]}"
             )
+    with check.case("a batch of one row, as generate() passes for one prompt"):
+        for temperature, top_k, top_p, _ in settings[:2]:
+            got = check.call(sample_next_token, logits, temperature, top_k, top_p, seeded(3))
+            if isinstance(got, torch.Tensor) and got.shape != (1,):
+                check.fail(
+                    f"at temperature {temperature:g}, one row of logits gave shape "
+                    f"{tuple(got.shape)}, expected (1,): one token id per row, even for one row. "
+                    "squeeze() drops every axis of size 1, the batch's too: index [:, 0] or "
+                    "squeeze(-1)."
+                )
+
+
+# n_heads·d_head ≠ d_model, so that a d_head taken as d_model / n_heads shows.
+NARROW = TINY.but(n_heads=3, d_head=8)
 
 
 def _attention(seed: int) -> Attention:
-    return randomize(Attention(TINY), seed=seed, scale=0.3)
+    return randomize(Attention(NARROW if seed % 2 else TINY), seed=seed, scale=0.3)
 
 
-def _attend(attn, x, past, mask, *, offset=True, use_mask=True, use_cache=True):
+def _attend(attn, x, past, mask, *, offset=True, use_mask=True, use_cache=True, d_head=None):
     """Attention of positions past.. of x over keys 0.. (the cached ones and their own),
     written out from scratch, with one thing done differently when asked."""
     q, k, v = (torch.einsum("bpd,hde->bphe", x, W) + b for W, b in
@@ -280,7 +302,7 @@ def _attend(attn, x, past, mask, *, offset=True, use_mask=True, use_cache=True):
     key_at = torch.arange(n_keys)[None, :]
     real = keys[:, None, None, :] if use_mask else torch.ones(1, 1, 1, n_keys, dtype=torch.bool)
     visible = (key_at <= query_at) & (real | (key_at == query_at))
-    scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / attn.cfg.d_head**0.5
+    scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / (d_head or attn.cfg.d_head) ** 0.5
     pattern = scores.masked_fill(~visible, INF).softmax(-1)
     z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
     return torch.einsum("bqhe,hed->bqd", z, attn.W_O) + attn.b_O
@@ -302,16 +324,25 @@ def check_cached_attention(check, cached_attention):
         with check.case(label):
             attn = _attention(seed=10 + i)
             mask = padded if pad else torch.ones(2, 9, dtype=torch.bool)
-            cache = ref.KVCache(1) if past else None
+            # Two layers, this one the second: layer 0 holds another attention's keys, which
+            # a learner who reads or writes the wrong layer would use.
+            cache, layer = (ref.KVCache(2), 1) if past else (None, 0)
             with torch.no_grad():
                 if past:
-                    ref.cached_attention(attn, x[:, :past], cache, 0, mask[:, :past])
+                    other = _attention(seed=20 + i)
+                    ref.cached_attention(other, x[:, :past], cache, 0, mask[:, :past])
+                    ref.cached_attention(attn, x[:, :past], cache, 1, mask[:, :past])
                 expected = _attend(attn, x, past, mask)
                 mistakes = {
                     "ignored the attention mask: no real token may attend to padding": _attend(
                         attn, x, past, mask, use_mask=False
                     ),
                 }
+                if attn.cfg.n_heads * attn.cfg.d_head != attn.cfg.d_model:
+                    mistakes["scaled by sqrt(d_model / n_heads): divide by sqrt(cfg.d_head), which "
+                             "is not always d_model / n_heads"] = _attend(
+                        attn, x, past, mask, d_head=attn.cfg.d_model // attn.cfg.n_heads
+                    )  # fmt: skip
                 if past:
                     mistakes["placed the new queries at positions 0, 1, ...: with a cache, "
                              "new query i sits at position len(cache) + i, and the causal "
@@ -320,12 +351,24 @@ def check_cached_attention(check, cached_attention):
                              "cache.append(layer, k, v) returns, cached and new"] = _attend(
                         attn, x, past, mask, use_cache=False
                     )  # fmt: skip
-                got = check.call(cached_attention, attn, x[:, past:], cache, 0, mask)
+                got = check.call(cached_attention, attn, x[:, past:], cache, layer, mask)
+            if past and cache.keys[0].shape[1] != past:
+                check.fail(
+                    f"layer 0 of the cache changed, but you were asked for layer {layer}: "
+                    "use the `layer` argument, cache.append(layer, k, v)."
+                )
             # Padding positions' outputs are never read: only real positions are compared.
             real = mask[:, past:, None]
             if isinstance(got, torch.Tensor) and got.shape == expected.shape:
                 if not torch.isfinite(got.masked_fill(~real, 0.0)).all():
                     check.fail("real positions came out NaN or infinite.")
+                if not torch.isfinite(got).all():
+                    check.fail(
+                        "a padding position came out NaN: it may attend to no key, so its "
+                        "softmax row is all -inf. Let each position see itself (key == query), "
+                        "else the NaN reaches the next layer's keys and values, and through "
+                        "them the real tokens (0 · NaN is NaN)."
+                    )
                 got = got.masked_fill(~real, 0.0)
             expected = expected.masked_fill(~real, 0.0)
             mistakes = {k: v.masked_fill(~real, 0.0) for k, v in mistakes.items()}

@@ -116,6 +116,15 @@ def check_transformer(check, Transformer):
         with check.case(f"{label}, batch {batch}, {plural(posn, 'position')}, random weights"):
             reference = randomize(ref.Transformer(cfg), seed=20 + i, scale=SCALE)
             model = check.build(Transformer, cfg)
+            blocks = getattr(model, "blocks", None)
+            if isinstance(blocks, torch.nn.ModuleList | torch.nn.Sequential | list | tuple) and len(
+                {id(b) for b in blocks}
+            ) < len(list(blocks)):
+                check.fail(
+                    "your blocks are one and the same module, repeated: [TransformerBlock(cfg)] "
+                    "* n_layers lists one block n_layers times. Build a new one for each layer: "
+                    "nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])."
+                )
             check.load_weights(model, reference)
             tokens = torch.randint(cfg.d_vocab, (batch, posn), generator=seeded(30 + i))
             with torch.no_grad():

@@ -185,6 +185,13 @@ def hf_to_course_ignoring_missing_lm_head(hf, cfg):
     return out
 
 
+def hf_to_course_always_from_wte(hf, cfg):
+    # Right for GPT-2 itself (tied), wrong for a course model converted with its own W_U.
+    out = hf_to_course(hf, cfg)
+    out["unembed.W_U"] = hf["transformer.wte.weight"].T
+    return out
+
+
 @pytest.mark.parametrize(
     "learner, diagnosis",
     [
@@ -196,8 +203,19 @@ def hf_to_course_ignoring_missing_lm_head(hf, cfg):
         (hf_to_course_ignoring_missing_lm_head, "KeyError"),
         (patched(hf_to_course, "W_in", lambda W, cfg: W.T), "Conv1D stores [in, out]"),
         (patched(hf_to_course, "ln_final.b", lambda b, cfg: b * 0), "wrong values"),
+        (hf_to_course_always_from_wte, "took W_U from wte"),
     ],
-    ids=["conv1d-transposed", "kqv", "head-layout", "lm-head", "no-b_U", "tied", "W_in", "ln_f"],
+    ids=[
+        "conv1d-transposed",
+        "kqv",
+        "head-layout",
+        "lm-head",
+        "no-b_U",
+        "tied",
+        "W_in",
+        "ln_f",
+        "wte-for-untied",
+    ],
 )
 def test_check_hf_to_course_rejects_and_names(learner, diagnosis):
     assert_rejects(checks.check_hf_to_course, learner, diagnosis)

@@ -308,7 +308,14 @@ def test_check_top_p_filter_names_mistakes():
     def sorted_output(logits, p):
         return top_p_filter(logits.sort(-1, descending=True).values, p)
 
+    def keeps_a_token_at_exactly_p(logits, p):
+        # > p where the nucleus needs >= p: at p = 0.5 the top token's 0.5 is enough alone.
+        sorted_probs, order = logits.softmax(-1).sort(-1, descending=True)
+        drop = sorted_probs.cumsum(-1) - sorted_probs > p
+        return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+
     assert_rejects(checks.check_top_p_filter, drops_the_crossing_token, "crosses p")
+    assert_rejects(checks.check_top_p_filter, keeps_a_token_at_exactly_p, ">= p, not > p")
     assert_rejects(checks.check_top_p_filter, vocabulary_order, "tokens kept")
     assert_rejects(checks.check_top_p_filter, sorted_output, "tokens kept")
 
@@ -330,15 +337,27 @@ def test_check_top_p_filter_names_mistakes():
          "integer token ids"),
         (lambda x, t=1.0, k=None, p=None, g=None: sample_next_token(x, t, k, p, g)[:, None],
          "one token id per row"),
+        # squeeze() keeps a batch of many rows, but turns a batch of one into a 0-d tensor.
+        (lambda x, t=1.0, k=None, p=None, g=None: sample_next_token(x, t, k, p, g)[:, None]
+         .squeeze(), "squeeze() drops every axis of size 1"),
     ],
     ids=["temperature-times", "no-temperature", "no-top-k", "no-top-p", "no-generator",
-         "float", "shape"],
+         "float", "shape", "squeeze"],
 )  # fmt: skip
 def test_check_sample_next_token_names_mistakes(learner, diagnosis):
     assert_rejects(checks.check_sample_next_token, learner, diagnosis)
 
 
-def cached_attention_variant(*, offset=True, use_mask=True, use_cache=True, append=True):
+def cached_attention_variant(
+    *,
+    offset=True,
+    use_mask=True,
+    use_cache=True,
+    append=True,
+    own_layer=True,
+    see_self=True,
+    derived_d_head=False,
+):
     """cached_attention written out with einsum, one mistake switched on."""
 
     def learner(attn, x, cache, layer, mask):
@@ -346,7 +365,7 @@ def cached_attention_variant(*, offset=True, use_mask=True, use_cache=True, appe
         k = torch.einsum("bpd,hde->bphe", x, attn.W_K) + attn.b_K
         v = torch.einsum("bpd,hde->bphe", x, attn.W_V) + attn.b_V
         if cache is not None:
-            k_all, v_all = cache.append(layer, k, v) if append else (k, v)
+            k_all, v_all = cache.append(layer if own_layer else 0, k, v) if append else (k, v)
             if use_cache and append:
                 k, v = k_all, v_all
         n_new, n_keys = q.shape[1], k.shape[1]
@@ -354,8 +373,9 @@ def cached_attention_variant(*, offset=True, use_mask=True, use_cache=True, appe
         key_at = torch.arange(n_keys)[None, :]
         keys = mask[:, -n_keys:]
         real = keys[:, None, None, :] if use_mask else torch.ones(1, 1, 1, n_keys, dtype=torch.bool)
-        visible = (key_at <= query_at) & (real | (key_at == query_at))
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / attn.cfg.d_head**0.5
+        visible = (key_at <= query_at) & (real | (key_at == query_at) & see_self)
+        d_head = attn.cfg.d_model // attn.cfg.n_heads if derived_d_head else attn.cfg.d_head
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / d_head**0.5
         pattern = scores.masked_fill(~visible, -torch.inf).softmax(-1)
         z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
         return torch.einsum("bqhe,hed->bqd", z, attn.W_O) + attn.b_O
@@ -370,8 +390,20 @@ def cached_attention_variant(*, offset=True, use_mask=True, use_cache=True, appe
         (dict(use_mask=False), "ignored the attention mask"),
         (dict(use_cache=False), "used only the new keys and values"),
         (dict(append=False), "used only the new keys and values"),
+        (dict(own_layer=False), "use the `layer` argument"),
+        # A padding position that sees no key is NaN, which the next layer would spread.
+        (dict(see_self=False), "a padding position came out NaN"),
+        (dict(derived_d_head=True), "sqrt(d_model / n_heads)"),
     ],
-    ids=["no-offset", "no-mask", "no-cache", "no-append"],
+    ids=[
+        "no-offset",
+        "no-mask",
+        "no-cache",
+        "no-append",
+        "layer-0",
+        "pad-sees-nothing",
+        "d_head-derived",
+    ],
 )
 def test_check_cached_attention_names_mistakes(switches, diagnosis):
     assert_rejects(checks.check_cached_attention, cached_attention_variant(**switches), diagnosis)

@@ -347,6 +347,7 @@ def blocks_only(n_params, d_vocab=50257):
         (shaped(768, 12), "off the budget"),
         (blocks_only, "embedding V·d counts too"),
         (lambda n, v=50257: {"d_model": 768}, "return a Config"),
+        (lambda n, v=50257: ref.propose_config(n).but(d_vocab=v), "not 50,257"),
     ],
     ids=[
         "vocab",
@@ -359,6 +360,7 @@ def blocks_only(n_params, d_vocab=50257):
         "budget",
         "no-emb",
         "dict",
+        "planned-for-50257",
     ],
 )
 def test_check_propose_config_names_the_mistake(learner, fragment):
@@ -374,8 +376,14 @@ def test_check_propose_config_names_the_mistake(learner, fragment):
         (lambda c, kv=None, b=2: 2 * c.n_layers * (kv or c.n_heads) * c.d_head, "bytes_per_value"),
         (lambda c, kv=None, b=2: 2 * c.n_layers * (kv or c.n_heads) * c.d_model * b, "not d_model"),
         (lambda c, kv=None, b=4: ref.kv_bytes_per_token(c, kv, b), "bytes for GPT-2 small"),
+        (
+            lambda c, kv=None, b=2: (
+                2 * c.n_layers * (kv or c.n_heads) * (c.d_model // c.n_heads) * b
+            ),
+            "not always d_model / n_heads",
+        ),
     ],
-    ids=["keys-only", "n_heads", "one-layer", "no-bytes", "d_model", "default-4"],
+    ids=["keys-only", "n_heads", "one-layer", "no-bytes", "d_model", "default-4", "d_head-derived"],
 )
 def test_check_kv_bytes_per_token_names_the_mistake(learner, fragment):
     assert_rejects(checks.check_kv_bytes_per_token, learner, fragment)
@@ -405,6 +413,12 @@ def test_check_count_training_flops_names_the_mistake(learner, fragment):
     assert_rejects(checks.check_count_training_flops, learner, fragment)
 
 
+def coefficient_from_mean_ratio(x, y):
+    # The arithmetic mean of y / x^a is not the least-squares intercept's exp (a geometric mean).
+    a = np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0]
+    return a, float(np.mean(np.asarray(y, float) / np.asarray(x, float) ** a))
+
+
 def fit_in_linear_space(x, y):
     a, c = np.polyfit(np.asarray(x, float), np.asarray(y, float), 1)
     return a, c
@@ -423,8 +437,9 @@ def fit_in_linear_space(x, y):
             "10**intercept",
         ),
         (fit_in_linear_space, "log y against log x"),
+        (coefficient_from_mean_ratio, "the coefficient b is"),
     ],
-    ids=["swapped", "log-b", "log10-exp", "linear"],
+    ids=["swapped", "log-b", "log10-exp", "linear", "mean-ratio-b"],
 )
 def test_check_fit_power_law_names_the_mistake(learner, fragment):
     assert_rejects(checks.check_fit_power_law, learner, fragment)

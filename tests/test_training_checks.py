@@ -156,8 +156,10 @@ def test_evaluate_accepts_the_reference_and_summed_losses(capsys):
         (evaluation(no_grad=False), "torch.no_grad()"),
         (evaluation(weighted=False), "weight each by its number of windows"),
         (evaluation(first_only=True), "only the first batch"),
+        # batch_size ignored: the same loss, but the whole validation set in one forward pass.
+        (lambda model, windows, batch_size=16: ref.evaluate(model, windows, 10**6), "batch by"),
     ],
-    ids=["train-mode", "mode-not-restored", "grad", "unweighted", "first-batch"],
+    ids=["train-mode", "mode-not-restored", "grad", "unweighted", "first-batch", "one-batch"],
 )
 def test_evaluate_rejects_and_names(learner, message):
     assert_rejects(checks.check_evaluate, learner, message)

@@ -321,6 +321,16 @@ def test_model_checker_blames_a_broken_block_first():
     assert_rejects(checks.check_transformer, Model, "your TransformerBlock", "pass its check first")
 
 
+def test_model_checker_names_one_block_repeated():
+    class Model(Transformer):
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            # One block listed n_layers times: its weights are shared by every layer.
+            self.blocks = torch.nn.ModuleList([TransformerBlock(cfg)] * cfg.n_layers)
+
+    assert_rejects(checks.check_transformer, Model, "one and the same module")
+
+
 @pytest.mark.parametrize(
     "forward, message",
     [

@@ -103,10 +103,13 @@ def check_evaluate(check, evaluate):
             model = _ModeShows(SMALL).train(training)
             gen = seeded(80 + i)
             windows = torch.randint(SMALL.d_vocab, (n_windows, SMALL.n_ctx + 1), generator=gen)
-            grad_modes = []
-            hook = model.register_forward_hook(
-                lambda *_, modes=grad_modes: modes.append(torch.is_grad_enabled())
-            )
+            grad_modes, sizes = [], []
+
+            def record(module, args, output, modes=grad_modes, sizes=sizes):
+                modes.append(torch.is_grad_enabled())
+                sizes.append(len(args[0]) if args and isinstance(args[0], torch.Tensor) else 0)
+
+            hook = model.register_forward_hook(record)
             try:
                 got = check.call(evaluate, model, windows, batch_size)
             finally:
@@ -122,6 +125,12 @@ def check_evaluate(check, evaluate):
                 check.fail(
                     "the model ran with gradients on: evaluate under torch.no_grad() "
                     "(@torch.no_grad() above the def), which builds no graph."
+                )
+            if sizes and max(sizes) > batch_size:
+                check.fail(
+                    f"the model read {max(sizes)} windows at once, with batch_size "
+                    f"{batch_size}: evaluate batch by batch, windows[i : i + batch_size], "
+                    "so that a large validation set fits in memory."
                 )
             with torch.no_grad():
                 model.eval()
