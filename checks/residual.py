@@ -158,7 +158,7 @@ def compare_caches(check, got, expected: dict[str, torch.Tensor], model) -> None
 
 @exercise(ref.attention_with_hooks)
 def check_attention_with_hooks(check, attention_with_hooks):
-    for model, tokens in _cases(check, seed=0):
+    for i, (model, tokens) in enumerate(_cases(check, seed=0)):
         attn = model.blocks[0].attn
         x = torch.randn(*tokens.shape, model.cfg.d_model, generator=seeded(7))
         expected, got = {}, {}
@@ -167,6 +167,16 @@ def check_attention_with_hooks(check, attention_with_hooks):
         compare_caches(check, got, expected, model)
         check.tensor(out, want, what="attention output (attn_out)")
         check.tensor(out, attn(x), what="attention output, against the model's own attn")
+        if i in NUDGED:
+            _check_nudges(
+                check,
+                lambda hook, attn=attn, x=x: attention_with_hooks(attn, x, "attn", hook),
+                lambda hook, attn=attn, x=x: ref.attention_with_hooks(attn, x, "attn", hook),
+                want,
+                expected,
+                what="attention_with_hooks",
+                output="attention output",
+            )
 
 
 def _recorder(cache: dict) -> ref.Hook:
@@ -189,6 +199,23 @@ def _nudge(target: str) -> ref.Hook:
     return hook
 
 
+def _check_nudges(check, learner, reference, want, names, *, what: str, output: str) -> None:
+    """What a hook returns is what the run goes on with: change each activation in turn (in
+    one model with MLPs and one without: a run per name) and compare the outputs."""
+    for name in names:
+        if name.endswith("hook_attn_scores"):
+            continue  # a nudge turns -inf into nan; the pattern's own nudge covers it
+        changed = check.call(learner, _nudge(name), what=what)
+        want_changed = reference(_nudge(name))
+        unchanged = isinstance(changed, torch.Tensor) and _close(changed, want, 1e-4, 1e-5)
+        if unchanged and not _close(want_changed, want, 1e-4, 1e-5):
+            check.fail(
+                f"a hook that changes {name} did not change the {output}: go on with what "
+                f"`hook` returns, `x = hook(name, x)`, not with the value you passed it."
+            )
+        check.tensor(changed, want_changed, what=f"{output} when a hook changes {name}")
+
+
 @exercise(ref.run_with_hooks)
 def check_run_with_hooks(check, run_with_hooks):
     for i, (model, tokens) in enumerate(_cases(check, seed=10)):
@@ -198,20 +225,16 @@ def check_run_with_hooks(check, run_with_hooks):
         logits = check.call(run_with_hooks, model, tokens, _recorder(got), what="run_with_hooks")
         compare_caches(check, got, expected, model)
         check.tensor(logits, want, what="logits")
-        # What a hook returns is what the run goes on with: change each activation in turn
-        # (in one model with MLPs and one without: a run per name).
-        for name in expected if i in NUDGED else []:
-            if name.endswith("hook_attn_scores"):
-                continue  # a nudge turns -inf into nan; the pattern's own nudge covers it
-            changed = check.call(run_with_hooks, model, tokens, _nudge(name), what="run_with_hooks")
-            want_changed = ref.run_with_hooks(model, tokens, _nudge(name))
-            unchanged = isinstance(changed, torch.Tensor) and _close(changed, want, 1e-4, 1e-5)
-            if unchanged and not _close(want_changed, want, 1e-4, 1e-5):
-                check.fail(
-                    f"a hook that changes {name} did not change the logits: go on with what "
-                    f"`hook` returns, `x = hook(name, x)`, not with the value you passed it."
-                )
-            check.tensor(changed, want_changed, what=f"logits when a hook changes {name}")
+        if i in NUDGED:
+            _check_nudges(
+                check,
+                lambda hook, model=model, tokens=tokens: run_with_hooks(model, tokens, hook),
+                lambda hook, model=model, tokens=tokens: ref.run_with_hooks(model, tokens, hook),
+                want,
+                expected,
+                what="run_with_hooks",
+                output="logits",
+            )
 
 
 @exercise(ref.run_with_cache)

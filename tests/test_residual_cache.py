@@ -353,3 +353,20 @@ def test_cache_agrees_with_huggingface_gpt2_on_the_streams_patterns_and_logits()
             cache[f"blocks.{i}.attn.hook_pattern"], out.attentions[i], **close
         )
     torch.testing.assert_close(cache["ln_final.hook_normalized"], out.hidden_states[-1], **close)
+
+
+@pytest.mark.parametrize("ignored", ["hook_q", "hook_v", "hook_pattern", "hook_z"])
+def test_attention_with_hooks_checker_rejects_attention_that_ignores_what_a_hook_returns(ignored):
+    def attention_with_hooks(attn, normalized, name, hook):
+        def wrapped(n, x):
+            out = hook(n, x)
+            return x if n.endswith(ignored) else out
+
+        return ref.attention_with_hooks(attn, normalized, name, wrapped)
+
+    assert_rejects(
+        checks.check_attention_with_hooks,
+        attention_with_hooks,
+        f"a hook that changes attn.{ignored} did not change the attention output",
+        "`x = hook(name, x)`",
+    )
