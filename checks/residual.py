@@ -278,12 +278,27 @@ def check_run_with_patch(check, run_with_patch):
             )
 
 
+def _call_on_cache(check, fn, cache: dict[str, torch.Tensor], *args, what: str):
+    """Call learner code that reads a cache; a cache entry changed in place fails the case
+    (check.call sees tensors passed directly, not those inside a dict)."""
+    before = {name: value.clone() for name, value in cache.items()}
+    out = check.call(fn, cache, *args, what=what)
+    for name, value in before.items():
+        if name not in cache or not torch.equal(cache[name], value):
+            check.fail(
+                f"your {what} changed cache[{name!r}] in place (or removed it): the cache "
+                "is read-only, and later reads of it would see your change. Compute new "
+                "tensors (`x = x + ...`, not `x += ...`)."
+            )
+    return out
+
+
 @exercise(ref.decompose_resid)
 def check_decompose_resid(check, decompose_resid):
     for model, tokens in _cases(check, seed=40):
         _, cache = ref.run_with_cache(model, tokens)
         want, labels = ref.decompose_resid(cache, model)
-        out = check.call(decompose_resid, cache, model)
+        out = _call_on_cache(check, decompose_resid, cache, model, what="decompose_resid")
         parts, got_labels = check.pair(out, "(components, labels)")
         check.equal(
             list(got_labels) if isinstance(got_labels, tuple | list) else got_labels,
@@ -371,7 +386,10 @@ def check_logit_lens(check, logit_lens):
         mistakes["used each block's resid_post and left out the embeddings alone"] = torch.stack(
             [unembed(ln(s)) for s in post]
         )
-        got = check.call(logit_lens, cache, model)
+        mistakes["left out b_U: the logits are ln_final(stream) @ W_U + b_U"] = torch.stack(
+            [ln(s) @ unembed.W_U for s in streams]
+        )
+        got = _call_on_cache(check, logit_lens, cache, model, what="logit_lens")
         check.tensor(got, want, what="logits of the lens", mistakes=mistakes, shapes=shapes)
         check.tensor(got[-1], logits, what="last layer of the lens (the model's own logits)")
 
@@ -403,8 +421,23 @@ def check_direct_logit_attribution(check, direct_logit_attribution):
             ),
             "took logit[wrong] - logit[correct]: the direction is W_U[:, correct] - "
             "W_U[:, wrong]": -want,
+            "left ln_final's b out of the bias component: it is ln_final.b · (W_U[:, correct] "
+            "- W_U[:, wrong]) + b_U[correct] - b_U[wrong]": torch.cat(
+                [want[:-1], bias - ln.b @ direction]
+            ),
+            "left b_U out of the bias component: add b_U[correct] - b_U[wrong]": torch.cat(
+                [want[:-1], bias - (model.unembed.b_U[correct] - model.unembed.b_U[wrong])]
+            ),
         }
-        got = check.call(direct_logit_attribution, cache, model, correct, wrong)
+        got = _call_on_cache(
+            check,
+            direct_logit_attribution,
+            cache,
+            model,
+            correct,
+            wrong,
+            what="direct_logit_attribution",
+        )
         shares, got_labels = check.pair(got, "(attributions, labels)")
         check.equal(
             list(got_labels) if isinstance(got_labels, tuple | list) else got_labels,
