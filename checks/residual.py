@@ -26,6 +26,9 @@ __all__ = [
 ]
 
 ODD = Config(d_model=20, d_vocab=37, n_ctx=16, d_head=6, d_mlp=28, n_heads=3, n_layers=3)
+# Heads narrower than d_model / n_heads, and an MLP that is not 4 · d_model wide: a count
+# read off d_model instead of n_heads or d_mlp shows.
+NARROW_HEADS = Config(d_model=20, d_vocab=37, n_ctx=16, d_head=4, d_mlp=28, n_heads=3, n_layers=3)
 SCALE = 0.3  # random weights this size keep the softmax and GELU away from saturation
 # (config, attention-only, batch, positions). Attention-only blocks come both ways: with
 # `mlp` set to None, and without an `mlp` at all (chapter 5b's AttnOnlyBlock).
@@ -333,9 +336,12 @@ def check_count_stream_vectors(check, count_stream_vectors):
         (ref.LLAMA3_8B, 1, False, False),
         (ref.LLAMA3_8B, 8192, False, False),
         (TINY, 7, True, False),
+        (NARROW_HEADS, 3, False, True),
     ]
     for cfg, n_ctx, pos, biases in cases:
-        name = {GPT2_SMALL: "GPT-2 small", ref.LLAMA3_8B: "Llama-3-8B-sized"}.get(cfg, "TINY")
+        name = {GPT2_SMALL: "GPT-2 small", ref.LLAMA3_8B: "Llama-3-8B-sized", TINY: "TINY"}.get(
+            cfg, "n_heads · d_head ≠ d_model, d_mlp ≠ 4 · d_model"
+        )
         with check.case(f"{name}, {plural(n_ctx, 'position')}, pos_embed={pos}, biases={biases}"):
             want = ref.count_stream_vectors(cfg, n_ctx, pos_embed=pos, biases=biases)
             got = check.call(

@@ -158,8 +158,12 @@ def _count(**overrides):
         (_count(memories=lambda c, n, p, b: c.n_layers * c.d_model * n), "n_layers · d_mlp"),
         (_count(embeddings=lambda c, n, p, b: 2 * n), "where it is learned"),
         (_count(biases=lambda c, n, p, b: 2 * c.n_layers * n), "b_O and b_out"),
+        (
+            _count(messages=lambda c, n, p, b: c.n_layers * (c.d_model // c.d_head) * n),
+            "n_layers · n_heads",
+        ),
     ],
-    ids=["one-layer", "one-position", "d_model", "embeddings", "biases"],
+    ids=["one-layer", "one-position", "d_model", "embeddings", "biases", "heads-from-d_model"],
 )
 def test_count_stream_vectors_checker_rejects(fn, message):
     assert_rejects(checks.check_count_stream_vectors, fn, message)
