@@ -270,6 +270,11 @@ def check_run_with_patch(check, run_with_patch):
              "the other prompt's logits"),
             (last, torch.zeros_like(clean[last]), at_zero, "ln_final.b @ W_U + b_U everywhere"),
         ]  # fmt: skip
+        # And one inside attention, which a run through the blocks' own forward never reaches.
+        inside = "blocks.0.attn.hook_pattern"
+        answers.append((inside, other_cache[inside],
+                        ref.run_with_patch(model, tokens, inside, other_cache[inside]),
+                        "the clean run with the other prompt's layer-0 pattern"))  # fmt: skip
         clean_logits = ref.run_with_hooks(model, tokens, lambda n, x: x)
         for name, value, want, meaning in answers:
             got = check.call(run_with_patch, model, tokens, name, value)

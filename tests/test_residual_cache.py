@@ -370,3 +370,19 @@ def test_attention_with_hooks_checker_rejects_attention_that_ignores_what_a_hook
         f"a hook that changes attn.{ignored} did not change the attention output",
         "`x = hook(name, x)`",
     )
+
+
+def test_run_with_patch_checker_rejects_a_patch_of_the_stream_alone():
+    def run_with_patch(model, tokens, name, value):
+        """Patches by running the blocks' own forward: it reaches no name inside a block."""
+        residual = value if name == "hook_embed" else model.embed(tokens)
+        residual = residual + model.pos_embed(tokens)
+        for i, block in enumerate(model.blocks):
+            residual = value if name == f"blocks.{i}.hook_resid_pre" else residual
+            residual = block(residual)
+            residual = value if name == f"blocks.{i}.hook_resid_post" else residual
+        return model.unembed(model.ln_final(residual))
+
+    assert_rejects(
+        checks.check_run_with_patch, run_with_patch, "blocks.0.attn.hook_pattern", "did not patch"
+    )
