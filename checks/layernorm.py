@@ -71,6 +71,9 @@ def layer_norm_mistakes(x, w, b, eps) -> dict[str, torch.Tensor]:
         f"(here {eps:g}), do not write a number in": _norm(x, w, b, 1e-5),
         "left out eps (or used one other than the config's): add `self.cfg.layer_norm_eps` "
         "under the square root": _norm(x, w, b, 0.0),
+        "divided by the variance, not by its square root": (
+            (x - x.mean(-1, keepdim=True)) / (x.var(-1, keepdim=True, unbiased=False) + eps) * w + b
+        ),
     }
     if x.shape[-2] > 1:
         mistakes["normalised over the positions: the mean and variance are over d_model, "
@@ -99,6 +102,13 @@ def check_layer_norm(check, LayerNorm):
             check.tensor(got, expected, what="output", mistakes=layer_norm_mistakes(x, w, b, eps))
 
 
+def _jacobian_with_eps(w, x, eps):
+    """The Jacobian computed with another eps than the config's."""
+    d, sigma = x.shape[-1], (x.var(unbiased=False) + eps).sqrt()
+    x_hat = (x - x.mean()) / sigma
+    return w[:, None] * (torch.eye(d) - 1 / d - torch.outer(x_hat, x_hat) / d) / sigma
+
+
 @exercise(ref.layer_norm_jacobian)
 def check_layer_norm_jacobian(check, layer_norm_jacobian):
     for i, (cfg, scale) in enumerate([(TINY, 1.0), (ODD, 1.0), (EPS, 0.1), (TINY, 30.0)]):
@@ -114,6 +124,8 @@ def check_layer_norm_jacobian(check, layer_norm_jacobian):
             x_hat = (x - x.mean()) / sigma
             eye, ones = torch.eye(d), torch.ones(d, d) / d
             outer = torch.outer(x_hat, x_hat) / d
+            with torch.no_grad():
+                ln_x = ln(x[None, None])[0, 0]
             mistakes = {
                 "put w on the wrong side: row i (output i) is scaled by w_i, so "
                 "w[:, None] * ..., not ... * w": expected * w[None, :] / w[:, None],
@@ -123,6 +135,15 @@ def check_layer_norm_jacobian(check, layer_norm_jacobian):
                 * (eye - outer)
                 / sigma,
                 "forgot to divide by σ": expected * sigma,
+                "took x̂ from ln(x), after w and b: x̂ = (x - mean) / σ, before them": w[:, None]
+                * (eye - ones - torch.outer(ln_x, ln_x) / d)
+                / sigma,
+                "left eps out of σ: σ = sqrt(var + eps), with the config's eps": _jacobian_with_eps(
+                    w, x, 0.0
+                ),
+                "did not use the config's eps: σ = sqrt(var + ln.cfg.layer_norm_eps)": (
+                    _jacobian_with_eps(w, x, 1e-5)
+                ),
             }
             got = check.call(layer_norm_jacobian, ln, x)
             check.tensor(got, expected, what="Jacobian", mistakes=mistakes)
