@@ -84,6 +84,47 @@ def layer_norm_mistakes(x, w, b, eps) -> dict[str, torch.Tensor]:
     return mistakes
 
 
+def _detached(reference, centre: bool):
+    """The reference norm with its scale detached from the graph."""
+
+    def forward(x):
+        c = x - x.mean(dim=-1, keepdim=True) if centre else x
+        scale = (c.pow(2).mean(dim=-1, keepdim=True) + reference.cfg.layer_norm_eps).sqrt()
+        return c / scale.detach() * reference.w + (reference.b if centre else 0)
+
+    return forward
+
+
+def _check_gradients(check, norm, reference, x, detached, what: str) -> None:
+    """The model trains through a norm: its output must pass gradients to the input and to
+    each parameter, as the reference's does. `detached(x)` is the output with the scale
+    detached, for the diagnosis."""
+    x = x.clone().requires_grad_()
+    out = check.call(norm, x, what=what)
+    if not isinstance(out, torch.Tensor) or not out.requires_grad:
+        check.fail(
+            f"your {what} returns an output that carries no gradient: the model trains "
+            "through it, so compute it without `torch.no_grad()` or `.detach()`."
+        )
+    r = torch.randn(out.shape, generator=seeded(5))
+    names = [name for name, _ in reference.named_parameters()]
+    theirs = dict(norm.named_parameters())
+    got = torch.autograd.grad((out * r).sum(), [x, *theirs.values()], allow_unused=True)
+    want = torch.autograd.grad((reference(x) * r).sum(), [x, *reference.parameters()])
+    wrong = torch.autograd.grad((detached(x) * r).sum(), x)[0]
+    for name, g, w in zip(["the input", *names], got, want, strict=True):
+        if g is None:
+            check.fail(
+                f"no gradient reaches {name}: use `self.{name}` itself in forward, not "
+                f"`self.{name}.data` or `self.{name}.detach()`, or it will never train."
+            )
+        mistakes = {}
+        if name == "the input":
+            mistakes["detached the scale: gradients flow through it too, so compute it "
+                     "from x without `.detach()`"] = wrong  # fmt: skip
+        check.tensor(g, w, what=f"gradient with respect to {name}", mistakes=mistakes)
+
+
 @exercise(ref.LayerNorm)
 def check_layer_norm(check, LayerNorm):
     cases = [*CASES, (EPS, 2, 3, 0.0)]
@@ -100,6 +141,8 @@ def check_layer_norm(check, LayerNorm):
             got = check.call(ln, x, what="LayerNorm.forward")
             w, b, eps = reference.w.detach(), reference.b.detach(), cfg.layer_norm_eps
             check.tensor(got, expected, what="output", mistakes=layer_norm_mistakes(x, w, b, eps))
+            if i == 0:
+                _check_gradients(check, ln, reference, x, _detached(reference, True), "LayerNorm")
 
 
 def _jacobian_with_eps(w, x, eps):
@@ -210,3 +253,5 @@ def check_rms_norm(check, RMSNorm):
             }
             got = check.call(norm, x, what="RMSNorm.forward")
             check.tensor(got, reference(x), what="output", mistakes=mistakes)
+            if i == 0:
+                _check_gradients(check, norm, reference, x, _detached(reference, False), "RMSNorm")

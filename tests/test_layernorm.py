@@ -300,3 +300,50 @@ def test_folded_transformer_computes_what_the_unfolded_one_does():
             if isinstance(module, LayerNorm):
                 assert torch.equal(module.w, torch.ones_like(module.w))
                 assert torch.equal(module.b, torch.zeros_like(module.b))
+
+
+# --- Gradients: the model trains through both norms ---------------------------------------
+
+
+def _no_grad(cls):
+    def forward(self, x):
+        with torch.no_grad():
+            return cls.forward(self, x)
+
+    return variant(cls, forward=forward)
+
+
+def _detached_scale(cls):
+    def forward(self, x):
+        c = x - x.mean(-1, keepdim=True) if cls is LayerNorm else x
+        scale = (c.pow(2).mean(-1, keepdim=True) + self.cfg.layer_norm_eps).sqrt().detach()
+        return c / scale * self.w + (self.b if cls is LayerNorm else 0)
+
+    return variant(cls, forward=forward)
+
+
+def _w_data(cls):
+    def forward(self, x):
+        c = x - x.mean(-1, keepdim=True) if cls is LayerNorm else x
+        scale = (c.pow(2).mean(-1, keepdim=True) + self.cfg.layer_norm_eps).sqrt()
+        return c / scale * self.w.data + (self.b if cls is LayerNorm else 0)
+
+    return variant(cls, forward=forward)
+
+
+@pytest.mark.parametrize(
+    "check, cls",
+    [(checks.check_layer_norm, LayerNorm), (checks.check_rms_norm, RMSNorm)],
+    ids=["LayerNorm", "RMSNorm"],
+)
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (_no_grad, "carries no gradient"),
+        (_detached_scale, "detached the scale"),
+        (_w_data, "no gradient reaches w"),
+    ],
+    ids=["no_grad", "detached-scale", "w.data"],
+)
+def test_norm_checkers_reject_a_norm_that_blocks_gradients(check, cls, make, message):
+    assert_rejects(check, make(cls), message)
