@@ -355,7 +355,9 @@ def test_cache_agrees_with_huggingface_gpt2_on_the_streams_patterns_and_logits()
     torch.testing.assert_close(cache["ln_final.hook_normalized"], out.hidden_states[-1], **close)
 
 
-@pytest.mark.parametrize("ignored", ["hook_q", "hook_v", "hook_pattern", "hook_z"])
+@pytest.mark.parametrize(
+    "ignored", ["hook_q", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z"]
+)
 def test_attention_with_hooks_checker_rejects_attention_that_ignores_what_a_hook_returns(ignored):
     def attention_with_hooks(attn, normalized, name, hook):
         def wrapped(n, x):
@@ -385,4 +387,19 @@ def test_run_with_patch_checker_rejects_a_patch_of_the_stream_alone():
 
     assert_rejects(
         checks.check_run_with_patch, run_with_patch, "blocks.0.attn.hook_pattern", "did not patch"
+    )
+
+
+def test_run_with_hooks_checker_rejects_a_run_that_ignores_what_the_scores_hook_returns():
+    def run_with_hooks(model, tokens, hook):
+        def wrapped(n, x):
+            out = hook(n, x)
+            return x if n.endswith("hook_attn_scores") else out
+
+        return ref.run_with_hooks(model, tokens, wrapped)
+
+    assert_rejects(
+        checks.check_run_with_hooks,
+        run_with_hooks,
+        "a hook that changes blocks.0.attn.hook_attn_scores did not change the logits",
     )
