@@ -25,7 +25,7 @@ __all__ = [
     "check_direct_logit_attribution",
 ]
 
-ODD = Config(d_model=20, d_vocab=37, n_ctx=16, d_head=6, d_mlp=28, n_heads=3, n_layers=3)
+ODD = Config(d_model=20, d_vocab=37, n_ctx=16, d_head=4, d_mlp=28, n_heads=3, n_layers=3)
 # Heads narrower than d_model / n_heads, and an MLP that is not 4 · d_model wide: a count
 # read off d_model instead of n_heads or d_mlp shows.
 NARROW_HEADS = Config(d_model=20, d_vocab=37, n_ctx=16, d_head=4, d_mlp=28, n_heads=3, n_layers=3)
@@ -68,6 +68,10 @@ def _specific_mistakes(name: str, expected: dict[str, torch.Tensor], model) -> d
     if name.endswith("attn.hook_attn_scores"):
         d_head = expected[name.replace("hook_attn_scores", "hook_q")].shape[-1]
         mistakes["recorded the scores before dividing by sqrt(d_head)"] = x * d_head**0.5
+        guess = model.cfg.d_model // model.cfg.n_heads
+        if guess != d_head:
+            mistakes[f"took d_head to be d_model // n_heads ({guess}): read it from the "
+                     f"weights or cfg.d_head ({d_head})"] = x * (d_head / guess) ** 0.5  # fmt: skip
     if name.endswith("hook_pattern") or name.endswith("hook_attn_scores"):
         mistakes["recorded it [batch, query_posn, n_heads, key_posn]: TransformerLens's "
                  "is [batch, n_heads, query_posn, key_posn]"] = x.transpose(1, 2)  # fmt: skip

@@ -90,7 +90,8 @@ def _qk(model, layer=0, *, scale=True, transpose=False, ov=False, keys_by="W_E")
     attn, W_E = model.blocks[layer].attn, model.embed.W_E
     middle = w_ov(attn) if ov else w_qk(attn)
     right = W_E.T if keys_by == "W_E" else model.unembed.W_U
-    result = W_E @ middle @ right / (model.cfg.d_head**0.5 if scale else 1)
+    d_head = model.cfg.d_model // model.cfg.n_heads if scale == "d_model" else model.cfg.d_head
+    result = W_E @ middle @ right / (d_head**0.5 if scale else 1)
     return result.transpose(-1, -2) if transpose else result
 
 
@@ -101,8 +102,9 @@ def _qk(model, layer=0, *, scale=True, transpose=False, ov=False, keys_by="W_E")
         (dict(transpose=True), "transposed it"),
         (dict(ov=True), "W_Q W_Kᵀ"),
         (dict(keys_by="W_U"), "through W_U"),
+        (dict(scale="d_model"), "d_model // n_heads"),
     ],
-    ids=["no-scale", "transposed", "ov", "W_U"],
+    ids=["no-scale", "transposed", "ov", "W_U", "d_head-from-d_model"],
 )
 def test_check_qk_circuit_rejects(switches, message):
     assert_rejects(checks.check_qk_circuit, lambda m, layer=0: _qk(m, layer, **switches), message)

@@ -403,3 +403,16 @@ def test_run_with_hooks_checker_rejects_a_run_that_ignores_what_the_scores_hook_
         run_with_hooks,
         "a hook that changes blocks.0.attn.hook_attn_scores did not change the logits",
     )
+
+
+def test_attention_with_hooks_checker_rejects_d_head_taken_as_d_model_over_n_heads():
+    def attention_with_hooks(attn, normalized, name, hook):
+        d_head = attn.cfg.d_model // attn.cfg.n_heads  # not cfg.d_head in every model
+        factor = (attn.cfg.d_head / d_head) ** 0.5
+
+        def wrapped(n, x):  # the scores as they are scaled by sqrt(d_head) from d_model
+            return hook(n, x * factor) / factor if n.endswith("hook_attn_scores") else hook(n, x)
+
+        return ref.attention_with_hooks(attn, normalized, name, wrapped)
+
+    assert_rejects(checks.check_attention_with_hooks, attention_with_hooks, "d_model // n_heads")
