@@ -25,10 +25,9 @@ __all__ = [
     "check_direct_logit_attribution",
 ]
 
+# Heads that are not d_model // n_heads wide, and an MLP that is not 4 · d_model: a value
+# computed from d_model where the config has its own shows.
 ODD = Config(d_model=20, d_vocab=37, n_ctx=16, d_head=4, d_mlp=28, n_heads=3, n_layers=3)
-# Heads narrower than d_model / n_heads, and an MLP that is not 4 · d_model wide: a count
-# read off d_model instead of n_heads or d_mlp shows.
-NARROW_HEADS = Config(d_model=20, d_vocab=37, n_ctx=16, d_head=4, d_mlp=28, n_heads=3, n_layers=3)
 SCALE = 0.3  # random weights this size keep the softmax and GELU away from saturation
 # (config, attention-only, batch, positions). Attention-only blocks come both ways: with
 # `mlp` set to None, and without an `mlp` at all (chapter 5b's AttnOnlyBlock).
@@ -345,12 +344,11 @@ def check_count_stream_vectors(check, count_stream_vectors):
         (GPT2_SMALL, 1024, True, True),
         (ref.LLAMA3_8B, 1, False, False),
         (ref.LLAMA3_8B, 8192, False, False),
-        (TINY, 7, True, False),
-        (NARROW_HEADS, 3, False, True),
+        (ODD, 7, True, False),  # heads narrower than d_model / n_heads, d_mlp not 4 · d_model
     ]
     for cfg, n_ctx, pos, biases in cases:
-        name = {GPT2_SMALL: "GPT-2 small", ref.LLAMA3_8B: "Llama-3-8B-sized", TINY: "TINY"}.get(
-            cfg, "n_heads · d_head ≠ d_model, d_mlp ≠ 4 · d_model"
+        name = {GPT2_SMALL: "GPT-2 small", ref.LLAMA3_8B: "Llama-3-8B-sized"}.get(
+            cfg, "ODD (3 heads of 4 in d_model 20, d_mlp 28)"
         )
         with check.case(f"{name}, {plural(n_ctx, 'position')}, pos_embed={pos}, biases={biases}"):
             want = ref.count_stream_vectors(cfg, n_ctx, pos_embed=pos, biases=biases)
