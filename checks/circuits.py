@@ -158,6 +158,10 @@ def _path_mistakes(model, tokens) -> dict[str, torch.Tensor]:
             pattern=pattern.transpose(-1, -2)
         ),
         "used only head 0": total(heads=[0]),
+        "computed the pattern from the token embeddings alone: attention reads the stream, "
+        "W_E[token] + W_pos, so attn.pattern(embed(tokens) + pos_embed(tokens))": total(
+            pattern=attn.pattern(model.embed(tokens))
+        ),
         "gave every key the same weight instead of using the model's pattern": total(
             pattern=torch.tril(torch.ones_like(pattern))
             / torch.tril(torch.ones_like(pattern)).sum(-1, keepdim=True)
