@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 SQUARE = Config(d_model=32, d_vocab=23, n_ctx=16, d_head=8, d_mlp=64, n_heads=4, n_layers=2)
-ODD = Config(d_model=20, d_vocab=17, n_ctx=12, d_head=6, d_mlp=40, n_heads=3, n_layers=2)
+ODD = Config(d_model=20, d_vocab=17, n_ctx=12, d_head=5, d_mlp=40, n_heads=3, n_layers=2)
 
 
 def _model(cfg: Config, seed: int, n_layers: int = 2) -> ref.AttnOnlyTransformer:
@@ -94,6 +94,9 @@ def check_qk_circuit(check, qk_circuit):
         scale = model.cfg.d_head**0.5
         return {
             "forgot to divide by sqrt(d_head), as the attention scores are": expected * scale,
+            "took d_head to be d_model // n_heads: read cfg.d_head": expected
+            * scale
+            / (model.cfg.d_model // model.cfg.n_heads) ** 0.5,
             "transposed it: rows are the query tokens, columns the key tokens": (
                 expected.transpose(-1, -2)
             ),
@@ -155,6 +158,10 @@ def _path_mistakes(model, tokens) -> dict[str, torch.Tensor]:
             pattern=pattern.transpose(-1, -2)
         ),
         "used only head 0": total(heads=[0]),
+        "computed the pattern from the token embeddings alone: attention reads the stream, "
+        "W_E[token] + W_pos, so attn.pattern(embed(tokens) + pos_embed(tokens))": total(
+            pattern=attn.pattern(model.embed(tokens))
+        ),
         "gave every key the same weight instead of using the model's pattern": total(
             pattern=torch.tril(torch.ones_like(pattern))
             / torch.tril(torch.ones_like(pattern)).sum(-1, keepdim=True)

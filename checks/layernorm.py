@@ -71,6 +71,9 @@ def layer_norm_mistakes(x, w, b, eps) -> dict[str, torch.Tensor]:
         f"(here {eps:g}), do not write a number in": _norm(x, w, b, 1e-5),
         "left out eps (or used one other than the config's): add `self.cfg.layer_norm_eps` "
         "under the square root": _norm(x, w, b, 0.0),
+        "divided by the variance, not by its square root": (
+            (x - x.mean(-1, keepdim=True)) / (x.var(-1, keepdim=True, unbiased=False) + eps) * w + b
+        ),
     }
     if x.shape[-2] > 1:
         mistakes["normalised over the positions: the mean and variance are over d_model, "
@@ -79,6 +82,47 @@ def layer_norm_mistakes(x, w, b, eps) -> dict[str, torch.Tensor]:
         mistakes["normalised over the batch: the mean and variance are over d_model, "
                  "the last axis"] = _norm(x, w, b, eps, dim=0)  # fmt: skip
     return mistakes
+
+
+def _detached(reference, centre: bool):
+    """The reference norm with its scale detached from the graph."""
+
+    def forward(x):
+        c = x - x.mean(dim=-1, keepdim=True) if centre else x
+        scale = (c.pow(2).mean(dim=-1, keepdim=True) + reference.cfg.layer_norm_eps).sqrt()
+        return c / scale.detach() * reference.w + (reference.b if centre else 0)
+
+    return forward
+
+
+def _check_gradients(check, norm, reference, x, detached, what: str) -> None:
+    """The model trains through a norm: its output must pass gradients to the input and to
+    each parameter, as the reference's does. `detached(x)` is the output with the scale
+    detached, for the diagnosis."""
+    x = x.clone().requires_grad_()
+    out = check.call(norm, x, what=what)
+    if not isinstance(out, torch.Tensor) or not out.requires_grad:
+        check.fail(
+            f"your {what} returns an output that carries no gradient: the model trains "
+            "through it, so compute it without `torch.no_grad()` or `.detach()`."
+        )
+    r = torch.randn(out.shape, generator=seeded(5))
+    names = [name for name, _ in reference.named_parameters()]
+    theirs = dict(norm.named_parameters())
+    got = torch.autograd.grad((out * r).sum(), [x, *theirs.values()], allow_unused=True)
+    want = torch.autograd.grad((reference(x) * r).sum(), [x, *reference.parameters()])
+    wrong = torch.autograd.grad((detached(x) * r).sum(), x)[0]
+    for name, g, w in zip(["the input", *names], got, want, strict=True):
+        if g is None:
+            check.fail(
+                f"no gradient reaches {name}: use `self.{name}` itself in forward, not "
+                f"`self.{name}.data` or `self.{name}.detach()`, or it will never train."
+            )
+        mistakes = {}
+        if name == "the input":
+            mistakes["detached the scale: gradients flow through it too, so compute it "
+                     "from x without `.detach()`"] = wrong  # fmt: skip
+        check.tensor(g, w, what=f"gradient with respect to {name}", mistakes=mistakes)
 
 
 @exercise(ref.LayerNorm)
@@ -97,6 +141,15 @@ def check_layer_norm(check, LayerNorm):
             got = check.call(ln, x, what="LayerNorm.forward")
             w, b, eps = reference.w.detach(), reference.b.detach(), cfg.layer_norm_eps
             check.tensor(got, expected, what="output", mistakes=layer_norm_mistakes(x, w, b, eps))
+            if i == 0:
+                _check_gradients(check, ln, reference, x, _detached(reference, True), "LayerNorm")
+
+
+def _jacobian_with_eps(w, x, eps):
+    """The Jacobian computed with another eps than the config's."""
+    d, sigma = x.shape[-1], (x.var(unbiased=False) + eps).sqrt()
+    x_hat = (x - x.mean()) / sigma
+    return w[:, None] * (torch.eye(d) - 1 / d - torch.outer(x_hat, x_hat) / d) / sigma
 
 
 @exercise(ref.layer_norm_jacobian)
@@ -114,6 +167,8 @@ def check_layer_norm_jacobian(check, layer_norm_jacobian):
             x_hat = (x - x.mean()) / sigma
             eye, ones = torch.eye(d), torch.ones(d, d) / d
             outer = torch.outer(x_hat, x_hat) / d
+            with torch.no_grad():
+                ln_x = ln(x[None, None])[0, 0]
             mistakes = {
                 "put w on the wrong side: row i (output i) is scaled by w_i, so "
                 "w[:, None] * ..., not ... * w": expected * w[None, :] / w[:, None],
@@ -123,6 +178,15 @@ def check_layer_norm_jacobian(check, layer_norm_jacobian):
                 * (eye - outer)
                 / sigma,
                 "forgot to divide by σ": expected * sigma,
+                "took x̂ from ln(x), after w and b: x̂ = (x - mean) / σ, before them": w[:, None]
+                * (eye - ones - torch.outer(ln_x, ln_x) / d)
+                / sigma,
+                "left eps out of σ: σ = sqrt(var + eps), with the config's eps": _jacobian_with_eps(
+                    w, x, 0.0
+                ),
+                "did not use the config's eps: σ = sqrt(var + ln.cfg.layer_norm_eps)": (
+                    _jacobian_with_eps(w, x, 1e-5)
+                ),
             }
             got = check.call(layer_norm_jacobian, ln, x)
             check.tensor(got, expected, what="Jacobian", mistakes=mistakes)
@@ -189,3 +253,5 @@ def check_rms_norm(check, RMSNorm):
             }
             got = check.call(norm, x, what="RMSNorm.forward")
             check.tensor(got, reference(x), what="output", mistakes=mistakes)
+            if i == 0:
+                _check_gradients(check, norm, reference, x, _detached(reference, False), "RMSNorm")

@@ -25,7 +25,9 @@ __all__ = [
     "check_direct_logit_attribution",
 ]
 
-ODD = Config(d_model=20, d_vocab=37, n_ctx=16, d_head=6, d_mlp=28, n_heads=3, n_layers=3)
+# Heads that are not d_model // n_heads wide, and an MLP that is not 4 · d_model: a value
+# computed from d_model where the config has its own shows.
+ODD = Config(d_model=20, d_vocab=37, n_ctx=16, d_head=4, d_mlp=28, n_heads=3, n_layers=3)
 SCALE = 0.3  # random weights this size keep the softmax and GELU away from saturation
 # (config, attention-only, batch, positions). Attention-only blocks come both ways: with
 # `mlp` set to None, and without an `mlp` at all (chapter 5b's AttnOnlyBlock).
@@ -65,6 +67,10 @@ def _specific_mistakes(name: str, expected: dict[str, torch.Tensor], model) -> d
     if name.endswith("attn.hook_attn_scores"):
         d_head = expected[name.replace("hook_attn_scores", "hook_q")].shape[-1]
         mistakes["recorded the scores before dividing by sqrt(d_head)"] = x * d_head**0.5
+        guess = model.cfg.d_model // model.cfg.n_heads
+        if guess != d_head:
+            mistakes[f"took d_head to be d_model // n_heads ({guess}): read it from the "
+                     f"weights or cfg.d_head ({d_head})"] = x * (d_head / guess) ** 0.5  # fmt: skip
     if name.endswith("hook_pattern") or name.endswith("hook_attn_scores"):
         mistakes["recorded it [batch, query_posn, n_heads, key_posn]: TransformerLens's "
                  "is [batch, n_heads, query_posn, key_posn]"] = x.transpose(1, 2)  # fmt: skip
@@ -158,7 +164,7 @@ def compare_caches(check, got, expected: dict[str, torch.Tensor], model) -> None
 
 @exercise(ref.attention_with_hooks)
 def check_attention_with_hooks(check, attention_with_hooks):
-    for model, tokens in _cases(check, seed=0):
+    for i, (model, tokens) in enumerate(_cases(check, seed=0)):
         attn = model.blocks[0].attn
         x = torch.randn(*tokens.shape, model.cfg.d_model, generator=seeded(7))
         expected, got = {}, {}
@@ -167,6 +173,16 @@ def check_attention_with_hooks(check, attention_with_hooks):
         compare_caches(check, got, expected, model)
         check.tensor(out, want, what="attention output (attn_out)")
         check.tensor(out, attn(x), what="attention output, against the model's own attn")
+        if i in NUDGED:
+            _check_nudges(
+                check,
+                lambda hook, attn=attn, x=x: attention_with_hooks(attn, x, "attn", hook),
+                lambda hook, attn=attn, x=x: ref.attention_with_hooks(attn, x, "attn", hook),
+                want,
+                expected,
+                what="attention_with_hooks",
+                output="attention output",
+            )
 
 
 def _recorder(cache: dict) -> ref.Hook:
@@ -184,9 +200,27 @@ def _nudge(target: str) -> ref.Hook:
         if name != target:
             return activation
         noise = torch.rand(activation.shape, generator=seeded(3))
+        # Added to the scores (a masked -inf stays -inf); elsewhere a factor in [0.5, 1.5).
+        if name.endswith("hook_attn_scores"):
+            return activation + noise
         return activation * (0.5 + noise)
 
     return hook
+
+
+def _check_nudges(check, learner, reference, want, names, *, what: str, output: str) -> None:
+    """What a hook returns is what the run goes on with: change each activation in turn (in
+    one model with MLPs and one without: a run per name) and compare the outputs."""
+    for name in names:
+        changed = check.call(learner, _nudge(name), what=what)
+        want_changed = reference(_nudge(name))
+        unchanged = isinstance(changed, torch.Tensor) and _close(changed, want, 1e-4, 1e-5)
+        if unchanged and not _close(want_changed, want, 1e-4, 1e-5):
+            check.fail(
+                f"a hook that changes {name} did not change the {output}: go on with what "
+                f"`hook` returns, `x = hook(name, x)`, not with the value you passed it."
+            )
+        check.tensor(changed, want_changed, what=f"{output} when a hook changes {name}")
 
 
 @exercise(ref.run_with_hooks)
@@ -198,20 +232,16 @@ def check_run_with_hooks(check, run_with_hooks):
         logits = check.call(run_with_hooks, model, tokens, _recorder(got), what="run_with_hooks")
         compare_caches(check, got, expected, model)
         check.tensor(logits, want, what="logits")
-        # What a hook returns is what the run goes on with: change each activation in turn
-        # (in one model with MLPs and one without: a run per name).
-        for name in expected if i in NUDGED else []:
-            if name.endswith("hook_attn_scores"):
-                continue  # a nudge turns -inf into nan; the pattern's own nudge covers it
-            changed = check.call(run_with_hooks, model, tokens, _nudge(name), what="run_with_hooks")
-            want_changed = ref.run_with_hooks(model, tokens, _nudge(name))
-            unchanged = isinstance(changed, torch.Tensor) and _close(changed, want, 1e-4, 1e-5)
-            if unchanged and not _close(want_changed, want, 1e-4, 1e-5):
-                check.fail(
-                    f"a hook that changes {name} did not change the logits: go on with what "
-                    f"`hook` returns, `x = hook(name, x)`, not with the value you passed it."
-                )
-            check.tensor(changed, want_changed, what=f"logits when a hook changes {name}")
+        if i in NUDGED:
+            _check_nudges(
+                check,
+                lambda hook, model=model, tokens=tokens: run_with_hooks(model, tokens, hook),
+                lambda hook, model=model, tokens=tokens: ref.run_with_hooks(model, tokens, hook),
+                want,
+                expected,
+                what="run_with_hooks",
+                output="logits",
+            )
 
 
 @exercise(ref.run_with_cache)
@@ -244,6 +274,11 @@ def check_run_with_patch(check, run_with_patch):
              "the other prompt's logits"),
             (last, torch.zeros_like(clean[last]), at_zero, "ln_final.b @ W_U + b_U everywhere"),
         ]  # fmt: skip
+        # And one inside attention, which a run through the blocks' own forward never reaches.
+        inside = "blocks.0.attn.hook_pattern"
+        answers.append((inside, other_cache[inside],
+                        ref.run_with_patch(model, tokens, inside, other_cache[inside]),
+                        "the clean run with the other prompt's layer-0 pattern"))  # fmt: skip
         clean_logits = ref.run_with_hooks(model, tokens, lambda n, x: x)
         for name, value, want, meaning in answers:
             got = check.call(run_with_patch, model, tokens, name, value)
@@ -255,12 +290,27 @@ def check_run_with_patch(check, run_with_patch):
             )
 
 
+def _call_on_cache(check, fn, cache: dict[str, torch.Tensor], *args, what: str):
+    """Call learner code that reads a cache; a cache entry changed in place fails the case
+    (check.call sees tensors passed directly, not those inside a dict)."""
+    before = {name: value.clone() for name, value in cache.items()}
+    out = check.call(fn, cache, *args, what=what)
+    for name, value in before.items():
+        if name not in cache or not torch.equal(cache[name], value):
+            check.fail(
+                f"your {what} changed cache[{name!r}] in place (or removed it): the cache "
+                "is read-only, and later reads of it would see your change. Compute new "
+                "tensors (`x = x + ...`, not `x += ...`)."
+            )
+    return out
+
+
 @exercise(ref.decompose_resid)
 def check_decompose_resid(check, decompose_resid):
     for model, tokens in _cases(check, seed=40):
         _, cache = ref.run_with_cache(model, tokens)
         want, labels = ref.decompose_resid(cache, model)
-        out = check.call(decompose_resid, cache, model)
+        out = _call_on_cache(check, decompose_resid, cache, model, what="decompose_resid")
         parts, got_labels = check.pair(out, "(components, labels)")
         check.equal(
             list(got_labels) if isinstance(got_labels, tuple | list) else got_labels,
@@ -294,10 +344,12 @@ def check_count_stream_vectors(check, count_stream_vectors):
         (GPT2_SMALL, 1024, True, True),
         (ref.LLAMA3_8B, 1, False, False),
         (ref.LLAMA3_8B, 8192, False, False),
-        (TINY, 7, True, False),
+        (ODD, 7, True, False),  # heads narrower than d_model / n_heads, d_mlp not 4 · d_model
     ]
     for cfg, n_ctx, pos, biases in cases:
-        name = {GPT2_SMALL: "GPT-2 small", ref.LLAMA3_8B: "Llama-3-8B-sized"}.get(cfg, "TINY")
+        name = {GPT2_SMALL: "GPT-2 small", ref.LLAMA3_8B: "Llama-3-8B-sized"}.get(
+            cfg, "ODD (3 heads of 4 in d_model 20, d_mlp 28)"
+        )
         with check.case(f"{name}, {plural(n_ctx, 'position')}, pos_embed={pos}, biases={biases}"):
             want = ref.count_stream_vectors(cfg, n_ctx, pos_embed=pos, biases=biases)
             got = check.call(
@@ -348,7 +400,10 @@ def check_logit_lens(check, logit_lens):
         mistakes["used each block's resid_post and left out the embeddings alone"] = torch.stack(
             [unembed(ln(s)) for s in post]
         )
-        got = check.call(logit_lens, cache, model)
+        mistakes["left out b_U: the logits are ln_final(stream) @ W_U + b_U"] = torch.stack(
+            [ln(s) @ unembed.W_U for s in streams]
+        )
+        got = _call_on_cache(check, logit_lens, cache, model, what="logit_lens")
         check.tensor(got, want, what="logits of the lens", mistakes=mistakes, shapes=shapes)
         check.tensor(got[-1], logits, what="last layer of the lens (the model's own logits)")
 
@@ -380,8 +435,23 @@ def check_direct_logit_attribution(check, direct_logit_attribution):
             ),
             "took logit[wrong] - logit[correct]: the direction is W_U[:, correct] - "
             "W_U[:, wrong]": -want,
+            "left ln_final's b out of the bias component: it is ln_final.b · (W_U[:, correct] "
+            "- W_U[:, wrong]) + b_U[correct] - b_U[wrong]": torch.cat(
+                [want[:-1], bias - ln.b @ direction]
+            ),
+            "left b_U out of the bias component: add b_U[correct] - b_U[wrong]": torch.cat(
+                [want[:-1], bias - (model.unembed.b_U[correct] - model.unembed.b_U[wrong])]
+            ),
         }
-        got = check.call(direct_logit_attribution, cache, model, correct, wrong)
+        got = _call_on_cache(
+            check,
+            direct_logit_attribution,
+            cache,
+            model,
+            correct,
+            wrong,
+            what="direct_logit_attribution",
+        )
         shares, got_labels = check.pair(got, "(attributions, labels)")
         check.equal(
             list(got_labels) if isinstance(got_labels, tuple | list) else got_labels,

@@ -90,7 +90,8 @@ def _qk(model, layer=0, *, scale=True, transpose=False, ov=False, keys_by="W_E")
     attn, W_E = model.blocks[layer].attn, model.embed.W_E
     middle = w_ov(attn) if ov else w_qk(attn)
     right = W_E.T if keys_by == "W_E" else model.unembed.W_U
-    result = W_E @ middle @ right / (model.cfg.d_head**0.5 if scale else 1)
+    d_head = model.cfg.d_model // model.cfg.n_heads if scale == "d_model" else model.cfg.d_head
+    result = W_E @ middle @ right / (d_head**0.5 if scale else 1)
     return result.transpose(-1, -2) if transpose else result
 
 
@@ -101,8 +102,9 @@ def _qk(model, layer=0, *, scale=True, transpose=False, ov=False, keys_by="W_E")
         (dict(transpose=True), "transposed it"),
         (dict(ov=True), "W_Q W_Kᵀ"),
         (dict(keys_by="W_U"), "through W_U"),
+        (dict(scale="d_model"), "d_model // n_heads"),
     ],
-    ids=["no-scale", "transposed", "ov", "W_U"],
+    ids=["no-scale", "transposed", "ov", "W_U", "d_head-from-d_model"],
 )
 def test_check_qk_circuit_rejects(switches, message):
     assert_rejects(checks.check_qk_circuit, lambda m, layer=0: _qk(m, layer, **switches), message)
@@ -430,3 +432,24 @@ def test_shipped_files_are_small():
 )
 def test_check_composition_scores_turns_broken_code_into_a_verdict(fn, message):
     assert_rejects(checks.check_composition_scores, fn, message)
+
+
+def test_check_path_expansion_rejects_a_pattern_of_the_token_embeddings_alone():
+    def path_expansion_logits(model, tokens):
+        attn, W_U = model.blocks[0].attn, model.unembed.W_U
+        W_pos = model.pos_embed.W_pos[: tokens.shape[1]]
+        pattern = attn.pattern(model.embed(tokens))  # the positions left out of what it reads
+        direct = model.embed.W_E[tokens] @ W_U + W_pos @ W_U
+        stream = model.embed.W_E[tokens] + W_pos
+        values = einops.einsum(
+            stream, w_ov(attn), "batch posn d_model, n_heads d_model m -> batch n_heads posn m"
+        )
+        heads = einops.einsum(pattern, values, "batch n_heads q k, batch n_heads k m -> batch q m")
+        b_V = einops.einsum(attn.b_V, attn.W_O, "n_heads d_head, n_heads d_head m -> m")
+        return direct + heads @ W_U + model.unembed.b_U + (attn.b_O + b_V) @ W_U
+
+    assert_rejects(
+        checks.check_path_expansion_logits,
+        path_expansion_logits,
+        "computed the pattern from the token embeddings alone",
+    )

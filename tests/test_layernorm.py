@@ -16,8 +16,9 @@ from support import assert_accepts, assert_rejects
 
 
 def learner_layer_norm(
-    *, unbiased=False, eps_outside=False, centre=True, dim=-1, bias=True, swap=False, eps=None
-):
+    *, unbiased=False, eps_outside=False, centre=True, dim=-1, bias=True, swap=False, eps=None,
+    root=True,
+):  # fmt: skip
     """A LayerNorm written the way a learner might, one mistake switched on."""
 
     def forward(self, x):
@@ -26,7 +27,7 @@ def learner_layer_norm(
             x.shape[dim] - (1 if unbiased else 0)
         )
         e = self.cfg.layer_norm_eps if eps is None else eps
-        scale = var.sqrt() + e if eps_outside else (var + e).sqrt()
+        scale = var.sqrt() + e if eps_outside else (var + e).sqrt() if root else var + e
         w, b = (self.b, self.w) if swap else (self.w, self.b)
         return c / scale * w + (b if bias else 0)
 
@@ -81,6 +82,7 @@ LAYER_NORM_MISTAKES = {
     "w and b swapped": (dict(swap=True), "swapped w and b"),
     "eps that ignores the config": (dict(eps=1e-5), "self.cfg.layer_norm_eps"),
     "no eps": (dict(eps=0.0), "self.cfg.layer_norm_eps"),
+    "no square root": (dict(root=False), "not by its square root"),
 }
 
 
@@ -142,10 +144,10 @@ def test_check_layer_norm_jacobian_accepts_the_reference_and_autograd(capsys):
     assert_accepts(checks.check_layer_norm_jacobian, through_autograd, capsys)
 
 
-def _jacobian(ln, x, *, w_side="rows", ones=True, outer=True, sigma=True):
+def _jacobian(ln, x, *, w_side="rows", ones=True, outer=True, sigma=True, eps=None, x_hat=""):
     d = x.shape[-1]
-    s = (x.var(unbiased=False) + ln.cfg.layer_norm_eps).sqrt()
-    x_hat = (x - x.mean()) / s
+    s = (x.var(unbiased=False) + (ln.cfg.layer_norm_eps if eps is None else eps)).sqrt()
+    x_hat = ln(x[None, None])[0, 0] if x_hat == "ln" else (x - x.mean()) / s
     m = torch.eye(d) - (torch.ones(d, d) / d if ones else 0)
     m = m - (torch.outer(x_hat, x_hat) / d if outer else 0)
     m = m / s if sigma else m
@@ -161,8 +163,11 @@ def _jacobian(ln, x, *, w_side="rows", ones=True, outer=True, sigma=True):
         (dict(outer=False), "x̂x̂ᵀ/d"),
         (dict(ones=False), "11ᵀ/d"),
         (dict(sigma=False), "divide by σ"),
+        (dict(eps=0.0), "left eps out of σ"),
+        (dict(eps=1e-5), "ln.cfg.layer_norm_eps"),
+        (dict(x_hat="ln"), "took x̂ from ln(x)"),
     ],
-    ids=["w-columns", "no-w", "no-outer", "no-ones", "no-sigma"],
+    ids=["w-columns", "no-w", "no-outer", "no-ones", "no-sigma", "no-eps", "eps-1e-5", "x_hat-ln"],
 )
 def test_check_layer_norm_jacobian_rejects(switches, message):
     assert_rejects(
@@ -295,3 +300,50 @@ def test_folded_transformer_computes_what_the_unfolded_one_does():
             if isinstance(module, LayerNorm):
                 assert torch.equal(module.w, torch.ones_like(module.w))
                 assert torch.equal(module.b, torch.zeros_like(module.b))
+
+
+# --- Gradients: the model trains through both norms ---------------------------------------
+
+
+def _no_grad(cls):
+    def forward(self, x):
+        with torch.no_grad():
+            return cls.forward(self, x)
+
+    return variant(cls, forward=forward)
+
+
+def _detached_scale(cls):
+    def forward(self, x):
+        c = x - x.mean(-1, keepdim=True) if cls is LayerNorm else x
+        scale = (c.pow(2).mean(-1, keepdim=True) + self.cfg.layer_norm_eps).sqrt().detach()
+        return c / scale * self.w + (self.b if cls is LayerNorm else 0)
+
+    return variant(cls, forward=forward)
+
+
+def _w_data(cls):
+    def forward(self, x):
+        c = x - x.mean(-1, keepdim=True) if cls is LayerNorm else x
+        scale = (c.pow(2).mean(-1, keepdim=True) + self.cfg.layer_norm_eps).sqrt()
+        return c / scale * self.w.data + (self.b if cls is LayerNorm else 0)
+
+    return variant(cls, forward=forward)
+
+
+@pytest.mark.parametrize(
+    "check, cls",
+    [(checks.check_layer_norm, LayerNorm), (checks.check_rms_norm, RMSNorm)],
+    ids=["LayerNorm", "RMSNorm"],
+)
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (_no_grad, "carries no gradient"),
+        (_detached_scale, "detached the scale"),
+        (_w_data, "no gradient reaches w"),
+    ],
+    ids=["no_grad", "detached-scale", "w.data"],
+)
+def test_norm_checkers_reject_a_norm_that_blocks_gradients(check, cls, make, message):
+    assert_rejects(check, make(cls), message)

@@ -158,8 +158,12 @@ def _count(**overrides):
         (_count(memories=lambda c, n, p, b: c.n_layers * c.d_model * n), "n_layers · d_mlp"),
         (_count(embeddings=lambda c, n, p, b: 2 * n), "where it is learned"),
         (_count(biases=lambda c, n, p, b: 2 * c.n_layers * n), "b_O and b_out"),
+        (
+            _count(messages=lambda c, n, p, b: c.n_layers * (c.d_model // c.d_head) * n),
+            "n_layers · n_heads",
+        ),
     ],
-    ids=["one-layer", "one-position", "d_model", "embeddings", "biases"],
+    ids=["one-layer", "one-position", "d_model", "embeddings", "biases", "heads-from-d_model"],
 )
 def test_count_stream_vectors_checker_rejects(fn, message):
     assert_rejects(checks.check_count_stream_vectors, fn, message)
@@ -181,7 +185,7 @@ def test_logit_lens_checker_accepts_the_reference_and_a_loop(capsys):
     assert_accepts(checks.check_logit_lens, logit_lens, capsys)
 
 
-def _lens(*, final=True, frozen=False, points="pre"):
+def _lens(*, final=True, frozen=False, points="pre", b_U=True):
     def logit_lens(cache, model):
         n = len(model.blocks)
         if points == "pre":
@@ -196,7 +200,7 @@ def _lens(*, final=True, frozen=False, points="pre"):
                 s = (s - s.mean(-1, keepdim=True)) / cache["ln_final.hook_scale"] * ln.w + ln.b
             elif final:
                 s = ln(s)
-            out.append(model.unembed(s))
+            out.append(model.unembed(s) if b_U else s @ model.unembed.W_U)
         return torch.stack(out)
 
     return logit_lens
@@ -208,8 +212,9 @@ def _lens(*, final=True, frozen=False, points="pre"):
         (_lens(final=False), "left out ln_final"),
         (_lens(frozen=True), "reused the final run's ln_final scale"),
         (_lens(points="post"), "left out the embeddings alone"),
+        (_lens(b_U=False), "left out b_U"),
     ],
-    ids=["no-ln_final", "frozen-scale", "resid_post"],
+    ids=["no-ln_final", "frozen-scale", "resid_post", "no-b_U"],
 )
 def test_logit_lens_checker_rejects(fn, message):
     assert_rejects(checks.check_logit_lens, fn, message)
@@ -234,7 +239,7 @@ def test_direct_logit_attribution_checker_accepts_the_reference_and_folded_w(cap
     assert_accepts(checks.check_direct_logit_attribution, direct_logit_attribution, capsys)
 
 
-def _dla(*, centre=True, scale="frozen", w=True, sign=1, bias=True):
+def _dla(*, centre=True, scale="frozen", w=True, sign=1, bias=True, ln_b=True, with_b_U=True):
     def direct_logit_attribution(cache, model, correct, wrong):
         parts, labels = ref.decompose_resid(cache, model)
         ln, W_U, b_U = model.ln_final, model.unembed.W_U, model.unembed.b_U
@@ -248,7 +253,10 @@ def _dla(*, centre=True, scale="frozen", w=True, sign=1, bias=True):
         shares = x @ direction
         if not bias:
             return shares, labels
-        b = sign * (ln.b @ (W_U[:, correct] - W_U[:, wrong]) + b_U[correct] - b_U[wrong])
+        b = sign * (
+            (ln.b @ (W_U[:, correct] - W_U[:, wrong]) if ln_b else 0)
+            + ((b_U[correct] - b_U[wrong]) if with_b_U else 0)
+        )
         return torch.cat([shares, b.expand_as(shares[:1])]), [*labels, "bias"]
 
     return direct_logit_attribution
@@ -263,8 +271,46 @@ def _dla(*, centre=True, scale="frozen", w=True, sign=1, bias=True):
         (_dla(w=False), "left out ln_final's w"),
         (_dla(sign=-1), "logit[wrong] - logit[correct]"),
         (_dla(bias=False), "'bias' for ln_final's b and b_U"),
+        (_dla(ln_b=False), "left ln_final's b out of the bias"),
+        (_dla(with_b_U=False), "left b_U out of the bias"),
     ],
-    ids=["no-centring", "no-scale", "own-scale", "no-w", "reversed", "no-bias"],
+    ids=[
+        "no-centring",
+        "no-scale",
+        "own-scale",
+        "no-w",
+        "reversed",
+        "no-bias",
+        "no-ln-b",
+        "no-b_U",
+    ],
 )
 def test_direct_logit_attribution_checker_rejects(fn, message):
     assert_rejects(checks.check_direct_logit_attribution, fn, message)
+
+
+def _changes_the_cache(fn):
+    """fn, then one cache entry changed in place, as `x = cache[...]; x += ...` does."""
+
+    def learner(cache, *args):
+        out = fn(cache, *args)
+        stream = cache["blocks.0.hook_resid_pre"]
+        stream += 1.0
+        return out
+
+    return learner
+
+
+@pytest.mark.parametrize(
+    "check, fn",
+    [
+        (checks.check_decompose_resid, ref.decompose_resid),
+        (checks.check_logit_lens, ref.logit_lens),
+        (checks.check_direct_logit_attribution, ref.direct_logit_attribution),
+    ],
+    ids=["decompose_resid", "logit_lens", "direct_logit_attribution"],
+)
+def test_cache_readers_reject_a_cache_changed_in_place(check, fn):
+    assert_rejects(
+        check, _changes_the_cache(fn), "changed cache['blocks.0.hook_resid_pre'] in place"
+    )

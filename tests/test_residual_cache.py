@@ -353,3 +353,66 @@ def test_cache_agrees_with_huggingface_gpt2_on_the_streams_patterns_and_logits()
             cache[f"blocks.{i}.attn.hook_pattern"], out.attentions[i], **close
         )
     torch.testing.assert_close(cache["ln_final.hook_normalized"], out.hidden_states[-1], **close)
+
+
+@pytest.mark.parametrize(
+    "ignored", ["hook_q", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z"]
+)
+def test_attention_with_hooks_checker_rejects_attention_that_ignores_what_a_hook_returns(ignored):
+    def attention_with_hooks(attn, normalized, name, hook):
+        def wrapped(n, x):
+            out = hook(n, x)
+            return x if n.endswith(ignored) else out
+
+        return ref.attention_with_hooks(attn, normalized, name, wrapped)
+
+    assert_rejects(
+        checks.check_attention_with_hooks,
+        attention_with_hooks,
+        f"a hook that changes attn.{ignored} did not change the attention output",
+        "`x = hook(name, x)`",
+    )
+
+
+def test_run_with_patch_checker_rejects_a_patch_of_the_stream_alone():
+    def run_with_patch(model, tokens, name, value):
+        """Patches by running the blocks' own forward: it reaches no name inside a block."""
+        residual = value if name == "hook_embed" else model.embed(tokens)
+        residual = residual + model.pos_embed(tokens)
+        for i, block in enumerate(model.blocks):
+            residual = value if name == f"blocks.{i}.hook_resid_pre" else residual
+            residual = block(residual)
+            residual = value if name == f"blocks.{i}.hook_resid_post" else residual
+        return model.unembed(model.ln_final(residual))
+
+    assert_rejects(
+        checks.check_run_with_patch, run_with_patch, "blocks.0.attn.hook_pattern", "did not patch"
+    )
+
+
+def test_run_with_hooks_checker_rejects_a_run_that_ignores_what_the_scores_hook_returns():
+    def run_with_hooks(model, tokens, hook):
+        def wrapped(n, x):
+            out = hook(n, x)
+            return x if n.endswith("hook_attn_scores") else out
+
+        return ref.run_with_hooks(model, tokens, wrapped)
+
+    assert_rejects(
+        checks.check_run_with_hooks,
+        run_with_hooks,
+        "a hook that changes blocks.0.attn.hook_attn_scores did not change the logits",
+    )
+
+
+def test_attention_with_hooks_checker_rejects_d_head_taken_as_d_model_over_n_heads():
+    def attention_with_hooks(attn, normalized, name, hook):
+        d_head = attn.cfg.d_model // attn.cfg.n_heads  # not cfg.d_head in every model
+        factor = (attn.cfg.d_head / d_head) ** 0.5
+
+        def wrapped(n, x):  # the scores as they are scaled by sqrt(d_head) from d_model
+            return hook(n, x * factor) / factor if n.endswith("hook_attn_scores") else hook(n, x)
+
+        return ref.attention_with_hooks(attn, normalized, name, wrapped)
+
+    assert_rejects(checks.check_attention_with_hooks, attention_with_hooks, "d_model // n_heads")
