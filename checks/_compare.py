@@ -56,8 +56,9 @@ def _difference(got: Tensor, expected: Tensor) -> str:
                 "look for an extra or missing scale factor."
             )
     row = index[:-1] if len(index) > 1 else ()
-    lines.append(f"  expected{list(row) if row else ''}[:4] = {_fmt(expected[row][:4])}")
-    lines.append(f"  got     {list(row) if row else ''}[:4] = {_fmt(got[row][:4])}")
+    # flatten: a scalar (0-dim) output has no [:4] of its own
+    lines.append(f"  expected{list(row) if row else ''}[:4] = {_fmt(expected[row].flatten()[:4])}")
+    lines.append(f"  got     {list(row) if row else ''}[:4] = {_fmt(got[row].flatten()[:4])}")
     return "\n".join(lines)
 
 

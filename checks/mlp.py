@@ -208,6 +208,14 @@ def check_balance_loss(check, balance_loss):
                 * k,
                 "used R, the renormalised weights, for P: P is the mean of probs": n_experts
                 * (f / k * R.mean(0)).sum(),
+                "used R, the renormalised weights, for f: f_i counts the routing slots "
+                "expert i got, (R > 0)": n_experts * (R.mean(0) * probs.mean(0)).sum(),
+                "summed probs over positions for P: P_i is their mean": expected * posn,
+                "multiplied by the number of positions (probs.shape[0]), not n_experts "
+                "(probs.shape[-1])": expected / n_experts * posn,
+                "counted only each position's top expert (argmax) in f: count all k chosen "
+                "experts, (R > 0)": n_experts
+                * (F.one_hot(probs.argmax(-1), n_experts).float().mean(0) * probs.mean(0)).sum(),
             }
             got = check.call(balance_loss, probs, R)
             check.tensor(got, expected, what="balance loss", mistakes=mistakes)

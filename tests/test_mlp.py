@@ -254,6 +254,59 @@ def test_check_balance_loss_names_a_missing_factor(capsys):
     )
 
 
+def _balance(f, P):
+    """A balance loss n_experts · Σ f·P with f and P computed as a learner might."""
+    return lambda probs, R: probs.shape[-1] * (f(probs, R) * P(probs, R)).sum()
+
+
+def _slots(probs, R):
+    return (R > 0).float().sum(0) / (R > 0).sum()
+
+
+BALANCE_MISTAKES = {
+    "f from R's weights": (
+        _balance(lambda probs, R: R.mean(0), lambda probs, R: probs.mean(0)),
+        "for f: f_i counts the routing slots",
+    ),
+    "P summed": (
+        _balance(_slots, lambda probs, R: probs.sum(0)),
+        "summed probs over positions for P",
+    ),
+    "f from the argmax": (
+        _balance(
+            lambda probs, R: F.one_hot(probs.argmax(-1), probs.shape[-1]).float().mean(0),
+            lambda probs, R: probs.mean(0),
+        ),
+        "top expert (argmax)",
+    ),
+    "posn for n_experts": (
+        lambda probs, R: probs.shape[0] * (_slots(probs, R) * probs.mean(0)).sum(),
+        "number of positions",
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", BALANCE_MISTAKES)
+def test_check_balance_loss_names_the_mistake(mistake):
+    learner, words = BALANCE_MISTAKES[mistake]
+    assert_rejects(checks.check_balance_loss, learner, words)
+
+
+def test_check_balance_loss_accepts_f_as_the_mean_of_the_choices_over_k(capsys):
+    def balance_loss(probs, R):
+        k = (R[0] > 0).sum()
+        return probs.shape[-1] * ((R > 0).float().mean(0) / k * probs.mean(0)).sum()
+
+    assert_accepts(checks.check_balance_loss, balance_loss, capsys)
+
+
+def test_a_wrong_scalar_is_described_not_a_crash_of_the_checker():
+    message = assert_rejects(
+        checks.check_balance_loss, lambda probs, R: ref.balance_loss(probs, R) + 0.5, "wrong values"
+    )
+    assert "checking your code raised" not in message, message
+
+
 def test_check_moe_flops_saved_names_a_forgotten_gate():
     def no_gate(cfg, n_experts, k):
         return 4 * cfg.d_model * cfg.d_mlp * (n_experts - k)
