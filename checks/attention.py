@@ -24,6 +24,7 @@ from checks._attention_diagnosis import (
     known_mistakes,
     merged_cases,
     previous_token_mistakes,
+    require_int,
     scale_mistakes,
 )
 from checks._core import exercise, plural, randomize, scaled, seeded
@@ -357,6 +358,7 @@ def check_kv_cache_bytes(check, kv_cache_bytes):
                 // (cfg.n_heads * cfg.d_head)
                 * cfg.d_model,
             }
+            require_int(check, got, "number of bytes")
             hint = count_hint(got, expected, wrong_by)
             check.equal(got, expected, what="number of bytes", hint=hint)
     with check.case("bytes_per_value defaults to 4 (float32)"):
@@ -384,10 +386,13 @@ def check_attention_flops(check, attention_flops):
                 "Each product takes n_ctx² · d_head multiply-adds: the cost is quadratic in the "
                 "context.": expected // n,
                 "Every layer has its heads: multiply by n_layers.": expected // cfg.n_layers,
+                "Count the whole n_ctx × n_ctx square, as a dense kernel computes it, not only "
+                "the causal half.": expected // (n * n) * (n * (n + 1) // 2),
                 "The heads together work in n_heads·d_head dimensions, not d_model.": expected
                 // (cfg.n_heads * cfg.d_head)
                 * cfg.d_model,
             }
+            require_int(check, got, "number of FLOPs")
             hint = count_hint(got, expected, wrong_by)
             check.equal(got, expected, what="number of FLOPs", hint=hint)
     for n in [4, 16]:

@@ -8,6 +8,7 @@ by 1e-4 and more: the tolerances are tighter than that, so the exact GELU fails.
 import torch
 import torch.nn.functional as F
 
+from checks._attention_diagnosis import require_int
 from checks._core import exercise, plural, randomize, seeded
 from course.config import TINY, Config
 from solutions import mlp as ref
@@ -233,6 +234,7 @@ def check_moe_flops_saved(check, moe_flops_saved):
         ):
             expected = ref.moe_flops_saved(cfg, n_experts, k)
             got = check.call(moe_flops_saved, cfg, n_experts, k)
+            require_int(check, got, "FLOPs saved per token")
             gate = 2 * cfg.d_model * n_experts
             hints = {
                 expected + gate: " You left out the gate: it costs 2·d_model·n_experts.",

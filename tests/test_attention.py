@@ -384,8 +384,13 @@ def test_check_kv_cache_bytes_accepts_the_reference(capsys):
         (lambda c, n, b=4: 2 * c.n_heads * c.d_head * n * b, "n_layers"),
         (lambda c, n, b=4: 2 * c.n_layers * c.d_model * n * b, "not d_model"),
         (lambda c, n, b=2: 2 * c.n_layers * c.n_heads * c.d_head * n * b, "number of bytes"),
+        (lambda c, n, b=4: 2 * c.n_layers * c.d_model / c.n_heads * c.d_head * n * b, "use //"),
+        (
+            lambda c, n, b=4: torch.tensor(2 * c.n_layers * c.n_heads * c.d_head * n * b),
+            "got a Tensor",
+        ),
     ],
-    ids=["keys-only", "one-layer", "d_model", "default-2-bytes"],
+    ids=["keys-only", "one-layer", "d_model", "default-2-bytes", "float", "tensor"],
 )
 def test_check_kv_cache_bytes_rejects(fn, message):
     assert_rejects(checks.check_kv_cache_bytes, fn, message)
@@ -402,8 +407,10 @@ def test_check_attention_flops_accepts_the_reference(capsys):
         (lambda c, n: c.n_layers * c.n_heads * 4 * n * c.d_head, "quadratic"),
         (lambda c, n: c.n_heads * 4 * n * n * c.d_head, "n_layers"),
         (lambda c, n: c.n_layers * 4 * n * n * c.d_model, "not d_model"),
+        (lambda c, n: c.n_layers * c.n_heads * 2 * n * (n + 1) * c.d_head, "the causal half"),
+        (lambda c, n: c.n_layers * c.n_heads * 4.0 * n * n * c.d_head, "should be an int"),
     ],
-    ids=["half", "linear", "one-layer", "d_model"],
+    ids=["half", "linear", "one-layer", "d_model", "causal-half", "float"],
 )
 def test_check_attention_flops_rejects(fn, message):
     assert_rejects(checks.check_attention_flops, fn, message)

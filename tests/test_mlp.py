@@ -314,6 +314,13 @@ def test_check_moe_flops_saved_names_a_forgotten_gate():
     assert_rejects(checks.check_moe_flops_saved, no_gate, "left out the gate")
 
 
+def test_check_moe_flops_saved_wants_an_int():
+    def true_division(cfg, n_experts, k):
+        return ref.moe_flops_saved(cfg, n_experts, k) / 1
+
+    assert_rejects(checks.check_moe_flops_saved, true_division, "should be an int", "use //")
+
+
 # --- highway -------------------------------------------------------------------------------
 
 
