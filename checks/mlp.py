@@ -32,6 +32,21 @@ def _name(cfg: Config) -> str:
     return "TINY" if cfg == TINY else "ODD"
 
 
+def call_keeping_weights(check, fn, module: torch.nn.Module, *args, what: str):
+    """`check.call(fn, module, *args)`, failing if it changed the module's weights in place:
+    a row or column of a weight is a view, and writing into it writes into the model."""
+    before = {name: p.detach().clone() for name, p in module.named_parameters()}
+    got = check.call(fn, module, *args, what=what)
+    for name, p in module.named_parameters():
+        if not torch.equal(p.detach(), before[name]):
+            check.fail(
+                f"your {what} changed the model's weights in place ({name}). A weight, or a "
+                "row or column of one (W_out[n]), is the model's own storage: compute new "
+                "tensors (v = v - v.mean(), W = W * s), not in place (v -= ..., W *= ...)."
+            )
+    return got
+
+
 def _mlp_mistakes(mlp: ref.MLP, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """What an MLP computes with each usual mistake, on the same weights."""
     W_in, b_in, W_out, b_out = mlp.W_in, mlp.b_in, mlp.W_out, mlp.b_out
@@ -113,7 +128,7 @@ def check_mlp_jacobian(check, mlp_jacobian):
                         mlp.W_in * ref.gelu_new_grad(x @ mlp.W_in) @ mlp.W_out
                     ).T,
                 }
-            got = check.call(mlp_jacobian, mlp, x)
+            got = call_keeping_weights(check, mlp_jacobian, mlp, x, what="mlp_jacobian")
             check.tensor(got, expected, what="Jacobian", mistakes=mistakes, rtol=1e-3, atol=1e-5)
 
 

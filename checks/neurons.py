@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from checks._core import exercise, plural, randomize, seeded
+from checks.mlp import call_keeping_weights
 from course.config import TINY, Config
 from solutions import neurons as ref
 from solutions.residual import run_with_cache
@@ -72,7 +73,9 @@ def check_neuron_logit_effect(check, neuron_logit_effect):
             model = random_model(cfg, seed=200 + i)
             expected = ref.neuron_logit_effect(model, layer, neuron)
             mistakes = _effect_mistakes(model, layer, neuron)
-            got = check.call(neuron_logit_effect, model, layer, neuron)
+            got = call_keeping_weights(
+                check, neuron_logit_effect, model, layer, neuron, what="neuron_logit_effect"
+            )
             check.tensor(
                 got,
                 expected,
@@ -119,7 +122,9 @@ def check_neuron_activations(check, neuron_activations):
             tokens = torch.randint(cfg.d_vocab, (batch, posn), generator=seeded(310 + i))
             expected = ref.neuron_activations(model, tokens, layer)
             mistakes = _activation_mistakes(model, tokens, layer)
-            got = check.call(neuron_activations, model, tokens, layer)
+            got = call_keeping_weights(
+                check, neuron_activations, model, tokens, layer, what="neuron_activations"
+            )
             if any(block.mlp._forward_hooks for block in model.blocks):
                 check.fail(
                     "your neuron_activations left a forward hook on the model: it would run "

@@ -146,6 +146,16 @@ def test_check_mlp_jacobian_accepts_diag_written_out(capsys):
     assert_accepts(checks.check_mlp_jacobian, mlp_jacobian, capsys)
 
 
+def test_check_mlp_jacobian_rejects_scaling_W_in_in_place():
+    def mlp_jacobian(mlp, x):
+        with torch.no_grad():
+            W = mlp.W_in
+            W *= ref.gelu_new_grad(x @ mlp.W_in + mlp.b_in)
+            return (W @ mlp.W_out).T
+
+    assert_rejects(checks.check_mlp_jacobian, mlp_jacobian, "weights in place (W_in)")
+
+
 def test_check_mlp_jacobian_rejects_the_transpose_and_a_missing_slope():
     def transposed(mlp, x):
         return ref.mlp_jacobian(mlp, x).T

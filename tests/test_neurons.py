@@ -64,6 +64,17 @@ def test_check_neuron_logit_effect_rejects_and_names(mistake):
     assert_rejects(checks.check_neuron_logit_effect, learner, diagnosis)
 
 
+def test_check_neuron_logit_effect_rejects_centring_the_value_in_place():
+    """W_out[n] is a view: `value -= value.mean()` centres row n of the model's W_out."""
+
+    def effect(model, layer, neuron):
+        value = model.blocks[layer].mlp.W_out[neuron]
+        value -= value.mean()
+        return (value * model.ln_final.w) @ model.unembed.W_U
+
+    assert_rejects(checks.check_neuron_logit_effect, effect, "weights in place", "v = v - v.mean()")
+
+
 # --- neuron_activations --------------------------------------------------------------------
 
 
