@@ -32,6 +32,11 @@ def _name(cfg: Config) -> str:
     return "TINY" if cfg == TINY else "ODD"
 
 
+def _exact_gelu_grad(h: torch.Tensor) -> torch.Tensor:
+    """The slope of the exact GELU x Φ(x): Φ(x) + x φ(x), φ the standard normal density."""
+    return 0.5 * (1 + torch.erf(h / 2**0.5)) + h * torch.exp(-0.5 * h**2) / (2 * torch.pi) ** 0.5
+
+
 def call_keeping_weights(check, fn, module: torch.nn.Module, *args, what: str):
     """`check.call(fn, module, *args)`, failing if it changed the module's weights in place:
     a row or column of a weight is a view, and writing into it writes into the model."""
@@ -124,6 +129,10 @@ def check_mlp_jacobian(check, mlp_jacobian):
                     "used φ(h) instead of its derivative φ'(h)": (
                         mlp.W_in * ref.gelu_new(h) @ mlp.W_out
                     ).T,
+                    "used the exact GELU's slope, Φ(h) + h·φ(h) (autograd through F.gelu "
+                    "without approximate='tanh'): GPT-2's is gelu_new": (
+                        mlp.W_in * _exact_gelu_grad(h) @ mlp.W_out
+                    ).T,
                     "took φ' at x W_in, without b_in": (
                         mlp.W_in * ref.gelu_new_grad(x @ mlp.W_in) @ mlp.W_out
                     ).T,
@@ -182,6 +191,10 @@ def check_mixture_of_experts(check, MixtureOfExperts):
             with torch.no_grad():
                 probs, R = ref.route(x @ reference.W_gate, k)
                 outs = torch.stack([e(x[None])[0] for e in reference.experts], dim=1)
+                exact = torch.stack(
+                    [F.gelu(x @ e.W_in + e.b_in) @ e.W_out + e.b_out for e in reference.experts],
+                    dim=1,
+                )
                 expected = (R[..., None] * outs).sum(1)  # the dense loop, every expert run
                 mistakes = {
                     "did not renormalise the top-k weights": (
@@ -193,6 +206,8 @@ def check_mixture_of_experts(check, MixtureOfExperts):
                     "weighted every expert by its probability (no top-k)": (
                         probs[..., None] * outs
                     ).sum(1),
+                    "used the exact GELU in the experts: each expert is the course's MLP, "
+                    "with gelu_new": (R[..., None] * exact).sum(1),
                 }
                 for wrong_k in {k - 1, k + 1} & set(range(1, n_experts + 1)):
                     Rk = ref.route(x @ reference.W_gate, wrong_k)[1]
@@ -274,7 +289,15 @@ def check_highway(check, Highway):
                     "swapped the gate: H·(1-T) + x·T": H * (1 - T) + x * T,
                     "added x without the carry gate (1 - T)": H * T + x,
                     "dropped the carry term x·(1-T)": H * T,
+                    "used the exact GELU in the transform: the course's H is gelu_new": (
+                        F.gelu(x @ reference.W_H + reference.b_H) * T + x * (1 - T)
+                    ),
+                    "forgot the bias b_H in the transform": (
+                        ref.gelu_new(x @ reference.W_H) * T + x * (1 - T)
+                    ),
                 }
+                T_no_b = torch.sigmoid(x @ reference.W_T)
+                mistakes["forgot the bias b_T in the gate"] = H * T_no_b + x * (1 - T_no_b)
             got = check.call(block, x, what="Highway.forward")
             check.tensor(got, expected, what="Highway output", mistakes=mistakes)
     for gate, b_T in [("closed (T = 0): the identity", -1e4), ("open (T = 1): the transform", 1e4)]:

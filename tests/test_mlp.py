@@ -146,6 +146,16 @@ def test_check_mlp_jacobian_accepts_diag_written_out(capsys):
     assert_accepts(checks.check_mlp_jacobian, mlp_jacobian, capsys)
 
 
+def test_check_mlp_jacobian_names_the_exact_gelus_slope():
+    def mlp_jacobian(mlp, x):
+        def f(v):
+            return F.gelu(v @ mlp.W_in + mlp.b_in) @ mlp.W_out + mlp.b_out
+
+        return torch.autograd.functional.jacobian(f, x)
+
+    assert_rejects(checks.check_mlp_jacobian, mlp_jacobian, "exact GELU's slope")
+
+
 def test_check_mlp_jacobian_rejects_scaling_W_in_in_place():
     def mlp_jacobian(mlp, x):
         with torch.no_grad():
@@ -235,6 +245,16 @@ def learner_moe(*, renormalise=True, k_offset=0):
         return out
 
     return type("MixtureOfExperts", (MixtureOfExperts,), {"forward": forward})
+
+
+def test_check_moe_names_experts_with_the_exact_gelu():
+    def forward(self, x):
+        _, R = ref.route(x @ self.W_gate, self.k)
+        outs = [F.gelu(x @ e.W_in + e.b_in) @ e.W_out + e.b_out for e in self.experts]
+        return (R[..., None] * torch.stack(outs, dim=1)).sum(1)
+
+    variant = type("MixtureOfExperts", (MixtureOfExperts,), {"forward": forward})
+    assert_rejects(checks.check_mixture_of_experts, variant, "exact GELU in the experts")
 
 
 def test_check_moe_accepts_a_loop_over_slots(capsys):
@@ -348,6 +368,36 @@ def test_check_highway_rejects_a_swapped_gate():
 
     variant = type("Highway", (Highway,), {"forward": forward})
     assert_rejects(checks.check_highway, variant, "swapped the gate")
+
+
+def _highway(transform, gate):
+    def forward(self, x):
+        T = gate(self, x)
+        return transform(self, x) * T + x * (1 - T)
+
+    return type("Highway", (Highway,), {"forward": forward})
+
+
+HIGHWAY_MISTAKES = {
+    "exact GELU": (
+        _highway(lambda s, x: F.gelu(x @ s.W_H + s.b_H), Highway.gate),
+        "exact GELU in the transform",
+    ),
+    "no b_H": (
+        _highway(lambda s, x: ref.gelu_new(x @ s.W_H), Highway.gate),
+        "forgot the bias b_H",
+    ),
+    "no b_T": (
+        _highway(Highway.transform, lambda s, x: torch.sigmoid(x @ s.W_T)),
+        "forgot the bias b_T",
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", HIGHWAY_MISTAKES)
+def test_check_highway_names_the_mistake(mistake):
+    variant, words = HIGHWAY_MISTAKES[mistake]
+    assert_rejects(checks.check_highway, variant, words)
 
 
 def test_every_checker_accepts_its_reference(capsys):
