@@ -53,6 +53,12 @@ def _effect_mistakes(model, layer: int, neuron: int) -> dict[str, torch.Tensor]:
         "applied the whole ln_final to the value, its scale included: leave the scale out "
         "(it depends on the whole stream, not on this neuron)": ln(value[None, None])[0, 0] @ W_U,
         "used neither ln_final's centring nor w": value @ W_U,
+        "centred after multiplying by ln_final.w: ln_final centres the value first, then "
+        "scales it by w": (value * ln.w - (value * ln.w).mean()) @ W_U,
+        "divided the centred value by its standard deviation: leave ln_final's scale out "
+        "(it depends on the whole stream, not on this neuron)": through(
+            (value - value.mean()) / (value.var(unbiased=False) + ln.cfg.layer_norm_eps).sqrt()
+        ),
     }
     if mlp.W_out.shape[0] == mlp.W_out.shape[1]:
         mistakes["took column n of W_out: the value is row n (W_out is [d_mlp, d_model])"] = (
@@ -91,6 +97,10 @@ def _activation_mistakes(model, tokens, layer: int) -> dict[str, torch.Tensor]:
     b = f"blocks.{layer}"
     mlp = model.blocks[layer].mlp
     pre = cache[f"{b}.mlp.hook_pre"]
+
+    def mlp_in(stream):
+        return model.blocks[layer].ln2(stream) @ mlp.W_in + mlp.b_in
+
     mistakes = {
         "returned the pre-activations (before the GELU, hook_pre): the neurons' activations "
         "are after it (hook_post)": pre,
@@ -101,6 +111,10 @@ def _activation_mistakes(model, tokens, layer: int) -> dict[str, torch.Tensor]:
             cache[f"{b}.hook_resid_mid"] @ mlp.W_in + mlp.b_in, approximate="tanh"
         ),
         "forgot b_in": F.gelu(cache[f"{b}.ln2.hook_normalized"] @ mlp.W_in, approximate="tanh"),
+        "read the stream before the attention layer (hook_resid_pre): the MLP reads "
+        "resid_mid, after attention has added its output": F.gelu(
+            mlp_in(cache[f"{b}.hook_resid_pre"]), approximate="tanh"
+        ),
         "returned the MLP's output (hook_mlp_out), not its neurons' activations": cache[
             f"{b}.hook_mlp_out"
         ],
@@ -153,6 +167,9 @@ def _top_mistakes(acts: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
 
     top = flat.topk(k).indices
     mistakes = {
+        "took the largest |activation| (abs): take the largest activations, signed": pairs(
+            flat.abs().topk(k).indices
+        ),
         "took the k smallest activations (argmin, or largest=False): take the largest": pairs(
             flat.topk(k, largest=False).indices
         ),
