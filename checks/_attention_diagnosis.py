@@ -130,6 +130,7 @@ def forward_with_mistake(
     softmax_dim=-1,
     mask_after=False,
     mean_heads=False,
+    b_O_per_head=False,
     drop=(),
 ):
     """The reference forward pass with one mistake switched on: (attn_out, pattern, scores)."""
@@ -157,7 +158,7 @@ def forward_with_mistake(
     )
     per_head = ref.per_head_outputs(z, b["W_O"])
     out = per_head.mean(2) if mean_heads else per_head.sum(2)
-    return out + b["b_O"], pattern, scores
+    return out + b["b_O"] * (per_head.shape[2] if b_O_per_head else 1), pattern, scores
 
 
 def known_mistakes(cfg) -> dict[str, dict]:
@@ -177,6 +178,9 @@ def known_mistakes(cfg) -> dict[str, dict]:
         "took the softmax over queries instead of keys (the last axis)": dict(softmax_dim=-2),
         "masked after the softmax: mask the scores, then take the softmax": dict(mask_after=True),
         "averaged the heads' outputs instead of summing them": dict(mean_heads=True),
+        "added b_O to every head's output before summing: add it once, after the sum": dict(
+            b_O_per_head=True
+        ),
         **{f"forgot the bias {name}": dict(drop=(name,)) for name in ["b_Q", "b_K", "b_V", "b_O"]},
     }
 

@@ -229,6 +229,9 @@ def check_concat_heads_then_project(check, concat_heads_then_project):
             mixed = einops.rearrange(z, "b p h d -> b p (d h)") @ einops.rearrange(
                 W_O, "h d m -> (h d) m"
             )
+            mixed_W_O = einops.rearrange(z, "b p h d -> b p (h d)") @ einops.rearrange(
+                W_O, "h d m -> (d h) m"
+            )
             got = check.call(concat_heads_then_project, z, W_O)
             check.tensor(
                 got,
@@ -236,7 +239,9 @@ def check_concat_heads_then_project(check, concat_heads_then_project):
                 what="output",
                 mistakes={
                     "flattened z as (d_head n_heads) but W_O as (n_heads "
-                    "d_head): both must put the heads in the same order": mixed
+                    "d_head): both must put the heads in the same order": mixed,
+                    "flattened z as (n_heads d_head) but W_O as (d_head n_heads): both "
+                    "must put the heads in the same order": mixed_W_O,
                 },
             )
 

@@ -21,6 +21,7 @@ def learner_attention(
     softmax_dim=-1,
     mask_after=False,
     mean_heads=False,
+    b_O_per_head=False,
     drop=(),
     only_forward=False,
 ):
@@ -57,8 +58,10 @@ def learner_attention(
     def forward(self, x):
         v = x[:, None] @ self.W_V + bias(self, "b_V")[:, None]
         out = pattern(self, x) @ v @ self.W_O
+        if b_O_per_head:
+            out = out + bias(self, "b_O")
         out = out.mean(1) if mean_heads else out.sum(1)
-        return out + bias(self, "b_O")
+        return out if b_O_per_head else out + bias(self, "b_O")
 
     methods = {"forward": forward}
     if not only_forward:
@@ -118,6 +121,7 @@ MISTAKES = {
     "softmax over queries": (dict(softmax_dim=-2), "softmax"),
     "masking after the softmax": (dict(mask_after=True), "before the softmax"),
     "averaging the heads": (dict(mean_heads=True), "averaged the heads"),
+    "b_O in every head": (dict(b_O_per_head=True), "b_O to every head's output"),
     **{
         f"forgetting {b}": (dict(drop=(b,)), f"forgot the bias {b}")
         for b in ["b_Q", "b_K", "b_V", "b_O"]
@@ -307,6 +311,15 @@ def test_check_concat_heads_then_project_rejects_mismatched_head_order():
         return z.transpose(-1, -2).flatten(-2) @ W_O.flatten(0, 1)
 
     assert_rejects(checks.check_concat_heads_then_project, mixed, "same order")
+
+
+def test_check_concat_heads_then_project_names_W_O_flattened_in_the_other_order():
+    def mixed(z, W_O):
+        return z.flatten(-2) @ W_O.transpose(0, 1).flatten(0, 1)
+
+    assert_rejects(
+        checks.check_concat_heads_then_project, mixed, "W_O as (d_head n_heads)", "same order"
+    )
 
 
 def test_check_per_head_outputs_accepts_broadcast_matmul(capsys):
