@@ -32,6 +32,22 @@ def _name(cfg: Config) -> str:
     return "TINY" if cfg == TINY else "ODD"
 
 
+NO_GRAD = (
+    "keep the computation in torch, differentiable: no torch.no_grad(), .detach(), .item(), "
+    "numpy or torch.tensor(...) on the way"
+)
+
+
+def _check_grad(check, out, weights, leaf, expected, what: str) -> None:
+    """The gradient of (out · weights).sum() with respect to `leaf` must equal `expected`."""
+    if not isinstance(out, torch.Tensor) or not out.requires_grad:
+        check.fail(f"no gradient flows from your {what}: {NO_GRAD}.")
+    (grad,) = torch.autograd.grad((out * weights).sum(), leaf, allow_unused=True, retain_graph=True)
+    if grad is None:
+        check.fail(f"no gradient flows from your {what}: {NO_GRAD}.")
+    check.tensor(grad, expected, what=f"gradient from your {what}", rtol=1e-4, atol=1e-5)
+
+
 def _exact_gelu_grad(h: torch.Tensor) -> torch.Tensor:
     """The slope of the exact GELU x Φ(x): Φ(x) + x φ(x), φ the standard normal density."""
     return 0.5 * (1 + torch.erf(h / 2**0.5)) + h * torch.exp(-0.5 * h**2) / (2 * torch.pi) ** 0.5
@@ -176,6 +192,15 @@ def check_route(check, route):
                     logits, wrong_k
                 )[1]
             check.tensor(got_R, R, what="routing matrix R", mistakes=mistakes)
+    with check.case("gradients flow from probs and R back to the logits"):
+        logits = (torch.randn(6, 5, generator=seeded(58)) * 2).requires_grad_()
+        weights = torch.randn(2, 6, 5, generator=seeded(59))
+        got = check.pair(check.call(route, logits, 2), "(probs, R)")
+        for name, out, expected, w in zip(
+            ["probs", "R"], got, ref.route(logits, 2), weights, strict=True
+        ):
+            expected_grad = torch.autograd.grad((expected * w).sum(), logits, retain_graph=True)[0]
+            _check_grad(check, out, w, logits, expected_grad, f"{name} back to the logits")
 
 
 @exercise(ref.MixtureOfExperts)
@@ -224,6 +249,16 @@ def check_mixture_of_experts(check, MixtureOfExperts):
                 atol=1e-5,
             )
 
+    with check.case("gradients reach the gate W_gate through R's weights, TINY, k = 2"):
+        reference = randomize(ref.MixtureOfExperts(TINY, 4, 2), seed=64, scale=0.3)
+        moe = check.build(MixtureOfExperts, TINY, 4, 2)
+        check.load_weights(moe, reference)
+        x = torch.randn(9, TINY.d_model, generator=seeded(74))
+        w = torch.randn(9, TINY.d_model, generator=seeded(75))
+        expected_grad = torch.autograd.grad((reference(x) * w).sum(), reference.W_gate)[0]
+        got = check.call(moe, x, what="MixtureOfExperts.forward")
+        _check_grad(check, got, w, moe.W_gate, expected_grad, "output back to W_gate")
+
 
 @exercise(ref.balance_loss)
 def check_balance_loss(check, balance_loss):
@@ -250,6 +285,12 @@ def check_balance_loss(check, balance_loss):
             }
             got = check.call(balance_loss, probs, R)
             check.tensor(got, expected, what="balance loss", mistakes=mistakes)
+    with check.case("the loss has a gradient for every expert's probability"):
+        probs, R = ref.route(torch.randn(12, 4, generator=seeded(85)) * 2, 2)
+        probs = probs.detach().requires_grad_()
+        expected_grad = torch.autograd.grad(ref.balance_loss(probs, R), probs)[0]
+        got = check.call(balance_loss, probs, R)
+        _check_grad(check, got, torch.tensor(1.0), probs, expected_grad, "loss back to probs")
     with check.case("a perfectly uniform router scores 1"):
         probs = torch.full((4, 4), 0.25)
         R = torch.eye(4)

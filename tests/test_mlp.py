@@ -257,6 +257,32 @@ def test_check_moe_names_experts_with_the_exact_gelu():
     assert_rejects(checks.check_mixture_of_experts, variant, "exact GELU in the experts")
 
 
+def test_check_moe_rejects_a_router_that_gets_no_gradient():
+    def forward(self, x):
+        with torch.no_grad():  # the routing weights then carry no gradient to W_gate
+            _, R = ref.route(x @ self.W_gate, self.k)
+        outs = torch.stack([e(x[None])[0] for e in self.experts], dim=1)
+        return (R[..., None] * outs).sum(1)
+
+    variant = type("MixtureOfExperts", (MixtureOfExperts,), {"forward": forward})
+    assert_rejects(checks.check_mixture_of_experts, variant, "no gradient", "W_gate")
+
+
+def test_check_route_rejects_a_detached_R():
+    def route(logits, k):
+        probs, R = ref.route(logits, k)
+        return probs, R.detach()
+
+    assert_rejects(checks.check_route, route, "no gradient flows from your R")
+
+
+def test_check_balance_loss_rejects_a_loss_without_gradient():
+    def balance_loss(probs, R):
+        return torch.tensor(ref.balance_loss(probs, R).item())
+
+    assert_rejects(checks.check_balance_loss, balance_loss, "no gradient", ".item()")
+
+
 def test_check_moe_accepts_a_loop_over_slots(capsys):
     assert_accepts(checks.check_mixture_of_experts, learner_moe(), capsys)
 
