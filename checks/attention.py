@@ -130,9 +130,11 @@ def check_attention(check, Attention):
                 m: forward_with_mistake(reference, x, **kw) for m, kw in known_mistakes(cfg).items()
             }
             _, _, raw = forward_with_mistake(reference, x, mask="none")
+            # Only a wrong scale or a missing b_Q or b_K changes the scores before the mask.
             raw_mistakes = {
                 m: forward_with_mistake(reference, x, **{**kw, "mask": "none"})[2]
                 for m, kw in known_mistakes(cfg).items()
+                if "scale" in kw or {"b_Q", "b_K"} & set(kw.get("drop", ()))
             }
             raw_mistakes.update(scale_mistakes(raw, cfg.d_head, cfg.d_model))
             rtol = RTOL[scale]
