@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from checks._core import plural, randomize
+from checks._core import kind_of, plural, randomize
 from course.config import TINY
 from solutions import attention as ref
 
@@ -130,6 +130,7 @@ def forward_with_mistake(
     softmax_dim=-1,
     mask_after=False,
     mean_heads=False,
+    b_O_per_head=False,
     drop=(),
 ):
     """The reference forward pass with one mistake switched on: (attn_out, pattern, scores)."""
@@ -157,7 +158,7 @@ def forward_with_mistake(
     )
     per_head = ref.per_head_outputs(z, b["W_O"])
     out = per_head.mean(2) if mean_heads else per_head.sum(2)
-    return out + b["b_O"], pattern, scores
+    return out + b["b_O"] * (per_head.shape[2] if b_O_per_head else 1), pattern, scores
 
 
 def known_mistakes(cfg) -> dict[str, dict]:
@@ -177,6 +178,9 @@ def known_mistakes(cfg) -> dict[str, dict]:
         "took the softmax over queries instead of keys (the last axis)": dict(softmax_dim=-2),
         "masked after the softmax: mask the scores, then take the softmax": dict(mask_after=True),
         "averaged the heads' outputs instead of summing them": dict(mean_heads=True),
+        "added b_O to every head's output before summing: add it once, after the sum": dict(
+            b_O_per_head=True
+        ),
         **{f"forgot the bias {name}": dict(drop=(name,)) for name in ["b_Q", "b_K", "b_V", "b_O"]},
     }
 
@@ -198,6 +202,19 @@ def merged_cases(check, learner_fn, reference_fn, name):
             if (ranks > cfg.d_head).any():
                 check.fail(f"your {name} has ranks {ranks.tolist()}, above d_head.")
         yield cfg, attn, got.detach()
+
+
+def require_int(check, got, what: str) -> None:
+    """Fail unless a count is a Python int: a float from `/` or a 0-dim tensor is not one."""
+    if got is None or (isinstance(got, int) and not isinstance(got, bool)):
+        return
+    if isinstance(got, float):
+        why = "dividing with / gives a float: use // (or int(...) once the count is exact)"
+    elif isinstance(got, Tensor):
+        why = "compute it from the config's Python ints, not with torch"
+    else:
+        why = "return a plain Python int"
+    check.fail(f"the {what} should be an int, got {kind_of(got)} ({got!r}): {why}.")
 
 
 def count_hint(got, expected, wrong_by: dict[str, int]) -> str:

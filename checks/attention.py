@@ -24,6 +24,7 @@ from checks._attention_diagnosis import (
     known_mistakes,
     merged_cases,
     previous_token_mistakes,
+    require_int,
     scale_mistakes,
 )
 from checks._core import exercise, plural, randomize, scaled, seeded
@@ -129,9 +130,11 @@ def check_attention(check, Attention):
                 m: forward_with_mistake(reference, x, **kw) for m, kw in known_mistakes(cfg).items()
             }
             _, _, raw = forward_with_mistake(reference, x, mask="none")
+            # Only a wrong scale or a missing b_Q or b_K changes the scores before the mask.
             raw_mistakes = {
                 m: forward_with_mistake(reference, x, **{**kw, "mask": "none"})[2]
                 for m, kw in known_mistakes(cfg).items()
+                if "scale" in kw or {"b_Q", "b_K"} & set(kw.get("drop", ()))
             }
             raw_mistakes.update(scale_mistakes(raw, cfg.d_head, cfg.d_model))
             rtol = RTOL[scale]
@@ -228,6 +231,9 @@ def check_concat_heads_then_project(check, concat_heads_then_project):
             mixed = einops.rearrange(z, "b p h d -> b p (d h)") @ einops.rearrange(
                 W_O, "h d m -> (h d) m"
             )
+            mixed_W_O = einops.rearrange(z, "b p h d -> b p (h d)") @ einops.rearrange(
+                W_O, "h d m -> (d h) m"
+            )
             got = check.call(concat_heads_then_project, z, W_O)
             check.tensor(
                 got,
@@ -235,7 +241,9 @@ def check_concat_heads_then_project(check, concat_heads_then_project):
                 what="output",
                 mistakes={
                     "flattened z as (d_head n_heads) but W_O as (n_heads "
-                    "d_head): both must put the heads in the same order": mixed
+                    "d_head): both must put the heads in the same order": mixed,
+                    "flattened z as (n_heads d_head) but W_O as (d_head n_heads): both "
+                    "must put the heads in the same order": mixed_W_O,
                 },
             )
 
@@ -357,6 +365,7 @@ def check_kv_cache_bytes(check, kv_cache_bytes):
                 // (cfg.n_heads * cfg.d_head)
                 * cfg.d_model,
             }
+            require_int(check, got, "number of bytes")
             hint = count_hint(got, expected, wrong_by)
             check.equal(got, expected, what="number of bytes", hint=hint)
     with check.case("bytes_per_value defaults to 4 (float32)"):
@@ -384,10 +393,13 @@ def check_attention_flops(check, attention_flops):
                 "Each product takes n_ctx² · d_head multiply-adds: the cost is quadratic in the "
                 "context.": expected // n,
                 "Every layer has its heads: multiply by n_layers.": expected // cfg.n_layers,
+                "Count the whole n_ctx × n_ctx square, as a dense kernel computes it, not only "
+                "the causal half.": expected // (n * n) * (n * (n + 1) // 2),
                 "The heads together work in n_heads·d_head dimensions, not d_model.": expected
                 // (cfg.n_heads * cfg.d_head)
                 * cfg.d_model,
             }
+            require_int(check, got, "number of FLOPs")
             hint = count_hint(got, expected, wrong_by)
             check.equal(got, expected, what="number of FLOPs", hint=hint)
     for n in [4, 16]:

@@ -8,6 +8,7 @@ by 1e-4 and more: the tolerances are tighter than that, so the exact GELU fails.
 import torch
 import torch.nn.functional as F
 
+from checks._attention_diagnosis import require_int
 from checks._core import exercise, plural, randomize, seeded
 from course.config import TINY, Config
 from solutions import mlp as ref
@@ -29,6 +30,42 @@ RTOL, ATOL = 2e-5, 2e-6  # float32 rounding is ~1e-6 here; the exact GELU is off
 
 def _name(cfg: Config) -> str:
     return "TINY" if cfg == TINY else "ODD"
+
+
+NO_GRAD = (
+    "keep the computation in torch, differentiable: no torch.no_grad(), .detach(), .item(), "
+    "numpy or torch.tensor(...) on the way"
+)
+
+
+def _check_grad(check, out, weights, leaf, expected, what: str) -> None:
+    """The gradient of (out · weights).sum() with respect to `leaf` must equal `expected`."""
+    if not isinstance(out, torch.Tensor) or not out.requires_grad:
+        check.fail(f"no gradient flows from your {what}: {NO_GRAD}.")
+    (grad,) = torch.autograd.grad((out * weights).sum(), leaf, allow_unused=True, retain_graph=True)
+    if grad is None:
+        check.fail(f"no gradient flows from your {what}: {NO_GRAD}.")
+    check.tensor(grad, expected, what=f"gradient from your {what}", rtol=1e-4, atol=1e-5)
+
+
+def _exact_gelu_grad(h: torch.Tensor) -> torch.Tensor:
+    """The slope of the exact GELU x Φ(x): Φ(x) + x φ(x), φ the standard normal density."""
+    return 0.5 * (1 + torch.erf(h / 2**0.5)) + h * torch.exp(-0.5 * h**2) / (2 * torch.pi) ** 0.5
+
+
+def call_keeping_weights(check, fn, module: torch.nn.Module, *args, what: str):
+    """`check.call(fn, module, *args)`, failing if it changed the module's weights in place:
+    a row or column of a weight is a view, and writing into it writes into the model."""
+    before = {name: p.detach().clone() for name, p in module.named_parameters()}
+    got = check.call(fn, module, *args, what=what)
+    for name, p in module.named_parameters():
+        if not torch.equal(p.detach(), before[name]):
+            check.fail(
+                f"your {what} changed the model's weights in place ({name}). A weight, or a "
+                "row or column of one (W_out[n]), is the model's own storage: compute new "
+                "tensors (v = v - v.mean(), W = W * s), not in place (v -= ..., W *= ...)."
+            )
+    return got
 
 
 def _mlp_mistakes(mlp: ref.MLP, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -108,12 +145,28 @@ def check_mlp_jacobian(check, mlp_jacobian):
                     "used φ(h) instead of its derivative φ'(h)": (
                         mlp.W_in * ref.gelu_new(h) @ mlp.W_out
                     ).T,
+                    "used the exact GELU's slope, Φ(h) + h·φ(h) (autograd through F.gelu "
+                    "without approximate='tanh'): GPT-2's is gelu_new": (
+                        mlp.W_in * _exact_gelu_grad(h) @ mlp.W_out
+                    ).T,
                     "took φ' at x W_in, without b_in": (
                         mlp.W_in * ref.gelu_new_grad(x @ mlp.W_in) @ mlp.W_out
                     ).T,
                 }
-            got = check.call(mlp_jacobian, mlp, x)
+            got = call_keeping_weights(check, mlp_jacobian, mlp, x, what="mlp_jacobian")
             check.tensor(got, expected, what="Jacobian", mistakes=mistakes, rtol=1e-3, atol=1e-5)
+
+
+def _route_gradients(check, route) -> None:
+    """probs and R must carry the logits' gradient, as the reference's do."""
+    logits = (torch.randn(6, 5, generator=seeded(58)) * 2).requires_grad_()
+    weights = torch.randn(2, 6, 5, generator=seeded(59))
+    got = check.pair(check.call(route, logits, 2), "(probs, R)")
+    for name, out, expected, w in zip(
+        ["probs", "R"], got, ref.route(logits, 2), weights, strict=True
+    ):
+        expected_grad = torch.autograd.grad((expected * w).sum(), logits, retain_graph=True)[0]
+        _check_grad(check, out, w, logits, expected_grad, f"{name} back to the logits")
 
 
 @exercise(ref.route)
@@ -151,6 +204,8 @@ def check_route(check, route):
                     logits, wrong_k
                 )[1]
             check.tensor(got_R, R, what="routing matrix R", mistakes=mistakes)
+            if i == 1:  # and the router can learn: gradients reach the logits
+                _route_gradients(check, route)
 
 
 @exercise(ref.MixtureOfExperts)
@@ -166,6 +221,10 @@ def check_mixture_of_experts(check, MixtureOfExperts):
             with torch.no_grad():
                 probs, R = ref.route(x @ reference.W_gate, k)
                 outs = torch.stack([e(x[None])[0] for e in reference.experts], dim=1)
+                exact = torch.stack(
+                    [F.gelu(x @ e.W_in + e.b_in) @ e.W_out + e.b_out for e in reference.experts],
+                    dim=1,
+                )
                 expected = (R[..., None] * outs).sum(1)  # the dense loop, every expert run
                 mistakes = {
                     "did not renormalise the top-k weights": (
@@ -177,6 +236,8 @@ def check_mixture_of_experts(check, MixtureOfExperts):
                     "weighted every expert by its probability (no top-k)": (
                         probs[..., None] * outs
                     ).sum(1),
+                    "used the exact GELU in the experts: each expert is the course's MLP, "
+                    "with gelu_new": (R[..., None] * exact).sum(1),
                 }
                 for wrong_k in {k - 1, k + 1} & set(range(1, n_experts + 1)):
                     Rk = ref.route(x @ reference.W_gate, wrong_k)[1]
@@ -192,6 +253,10 @@ def check_mixture_of_experts(check, MixtureOfExperts):
                 rtol=1e-4,
                 atol=1e-5,
             )
+            if i == 1:  # and the gate can learn: gradients reach W_gate through R's weights
+                w = torch.randn(posn, cfg.d_model, generator=seeded(75))
+                expected_grad = torch.autograd.grad((reference(x) * w).sum(), reference.W_gate)[0]
+                _check_grad(check, got, w, moe.W_gate, expected_grad, "output back to W_gate")
 
 
 @exercise(ref.balance_loss)
@@ -208,9 +273,24 @@ def check_balance_loss(check, balance_loss):
                 * k,
                 "used R, the renormalised weights, for P: P is the mean of probs": n_experts
                 * (f / k * R.mean(0)).sum(),
+                "used R, the renormalised weights, for f: f_i counts the routing slots "
+                "expert i got, (R > 0)": n_experts * (R.mean(0) * probs.mean(0)).sum(),
+                "summed probs over positions for P: P_i is their mean": expected * posn,
+                "multiplied by the number of positions (probs.shape[0]), not n_experts "
+                "(probs.shape[-1])": expected / n_experts * posn,
+                "counted only each position's top expert (argmax) in f: count all k chosen "
+                "experts, (R > 0)": n_experts
+                * (F.one_hot(probs.argmax(-1), n_experts).float().mean(0) * probs.mean(0)).sum(),
             }
             got = check.call(balance_loss, probs, R)
             check.tensor(got, expected, what="balance loss", mistakes=mistakes)
+            if i == 1:  # and it has a gradient for every expert's probability
+                leaf = probs.detach().requires_grad_()
+                expected_grad = torch.autograd.grad(ref.balance_loss(leaf, R), leaf)[0]
+                got = check.call(balance_loss, leaf, R)
+                _check_grad(
+                    check, got, torch.tensor(1.0), leaf, expected_grad, "loss back to probs"
+                )
     with check.case("a perfectly uniform router scores 1"):
         probs = torch.full((4, 4), 0.25)
         R = torch.eye(4)
@@ -225,6 +305,7 @@ def check_moe_flops_saved(check, moe_flops_saved):
         ):
             expected = ref.moe_flops_saved(cfg, n_experts, k)
             got = check.call(moe_flops_saved, cfg, n_experts, k)
+            require_int(check, got, "FLOPs saved per token")
             gate = 2 * cfg.d_model * n_experts
             hints = {
                 expected + gate: " You left out the gate: it costs 2·d_model·n_experts.",
@@ -249,7 +330,15 @@ def check_highway(check, Highway):
                     "swapped the gate: H·(1-T) + x·T": H * (1 - T) + x * T,
                     "added x without the carry gate (1 - T)": H * T + x,
                     "dropped the carry term x·(1-T)": H * T,
+                    "used the exact GELU in the transform: the course's H is gelu_new": (
+                        F.gelu(x @ reference.W_H + reference.b_H) * T + x * (1 - T)
+                    ),
+                    "forgot the bias b_H in the transform": (
+                        ref.gelu_new(x @ reference.W_H) * T + x * (1 - T)
+                    ),
                 }
+                T_no_b = torch.sigmoid(x @ reference.W_T)
+                mistakes["forgot the bias b_T in the gate"] = H * T_no_b + x * (1 - T_no_b)
             got = check.call(block, x, what="Highway.forward")
             check.tensor(got, expected, what="Highway output", mistakes=mistakes)
     for gate, b_T in [("closed (T = 0): the identity", -1e4), ("open (T = 1): the transform", 1e4)]:

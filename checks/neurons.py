@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from checks._core import exercise, plural, randomize, seeded
+from checks.mlp import call_keeping_weights
 from course.config import TINY, Config
 from solutions import neurons as ref
 from solutions.residual import run_with_cache
@@ -52,6 +53,12 @@ def _effect_mistakes(model, layer: int, neuron: int) -> dict[str, torch.Tensor]:
         "applied the whole ln_final to the value, its scale included: leave the scale out "
         "(it depends on the whole stream, not on this neuron)": ln(value[None, None])[0, 0] @ W_U,
         "used neither ln_final's centring nor w": value @ W_U,
+        "centred after multiplying by ln_final.w: ln_final centres the value first, then "
+        "scales it by w": (value * ln.w - (value * ln.w).mean()) @ W_U,
+        "divided the centred value by its standard deviation: leave ln_final's scale out "
+        "(it depends on the whole stream, not on this neuron)": through(
+            (value - value.mean()) / (value.var(unbiased=False) + ln.cfg.layer_norm_eps).sqrt()
+        ),
     }
     if mlp.W_out.shape[0] == mlp.W_out.shape[1]:
         mistakes["took column n of W_out: the value is row n (W_out is [d_mlp, d_model])"] = (
@@ -72,7 +79,9 @@ def check_neuron_logit_effect(check, neuron_logit_effect):
             model = random_model(cfg, seed=200 + i)
             expected = ref.neuron_logit_effect(model, layer, neuron)
             mistakes = _effect_mistakes(model, layer, neuron)
-            got = check.call(neuron_logit_effect, model, layer, neuron)
+            got = call_keeping_weights(
+                check, neuron_logit_effect, model, layer, neuron, what="neuron_logit_effect"
+            )
             check.tensor(
                 got,
                 expected,
@@ -88,6 +97,10 @@ def _activation_mistakes(model, tokens, layer: int) -> dict[str, torch.Tensor]:
     b = f"blocks.{layer}"
     mlp = model.blocks[layer].mlp
     pre = cache[f"{b}.mlp.hook_pre"]
+
+    def mlp_in(stream):
+        return model.blocks[layer].ln2(stream) @ mlp.W_in + mlp.b_in
+
     mistakes = {
         "returned the pre-activations (before the GELU, hook_pre): the neurons' activations "
         "are after it (hook_post)": pre,
@@ -98,6 +111,10 @@ def _activation_mistakes(model, tokens, layer: int) -> dict[str, torch.Tensor]:
             cache[f"{b}.hook_resid_mid"] @ mlp.W_in + mlp.b_in, approximate="tanh"
         ),
         "forgot b_in": F.gelu(cache[f"{b}.ln2.hook_normalized"] @ mlp.W_in, approximate="tanh"),
+        "read the stream before the attention layer (hook_resid_pre): the MLP reads "
+        "resid_mid, after attention has added its output": F.gelu(
+            mlp_in(cache[f"{b}.hook_resid_pre"]), approximate="tanh"
+        ),
         "returned the MLP's output (hook_mlp_out), not its neurons' activations": cache[
             f"{b}.hook_mlp_out"
         ],
@@ -119,7 +136,9 @@ def check_neuron_activations(check, neuron_activations):
             tokens = torch.randint(cfg.d_vocab, (batch, posn), generator=seeded(310 + i))
             expected = ref.neuron_activations(model, tokens, layer)
             mistakes = _activation_mistakes(model, tokens, layer)
-            got = check.call(neuron_activations, model, tokens, layer)
+            got = call_keeping_weights(
+                check, neuron_activations, model, tokens, layer, what="neuron_activations"
+            )
             if any(block.mlp._forward_hooks for block in model.blocks):
                 check.fail(
                     "your neuron_activations left a forward hook on the model: it would run "
@@ -148,6 +167,9 @@ def _top_mistakes(acts: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
 
     top = flat.topk(k).indices
     mistakes = {
+        "took the largest |activation| (abs): take the largest activations, signed": pairs(
+            flat.abs().topk(k).indices
+        ),
         "took the k smallest activations (argmin, or largest=False): take the largest": pairs(
             flat.topk(k, largest=False).indices
         ),

@@ -21,6 +21,7 @@ def learner_attention(
     softmax_dim=-1,
     mask_after=False,
     mean_heads=False,
+    b_O_per_head=False,
     drop=(),
     only_forward=False,
 ):
@@ -57,8 +58,10 @@ def learner_attention(
     def forward(self, x):
         v = x[:, None] @ self.W_V + bias(self, "b_V")[:, None]
         out = pattern(self, x) @ v @ self.W_O
+        if b_O_per_head:
+            out = out + bias(self, "b_O")
         out = out.mean(1) if mean_heads else out.sum(1)
-        return out + bias(self, "b_O")
+        return out if b_O_per_head else out + bias(self, "b_O")
 
     methods = {"forward": forward}
     if not only_forward:
@@ -118,6 +121,7 @@ MISTAKES = {
     "softmax over queries": (dict(softmax_dim=-2), "softmax"),
     "masking after the softmax": (dict(mask_after=True), "before the softmax"),
     "averaging the heads": (dict(mean_heads=True), "averaged the heads"),
+    "b_O in every head": (dict(b_O_per_head=True), "b_O to every head's output"),
     **{
         f"forgetting {b}": (dict(drop=(b,)), f"forgot the bias {b}")
         for b in ["b_Q", "b_K", "b_V", "b_O"]
@@ -309,6 +313,15 @@ def test_check_concat_heads_then_project_rejects_mismatched_head_order():
     assert_rejects(checks.check_concat_heads_then_project, mixed, "same order")
 
 
+def test_check_concat_heads_then_project_names_W_O_flattened_in_the_other_order():
+    def mixed(z, W_O):
+        return z.flatten(-2) @ W_O.transpose(0, 1).flatten(0, 1)
+
+    assert_rejects(
+        checks.check_concat_heads_then_project, mixed, "W_O as (d_head n_heads)", "same order"
+    )
+
+
 def test_check_per_head_outputs_accepts_broadcast_matmul(capsys):
     def by_matmul(z, W_O):
         return (z.unsqueeze(-2) @ W_O).squeeze(-2)
@@ -384,8 +397,13 @@ def test_check_kv_cache_bytes_accepts_the_reference(capsys):
         (lambda c, n, b=4: 2 * c.n_heads * c.d_head * n * b, "n_layers"),
         (lambda c, n, b=4: 2 * c.n_layers * c.d_model * n * b, "not d_model"),
         (lambda c, n, b=2: 2 * c.n_layers * c.n_heads * c.d_head * n * b, "number of bytes"),
+        (lambda c, n, b=4: 2 * c.n_layers * c.d_model / c.n_heads * c.d_head * n * b, "use //"),
+        (
+            lambda c, n, b=4: torch.tensor(2 * c.n_layers * c.n_heads * c.d_head * n * b),
+            "got a Tensor",
+        ),
     ],
-    ids=["keys-only", "one-layer", "d_model", "default-2-bytes"],
+    ids=["keys-only", "one-layer", "d_model", "default-2-bytes", "float", "tensor"],
 )
 def test_check_kv_cache_bytes_rejects(fn, message):
     assert_rejects(checks.check_kv_cache_bytes, fn, message)
@@ -402,8 +420,10 @@ def test_check_attention_flops_accepts_the_reference(capsys):
         (lambda c, n: c.n_layers * c.n_heads * 4 * n * c.d_head, "quadratic"),
         (lambda c, n: c.n_heads * 4 * n * n * c.d_head, "n_layers"),
         (lambda c, n: c.n_layers * 4 * n * n * c.d_model, "not d_model"),
+        (lambda c, n: c.n_layers * c.n_heads * 2 * n * (n + 1) * c.d_head, "the causal half"),
+        (lambda c, n: c.n_layers * c.n_heads * 4.0 * n * n * c.d_head, "should be an int"),
     ],
-    ids=["half", "linear", "one-layer", "d_model"],
+    ids=["half", "linear", "one-layer", "d_model", "causal-half", "float"],
 )
 def test_check_attention_flops_rejects(fn, message):
     assert_rejects(checks.check_attention_flops, fn, message)

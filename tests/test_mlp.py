@@ -146,6 +146,26 @@ def test_check_mlp_jacobian_accepts_diag_written_out(capsys):
     assert_accepts(checks.check_mlp_jacobian, mlp_jacobian, capsys)
 
 
+def test_check_mlp_jacobian_names_the_exact_gelus_slope():
+    def mlp_jacobian(mlp, x):
+        def f(v):
+            return F.gelu(v @ mlp.W_in + mlp.b_in) @ mlp.W_out + mlp.b_out
+
+        return torch.autograd.functional.jacobian(f, x)
+
+    assert_rejects(checks.check_mlp_jacobian, mlp_jacobian, "exact GELU's slope")
+
+
+def test_check_mlp_jacobian_rejects_scaling_W_in_in_place():
+    def mlp_jacobian(mlp, x):
+        with torch.no_grad():
+            W = mlp.W_in
+            W *= ref.gelu_new_grad(x @ mlp.W_in + mlp.b_in)
+            return (W @ mlp.W_out).T
+
+    assert_rejects(checks.check_mlp_jacobian, mlp_jacobian, "weights in place (W_in)")
+
+
 def test_check_mlp_jacobian_rejects_the_transpose_and_a_missing_slope():
     def transposed(mlp, x):
         return ref.mlp_jacobian(mlp, x).T
@@ -227,6 +247,42 @@ def learner_moe(*, renormalise=True, k_offset=0):
     return type("MixtureOfExperts", (MixtureOfExperts,), {"forward": forward})
 
 
+def test_check_moe_names_experts_with_the_exact_gelu():
+    def forward(self, x):
+        _, R = ref.route(x @ self.W_gate, self.k)
+        outs = [F.gelu(x @ e.W_in + e.b_in) @ e.W_out + e.b_out for e in self.experts]
+        return (R[..., None] * torch.stack(outs, dim=1)).sum(1)
+
+    variant = type("MixtureOfExperts", (MixtureOfExperts,), {"forward": forward})
+    assert_rejects(checks.check_mixture_of_experts, variant, "exact GELU in the experts")
+
+
+def test_check_moe_rejects_a_router_that_gets_no_gradient():
+    def forward(self, x):
+        with torch.no_grad():  # the routing weights then carry no gradient to W_gate
+            _, R = ref.route(x @ self.W_gate, self.k)
+        outs = torch.stack([e(x[None])[0] for e in self.experts], dim=1)
+        return (R[..., None] * outs).sum(1)
+
+    variant = type("MixtureOfExperts", (MixtureOfExperts,), {"forward": forward})
+    assert_rejects(checks.check_mixture_of_experts, variant, "no gradient", "W_gate")
+
+
+def test_check_route_rejects_a_detached_R():
+    def route(logits, k):
+        probs, R = ref.route(logits, k)
+        return probs, R.detach()
+
+    assert_rejects(checks.check_route, route, "no gradient flows from your R")
+
+
+def test_check_balance_loss_rejects_a_loss_without_gradient():
+    def balance_loss(probs, R):
+        return torch.tensor(ref.balance_loss(probs, R).item())
+
+    assert_rejects(checks.check_balance_loss, balance_loss, "no gradient", ".item()")
+
+
 def test_check_moe_accepts_a_loop_over_slots(capsys):
     assert_accepts(checks.check_mixture_of_experts, learner_moe(), capsys)
 
@@ -254,11 +310,71 @@ def test_check_balance_loss_names_a_missing_factor(capsys):
     )
 
 
+def _balance(f, P):
+    """A balance loss n_experts · Σ f·P with f and P computed as a learner might."""
+    return lambda probs, R: probs.shape[-1] * (f(probs, R) * P(probs, R)).sum()
+
+
+def _slots(probs, R):
+    return (R > 0).float().sum(0) / (R > 0).sum()
+
+
+BALANCE_MISTAKES = {
+    "f from R's weights": (
+        _balance(lambda probs, R: R.mean(0), lambda probs, R: probs.mean(0)),
+        "for f: f_i counts the routing slots",
+    ),
+    "P summed": (
+        _balance(_slots, lambda probs, R: probs.sum(0)),
+        "summed probs over positions for P",
+    ),
+    "f from the argmax": (
+        _balance(
+            lambda probs, R: F.one_hot(probs.argmax(-1), probs.shape[-1]).float().mean(0),
+            lambda probs, R: probs.mean(0),
+        ),
+        "top expert (argmax)",
+    ),
+    "posn for n_experts": (
+        lambda probs, R: probs.shape[0] * (_slots(probs, R) * probs.mean(0)).sum(),
+        "number of positions",
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", BALANCE_MISTAKES)
+def test_check_balance_loss_names_the_mistake(mistake):
+    learner, words = BALANCE_MISTAKES[mistake]
+    assert_rejects(checks.check_balance_loss, learner, words)
+
+
+def test_check_balance_loss_accepts_f_as_the_mean_of_the_choices_over_k(capsys):
+    def balance_loss(probs, R):
+        k = (R[0] > 0).sum()
+        return probs.shape[-1] * ((R > 0).float().mean(0) / k * probs.mean(0)).sum()
+
+    assert_accepts(checks.check_balance_loss, balance_loss, capsys)
+
+
+def test_a_wrong_scalar_is_described_not_a_crash_of_the_checker():
+    message = assert_rejects(
+        checks.check_balance_loss, lambda probs, R: ref.balance_loss(probs, R) + 0.5, "wrong values"
+    )
+    assert "checking your code raised" not in message, message
+
+
 def test_check_moe_flops_saved_names_a_forgotten_gate():
     def no_gate(cfg, n_experts, k):
         return 4 * cfg.d_model * cfg.d_mlp * (n_experts - k)
 
     assert_rejects(checks.check_moe_flops_saved, no_gate, "left out the gate")
+
+
+def test_check_moe_flops_saved_wants_an_int():
+    def true_division(cfg, n_experts, k):
+        return ref.moe_flops_saved(cfg, n_experts, k) / 1
+
+    assert_rejects(checks.check_moe_flops_saved, true_division, "should be an int", "use //")
 
 
 # --- highway -------------------------------------------------------------------------------
@@ -278,6 +394,36 @@ def test_check_highway_rejects_a_swapped_gate():
 
     variant = type("Highway", (Highway,), {"forward": forward})
     assert_rejects(checks.check_highway, variant, "swapped the gate")
+
+
+def _highway(transform, gate):
+    def forward(self, x):
+        T = gate(self, x)
+        return transform(self, x) * T + x * (1 - T)
+
+    return type("Highway", (Highway,), {"forward": forward})
+
+
+HIGHWAY_MISTAKES = {
+    "exact GELU": (
+        _highway(lambda s, x: F.gelu(x @ s.W_H + s.b_H), Highway.gate),
+        "exact GELU in the transform",
+    ),
+    "no b_H": (
+        _highway(lambda s, x: ref.gelu_new(x @ s.W_H), Highway.gate),
+        "forgot the bias b_H",
+    ),
+    "no b_T": (
+        _highway(Highway.transform, lambda s, x: torch.sigmoid(x @ s.W_T)),
+        "forgot the bias b_T",
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", HIGHWAY_MISTAKES)
+def test_check_highway_names_the_mistake(mistake):
+    variant, words = HIGHWAY_MISTAKES[mistake]
+    assert_rejects(checks.check_highway, variant, words)
 
 
 def test_every_checker_accepts_its_reference(capsys):

@@ -55,6 +55,8 @@ EFFECT_MISTAKES = {
     "b_U": (_effect(ROW, extra=lambda m: m.unembed.b_U), "added b_U"),
     "whole ln_final": (lambda m, i, n: m.ln_final(m.blocks[i].mlp.W_out[n][None, None])[0, 0] @ m.unembed.W_U, "scale"),
     "value only": (lambda m, i, n: m.blocks[i].mlp.W_out[n], "multiply it by W_U"),
+    "w then centre": (lambda m, i, n: (m.ln_final.w * m.blocks[i].mlp.W_out[n]) @ (m.unembed.W_U - m.unembed.W_U.mean(0)), "centres the value first"),
+    "normalised": (lambda m, i, n: F.layer_norm(m.blocks[i].mlp.W_out[n], (m.cfg.d_model,)) * m.ln_final.w @ m.unembed.W_U, "standard deviation"),
 }  # fmt: skip
 
 
@@ -62,6 +64,17 @@ EFFECT_MISTAKES = {
 def test_check_neuron_logit_effect_rejects_and_names(mistake):
     learner, diagnosis = EFFECT_MISTAKES[mistake]
     assert_rejects(checks.check_neuron_logit_effect, learner, diagnosis)
+
+
+def test_check_neuron_logit_effect_rejects_centring_the_value_in_place():
+    """W_out[n] is a view: `value -= value.mean()` centres row n of the model's W_out."""
+
+    def effect(model, layer, neuron):
+        value = model.blocks[layer].mlp.W_out[neuron]
+        value -= value.mean()
+        return (value * model.ln_final.w) @ model.unembed.W_U
+
+    assert_rejects(checks.check_neuron_logit_effect, effect, "weights in place", "v = v - v.mean()")
 
 
 # --- neuron_activations --------------------------------------------------------------------
@@ -113,6 +126,15 @@ def _no_ln2(model, tokens, layer):
     return gelu_new(seen["x"] @ block.mlp.W_in + block.mlp.b_in)
 
 
+def _before_attention(model, tokens, layer):
+    """The block's input through ln2, as if attention had added nothing."""
+    block, seen = model.blocks[layer], {}
+    handle = block.register_forward_hook(lambda m, args, out: seen.update(x=args[0]))
+    model(tokens)
+    handle.remove()
+    return gelu_new(block.ln2(seen["x"]) @ block.mlp.W_in + block.mlp.b_in)
+
+
 ACTIVATION_MISTAKES = {
     "pre": (_acts(act=lambda h: h), "pre-activations"),
     "exact GELU": (_acts(act=F.gelu), "exact GELU"),
@@ -121,6 +143,7 @@ ACTIVATION_MISTAKES = {
     "next layer": (_acts(layer_shift=1), "read layer 1's neurons instead of layer 0's"),
     "hook left on": (_acts(remove=False), "handle.remove()"),
     "no ln2": (_no_ln2, "forgot ln2"),
+    "resid_pre": (_before_attention, "hook_resid_pre"),
 }
 
 
@@ -178,6 +201,7 @@ TOP_MISTAKES = {
     "columns": (lambda a, k: ref.top_activating(a, k).T, "as columns"),
     "per window": (lambda a, k: a.topk(min(k, a.shape[1]), dim=-1).indices, "each window"),
     "list": (lambda a, k: ref.top_activating(a, k).tolist(), "torch.Tensor"),
+    "abs": (lambda a, k: _pairs(a.flatten().abs().topk(k).indices, a.shape[1]), "|activation|"),
 }  # fmt: skip
 
 
