@@ -1,7 +1,7 @@
 """Every checker, handed broken code of the kinds learners write first (a forgotten `return`,
-an exception, a value of the wrong type, NaNs, one position too few), answers with its own
-diagnosis: it never passes it and never trips over it with an error of its own. New checkers
-are held to this as they are registered."""
+an exception, a value of the wrong type, NaNs, one position too few, wrong numbers), answers
+with its own diagnosis: it never passes it and never trips over it with an error of its own.
+New checkers are held to this as they are registered."""
 
 import contextlib
 import functools
@@ -31,18 +31,25 @@ SPOILED = []  # one entry each time a stand-in below spoils a tensor
 
 
 def _spoiled(output, spoil):
-    """`output` with `spoil` applied to its floating-point tensors (in a tuple too)."""
-    if isinstance(output, torch.Tensor) and output.is_floating_point() and output.ndim:
-        SPOILED.append(spoil)
-        return spoil(output)
+    """`output` with `spoil` applied to its floating-point tensors (in a tuple too), 0-dim
+    ones included where the spoil applies to them."""
+    if isinstance(output, torch.Tensor) and output.is_floating_point():
+        if output.ndim or spoil is not _drop_last_position:
+            SPOILED.append(spoil)
+            return spoil(output)
     if isinstance(output, tuple):
         return tuple(_spoiled(item, spoil) for item in output)
     return output
 
 
+def _drop_last_position(t):
+    return t[..., :-1]
+
+
 SPOILS = {
     "returns NaN": lambda t: torch.full_like(t, float("nan")),
-    "drops the last position": lambda t: t[..., :-1],
+    "drops the last position": _drop_last_position,
+    "is off in value": lambda t: t * 1.5 + 0.1,
 }
 
 
