@@ -288,9 +288,14 @@ def test_check_top_k_filter_names_mistakes():
     def smallest(logits, k):
         return -top_k_filter(-logits, k)
 
+    def exactly_k(logits, k):  # drops a token tied with the k-th
+        top = logits.topk(k, -1).indices
+        return torch.full_like(logits, float("-inf")).scatter(-1, top, logits.gather(-1, top))
+
     assert_rejects(checks.check_top_k_filter, zeros, "set them to -inf")
     assert_rejects(checks.check_top_k_filter, one_too_many, "tokens kept")
     assert_rejects(checks.check_top_k_filter, smallest, "tokens kept")
+    assert_rejects(checks.check_top_k_filter, exactly_k, "tied with the k-th")
 
 
 def test_check_top_p_filter_names_mistakes():

@@ -1,8 +1,8 @@
 """The checkers of chapter 7's deterministic filters, top_k_filter and top_p_filter: first on
 hand-made logits whose kept tokens are worked out by hand, then on random ones. Dropped tokens
 are compared as a set (-inf, or anything below -1e8) and kept ones by value; a wrong set that
-matches a usual mistake (the k smallest, one token too many, the nucleus summed unsorted or
-returned sorted) is named."""
+matches a usual mistake (the k smallest, one token too many, a token tied with the k-th
+dropped, the nucleus summed unsorted or returned sorted) is named."""
 
 import torch
 
@@ -41,7 +41,9 @@ def _check_filtered(check, got, expected, mistakes: dict[str, torch.Tensor]) -> 
 @exercise(ref.top_k_filter)
 def check_top_k_filter(check, top_k_filter):
     known = _row(0.1, 3.0, -1.0, 2.0, 0.5)  # by size: 1, 3, 4, 0, 2
+    tied = _row(1.0, 2.0, 0.5, 2.0)  # two tokens tie for the top: k=1 keeps both
     cases = [(known, 2, [[1, 3]]), (known, 1, [[1]]), (known, 5, [[0, 1, 2, 3, 4]])]
+    cases += [(tied, 1, [[1, 3]])]
     cases += [(torch.randn(3, 11, generator=seeded(1)) * 3, k, None) for k in (3, 7)]
     for logits, k, kept in cases:
         with check.case(f"{logits.shape[0]}×{logits.shape[1]} logits, k={k}"):
@@ -49,10 +51,14 @@ def check_top_k_filter(check, top_k_filter):
             assert kept is None or _kept(expected) == kept  # the answer worked out by hand
             got = check.call(top_k_filter, logits, k)
             below = logits.topk(min(k + 1, logits.shape[-1]), -1).values[:, -1:]
+            top = logits.topk(k, -1).indices  # exactly k, whatever the ties
+            exactly_k = torch.full_like(logits, INF).scatter(-1, top, logits.gather(-1, top))
             mistakes = {
                 "kept the k smallest logits": logits.masked_fill(
                     logits > (-logits).topk(k, -1).values[:, -1:].neg(), INF
                 ),
+                "kept exactly k tokens: a token tied with the k-th largest is kept too, as the "
+                "docstring says (compare with the k-th largest value, not its index)": exactly_k,
             }
             if k < logits.shape[-1]:
                 mistakes["kept k + 1 tokens: keep those at least as large as the k-th largest"] = (
