@@ -53,6 +53,16 @@ def _number(check, got, what: str) -> float:
     return got
 
 
+def _number_pair(check, got, pair: str, names: tuple[str, str], expected, swapped: str):
+    """A learner's pair of numbers (`pair` as "(a, b)", `names` each number's description);
+    the expected pair returned the other way round fails with the verdict `swapped`."""
+    first, second = check.pair(got, pair)
+    first, second = _number(check, first, names[0]), _number(check, second, names[1])
+    if _same(first, expected[1], 1e-6) and _same(second, expected[0], 1e-6):
+        check.fail(swapped)
+    return first, second
+
+
 def _same(a: float, b: float, rtol: float = 1e-9) -> bool:
     # Relative to b alone: a power law's coefficient can be 3e-9, where an absolute floor of
     # rtol would accept almost anything.
@@ -155,12 +165,14 @@ def check_chinchilla_optimal(check, chinchilla_optimal):
     for compute in [5.76e23, 1e21, 6 * 124e6 * 2.48e9, 1e15]:
         with check.case(f"compute {compute:.3g} FLOPs"):
             n, d = ref.chinchilla_optimal(compute)
-            got = check.call(chinchilla_optimal, compute)
-            got = check.pair(got, "(n_params, n_tokens)")
-            got_n = _number(check, got[0], "number of parameters")
-            got_d = _number(check, got[1], "number of tokens")
-            if _same(got_n, d, 1e-6) and _same(got_d, n, 1e-6):
-                check.fail("you returned (n_tokens, n_params): return the parameters first.")
+            got_n, got_d = _number_pair(
+                check,
+                check.call(chinchilla_optimal, compute),
+                "(n_params, n_tokens)",
+                ("number of parameters", "number of tokens"),
+                (n, d),
+                "you returned (n_tokens, n_params): return the parameters first.",
+            )
             _count(
                 check,
                 got_n,
@@ -324,12 +336,14 @@ def check_fit_power_law(check, fit_power_law):
     ]:
         with check.case(name):
             a, b = ref.fit_power_law(xs, ys)
-            got = check.call(fit_power_law, xs, ys)
-            got = check.pair(got, "(a, b)")
-            got_a = _number(check, got[0], "exponent a")
-            got_b = _number(check, got[1], "coefficient b")
-            if _same(got_a, b, 1e-6) and _same(got_b, a, 1e-6):
-                check.fail("you returned (b, a): return the exponent first.")
+            got_a, got_b = _number_pair(
+                check,
+                check.call(fit_power_law, xs, ys),
+                "(a, b)",
+                ("exponent a", "coefficient b"),
+                (a, b),
+                "you returned (b, a): return the exponent first.",
+            )
             slope, intercept = np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)
             _count(
                 check,
@@ -379,12 +393,14 @@ def check_isoflop_minimum(check, isoflop_minimum):
     ]:
         with check.case(name):
             n_opt, loss_opt = ref.isoflop_minimum(xs, ys)
-            got = check.call(isoflop_minimum, xs, ys)
-            got = check.pair(got, "(N, loss)")
-            got_n = _number(check, got[0], "N at the bottom")
-            got_loss = _number(check, got[1], "loss at the bottom")
-            if _same(got_n, loss_opt, 1e-6) and _same(got_loss, n_opt, 1e-6):
-                check.fail("you returned (loss, N): return N first.")
+            got_n, got_loss = _number_pair(
+                check,
+                check.call(isoflop_minimum, xs, ys),
+                "(N, loss)",
+                ("N at the bottom", "loss at the bottom"),
+                (n_opt, loss_opt),
+                "you returned (loss, N): return N first.",
+            )
             x, y = np.asarray(xs, float), np.asarray(ys, float)
             a, b, _ = np.polyfit(np.log(x), y, 2)
             linear = np.polyfit(x, y, 2)

@@ -19,11 +19,9 @@ runs one section.
 
 import argparse
 import contextlib
-import importlib
 import io
 import json
 import os
-import pkgutil
 import platform
 import sys
 import time
@@ -31,7 +29,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import checks
-from checks._core import _EXERCISES
 from course.bench_speed import bench_speed
 from course.corpus import load_corpus
 
@@ -59,16 +56,12 @@ def _record(result: dict, path: Path, use: str, stem: str | None = None) -> None
 
 
 def bench_checks() -> None:
-    for module in pkgutil.iter_modules(checks.__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"checks.{module.name}")
     rows = []
-    for chapter, exercises in _EXERCISES.items():
-        for ex in exercises:
-            start = time.perf_counter()
-            with contextlib.redirect_stdout(io.StringIO()):
-                ex.checker(ex.reference)
-            rows.append((time.perf_counter() - start, chapter, ex.name))
+    for ex in checks.all_exercises():
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            ex.checker(ex.reference)
+        rows.append((time.perf_counter() - start, ex.chapter, ex.name))
     for seconds, chapter, name in sorted(rows, reverse=True):
         flag = "  <- over budget" if seconds > BUDGET_S else ""
         print(f"{seconds:6.2f} s  {chapter}.{name}{flag}")

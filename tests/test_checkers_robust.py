@@ -5,22 +5,14 @@ New checkers are held to this as they are registered."""
 
 import contextlib
 import functools
-import importlib
 import io
-import pkgutil
 
 import pytest
 import torch
 
-import checks
-from checks._core import _EXERCISES, CheckFailed
+from checks import CheckFailed, all_exercises
 
-for _module in pkgutil.walk_packages(checks.__path__, "checks."):
-    if not _module.name.rsplit(".", 1)[-1].startswith("_"):
-        importlib.import_module(_module.name)
-
-EXERCISES = [ex for chapter in sorted(_EXERCISES) for ex in _EXERCISES[chapter]]
-EXERCISES = [ex for ex in EXERCISES if ex.chapter != "test_core"]
+EXERCISES = all_exercises()
 
 
 def _raise(*args, **kwargs):
