@@ -26,13 +26,13 @@ lab: venv
 # fails unless all do. `make grade GRADE_ARGS="--markdown summary.md"` also writes the tables
 # in Markdown (the learners' GitHub workflow puts them in its job summary).
 grade: venv
-	$(BIN)/python -m course.grade exercises $(GRADE_ARGS)
+	$(BIN)/python -m course.grading.grade exercises $(GRADE_ARGS)
 
 # An instructor's gradebook over a folder of submissions, one folder or notebook per learner:
 # `make gradebook SUBMISSIONS=path/to/class` writes gradebook/gradebook.csv and .json.
 GRADEBOOK ?= gradebook
 gradebook: venv
-	$(BIN)/python -m course.grade --instructor "$(SUBMISSIONS)" --out "$(GRADEBOOK)" $(GRADE_ARGS)
+	$(BIN)/python -m course.grading.gradebook "$(SUBMISSIONS)" --out "$(GRADEBOOK)" $(GRADE_ARGS)
 
 # Lint, checker tests, generated-notebook tests, the book build, the browser test, and
 # nbval (strict) over the solved notebooks. This is what .ci/run runs.
@@ -56,22 +56,22 @@ bench: venv
 # Retrain the course model from scratch (at most 20 minutes on a 2-core CPU; a GPU is used
 # when there is one) and rewrite course/data/course_model/.
 course-model: venv
-	$(BIN)/python -m course.train_course_model
+	$(BIN)/python -m course.models.train_course_model
 
 # Retrain chapter 5's two attention-only models (under two minutes on a 2-core CPU) and
 # rewrite course/data/circuits/.
 circuits: venv
-	$(BIN)/python -m course.train_circuits
+	$(BIN)/python -m course.models.train_circuits
 
 # Retrain chapter 7's byte-level text model (a few minutes on one CPU thread) and rewrite
 # course/data/text_model/.
 text-model: venv
-	$(BIN)/python -m course.train_text_model
+	$(BIN)/python -m course.models.train_text_model
 
 # Retrain chapter 6's scaling-law sweep, 12 small models at three compute budgets (under 10
 # minutes on one CPU thread), and rewrite course/data/scaling_law/.
 scaling-law: venv
-	$(BIN)/python -m course.train_scaling_law
+	$(BIN)/python -m course.models.train_scaling_law
 
 lint: venv
 	$(BIN)/ruff check .

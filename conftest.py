@@ -1,6 +1,6 @@
 """nbval compares a figure by its structure, never by the last bits of its floats.
 
-`course.plotting.show` stores a figure three times: plotly's JSON, an HTML fragment holding
+`course.display.plotting.show` stores a figure three times: plotly's JSON, an HTML fragment holding
 the same JSON, and a text/plain summary of its structure. The JSON and the HTML carry the
 data's floats, whose last bits depend on the CPU and the thread count, so nbval skips them
 (nbval's documented `skip_compare` hook) and compares the summary;

@@ -11,8 +11,8 @@ from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from checks._core import kind_of, plural, randomize
-from course.config import TINY
 from solutions import attention as ref
+from solutions.config import TINY
 
 # d_model differs from n_heads·d_head here, so that mixing them up shows.
 ODD = TINY.but(n_heads=3, d_head=8, n_ctx=16)

@@ -28,8 +28,8 @@ from checks._attention_diagnosis import (
     scale_mistakes,
 )
 from checks._core import exercise, plural, randomize, scaled, seeded
-from course.config import GPT2_SMALL, TINY
 from solutions import attention as ref
+from solutions.config import GPT2_SMALL, TINY
 
 __all__ = [
     "check_single_head_scores",

@@ -9,9 +9,9 @@ diagonals average the same).
 import torch
 
 from checks._core import exercise, randomize, seeded
-from course.config import Config
 from solutions import circuits as ref
 from solutions.attention import w_ov, w_qk
+from solutions.config import Config
 
 __all__ = [
     "check_ov_circuit",

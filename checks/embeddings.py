@@ -6,8 +6,8 @@ from functools import partial
 import torch
 
 from checks._core import CheckFailed, exercise, randomize, scaled, seeded
-from course.config import TINY
 from solutions import embeddings as ref
+from solutions.config import TINY
 
 __all__ = [
     "check_one_hot",

@@ -9,8 +9,8 @@ import einops
 import torch
 
 from checks._core import exercise, kind_of, seeded
-from course.config import TINY, Config
 from solutions import gpt2 as ref
+from solutions.config import TINY, Config
 from solutions.transformer import Transformer
 
 __all__ = ["check_parameter_count", "check_hf_to_course", "check_course_to_hf"]

@@ -8,8 +8,8 @@ near that eps, so that an eps written in by hand, or put outside the square root
 import torch
 
 from checks._core import exercise, plural, randomize, scaled, seeded
-from course.config import TINY
 from solutions import layernorm as ref
+from solutions.config import TINY
 
 __all__ = [
     "check_layer_norm",

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from checks._attention_diagnosis import require_int
 from checks._core import exercise, plural, randomize, seeded
-from course.config import TINY, Config
 from solutions import mlp as ref
+from solutions.config import TINY, Config
 
 __all__ = [
     "check_gelu_new",

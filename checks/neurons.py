@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from checks._core import exercise, plural, randomize, seeded
 from checks.mlp import call_keeping_weights
-from course.config import TINY, Config
 from solutions import neurons as ref
+from solutions.config import TINY, Config
 from solutions.residual import run_with_cache
 from solutions.transformer import Transformer
 

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from checks._core import exercise, kind_of, seeded
-from course.config import COURSE_MODEL, GPT2_SMALL, TINY, Config
 from solutions import scaling as ref
 from solutions.attention import attention_flops
+from solutions.config import COURSE_MODEL, GPT2_SMALL, TINY, Config
 from solutions.transformer import Transformer
 
 __all__ = [

@@ -9,8 +9,8 @@ The mistakes are computed with the reference's own modules and named when they m
 import torch
 
 from checks._core import exercise, plural, randomize, seeded
-from course.config import TINY, Config
 from solutions import transformer as ref
+from solutions.config import TINY, Config
 
 __all__ = ["check_transformer_block", "check_transformer"]
 

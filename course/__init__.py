@@ -1,11 +1,15 @@
-"""Shared helpers of the Residual Stream course.
+"""The course's tools, on top of `solutions/` (the reference) and `checks/` (the checkers).
 
-- `course.config`: the `Config` dataclass and its presets, used by every chapter.
-- `course.corpus`: the offline text corpus.
-- `course.plotting`: plotly figures that render in live notebooks and in the static book.
-- `course.notebooks`: the generator that turns `notebooks/*.md` into exercise and solved notebooks.
+- `course.notebooks`: the generator of the exercise and solved notebooks.
+- `course.display`: what the notebooks show (plotly figures, the attention explorer, the
+  neuron browser).
+- `course.models`: the small models the course trains and ships, their corpora and loaders.
+- `course.grading`: grading learners' notebooks, and an instructor's gradebook.
+- `course.bench`: `make bench`, the course's timings.
+- `course.book`: the Sphinx extensions and static files of the HTML book.
 """
 
-from course.config import GPT2_SMALL, TINY, Config
+from pathlib import Path
 
-__all__ = ["Config", "GPT2_SMALL", "TINY"]
+# What the course's tools write and its chapters read: timings and the shipped models.
+DATA = Path(__file__).parent / "data"

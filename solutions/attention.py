@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from course.config import TINY, Config
+from solutions.config import TINY, Config
 
 
 def single_head_scores(

@@ -13,8 +13,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from course.config import Config
 from solutions.attention import Attention, w_ov, w_qk
+from solutions.config import Config
 from solutions.embeddings import Embed, PosEmbed, Unembed
 
 # The chapter's two models: one layer on the offline corpus, tokenised by a BPE of 1024

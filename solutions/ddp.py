@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from course.config import TINY
+from solutions.config import TINY
 from solutions.training import AdamW, clip_grad_norm, param_groups, train_step, window_loss
 from solutions.transformer import Transformer
 

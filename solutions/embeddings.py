@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from course.config import Config
+from solutions.config import Config
 
 
 def one_hot(tokens: Int[Tensor, "batch posn"], d_vocab: int) -> Float[Tensor, "batch posn d_vocab"]:

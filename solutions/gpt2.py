@@ -13,7 +13,7 @@ import einops
 import torch
 from torch import Tensor
 
-from course.config import Config
+from solutions.config import Config
 from solutions.transformer import Transformer
 
 # The published size of GPT-2 small: its unembedding is W_Eᵀ (tied) and it has no b_U.

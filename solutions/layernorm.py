@@ -11,7 +11,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from course.config import Config
+from solutions.config import Config
 
 
 class LayerNorm(nn.Module):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from course.config import Config
+from solutions.config import Config
 
 
 def gelu_new(x: Float[Tensor, "..."]) -> Float[Tensor, "..."]:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from course.config import Config
+from solutions.config import Config
 
 # A hook sees each activation by name and returns what the run goes on with.
 Hook = Callable[[str, Tensor], Tensor]

@@ -14,7 +14,7 @@ from jaxtyping import Int
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from course.config import Config
+from solutions.config import Config
 from solutions.transformer import lm_loss
 
 # Chinchilla (Hoffmann et al., 2022): compute-optimal training sees about 20 tokens per

@@ -5,7 +5,6 @@ import json
 import math
 from collections import Counter, defaultdict
 from functools import cache
-from importlib.resources import files
 from pathlib import Path
 
 import regex
@@ -168,7 +167,7 @@ def train_incremental(text: str, vocab_size: int) -> dict[tuple[int, int], int]:
 
 # --- GPT-2's own tokenizer, from the files OpenAI published ------------------------------
 
-GPT2_DATA = files("course") / "data"
+GPT2_DATA = Path(__file__).parent / "data"
 END_OF_TEXT = "<|endoftext|>"
 
 
@@ -261,6 +260,6 @@ class GPT2Tokenizer:
 
 @cache
 def load_gpt2_tokenizer() -> GPT2Tokenizer:
-    """GPT-2's tokenizer from the vocab.json and merges.txt in course/data (see its README)."""
+    """GPT-2's tokenizer from the vocab.json and merges.txt in solutions/data (see its README)."""
     vocab = json.loads((GPT2_DATA / "vocab.json").read_text(encoding="utf-8"))
     return GPT2Tokenizer(vocab, load_merge_ranks(Path(str(GPT2_DATA / "merges.txt"))))

@@ -255,7 +255,7 @@ class LiveLossCurve:
     def _figure(self, log: list[dict]):
         import plotly.graph_objects as go
 
-        from course.plotting import show
+        from course.display.plotting import show
 
         evals = [r for r in log if r["val_loss"] != ""]
         fig = go.Figure(

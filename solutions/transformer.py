@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from course.config import Config
 from solutions.attention import Attention
+from solutions.config import Config
 from solutions.embeddings import Embed, PosEmbed, Unembed
 from solutions.layernorm import LayerNorm
 from solutions.mlp import MLP

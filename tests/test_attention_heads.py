@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from checks import attention as checks
-from course.explorer import attention_explorer, pattern_figure, streams_into
+from course.display.explorer import attention_explorer, pattern_figure, streams_into
 from solutions import attention as ref
 from support import assert_accepts, assert_rejects
 

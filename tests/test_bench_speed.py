@@ -5,8 +5,8 @@ import json
 
 import torch
 
-from course.bench_speed import _sdpa_only_transformer, operations_per_step
-from course.config import TINY
+from course.bench.speed import _sdpa_only_transformer, operations_per_step
+from solutions.config import TINY
 from solutions.transformer import Transformer
 
 
@@ -66,8 +66,8 @@ def test_the_fused_reference_dispatches_fewer_operations_than_the_explicit_one()
 def test_the_speed_section_records_every_row_and_the_book_finds_the_rows_it_compares(
     monkeypatch,
 ):
-    from course import bench_speed
-    from course.bench import SPEED_TIMES
+    from course.bench import speed as bench_speed
+    from course.bench.records import SPEED_TIMES
 
     monkeypatch.setattr(torch, "compile", lambda model: model)  # the row, not a compiler
     threads = torch.get_num_threads()

@@ -1,5 +1,5 @@
 """The circuits checkers accept correct variants and name the usual mistakes; the shipped
-models and logs are what `python -m course.train_circuits` writes."""
+models and logs are what `python -m course.models.train_circuits` writes."""
 
 import dataclasses
 
@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from checks import circuits as checks
-from course import train_circuits
+from course.models import circuits as models
+from course.models import train_circuits
 from solutions.attention import w_ov, w_qk
 from solutions.circuits import (
     AttnOnlyTransformer,
@@ -321,7 +322,7 @@ def test_check_composition_scores_rejects_ignoring_the_kind():
 
 
 def test_path_expansion_equals_the_shipped_model_s_logits():
-    model = train_circuits.load_model("corpus")
+    model = models.load_model("corpus")
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randint(model.cfg.d_vocab, (2, model.cfg.n_ctx), generator=generator)
     with torch.no_grad():
@@ -331,8 +332,8 @@ def test_path_expansion_equals_the_shipped_model_s_logits():
 
 
 def test_the_attn_only_cache_serves_part_one_s_tools():
-    model = train_circuits.load_model("induction")
-    tokens = train_circuits.induction_eval_tokens()[:4]
+    model = models.load_model("induction")
+    tokens = models.induction_eval_tokens()[:4]
     with torch.no_grad():
         logits, cache = run_with_cache(model, tokens)
         torch.testing.assert_close(logits, model(tokens))
@@ -371,7 +372,7 @@ TRAINERS = {
 
 @pytest.mark.parametrize("name", TRAINERS)
 def test_shipped_log_starts_as_a_fresh_run_does(name):
-    logged = train_circuits.load_json(f"{name}_log")
+    logged = models.load_json(f"{name}_log")
     shipped_config = logged["train_config"] | {"betas": tuple(logged["train_config"]["betas"])}
     tcfg = TrainConfig(**shipped_config)
     assert tcfg == getattr(train_circuits, f"{name.upper()}_TRAINING")
@@ -394,18 +395,16 @@ def _numbers(value) -> list[float]:
 
 
 def test_shipped_scores_are_those_of_the_shipped_weights():
-    fresh = train_circuits.scores(
-        train_circuits.load_model("corpus"), train_circuits.load_model("induction")
-    )
-    shipped = train_circuits.load_json("scores")
-    assert fresh.keys() == shipped.keys()
+    fresh = models.scores(models.load_model("corpus"), models.load_model("induction"))
+    shipped = models.load_json("scores")
+    assert fresh.keys() == models.keys()
     torch.testing.assert_close(
         torch.tensor(_numbers(fresh)), torch.tensor(_numbers(shipped)), rtol=1e-4, atol=1e-6
     )
 
 
 def test_the_shipped_models_learned_what_the_chapter_says():
-    scores = train_circuits.load_json("scores")
+    scores = models.load_json("scores")
     induction = scores["induction"]
     assert induction["second_half_loss"] < 0.5 < 4 < induction["first_half_loss"]
     assert max(induction["prev_token_score"]) > 0.8 and max(induction["induction_score"]) > 0.8
@@ -414,7 +413,7 @@ def test_the_shipped_models_learned_what_the_chapter_says():
 
 
 def test_shipped_files_are_small():
-    total = sum(p.stat().st_size for p in train_circuits.OUT.iterdir())
+    total = sum(p.stat().st_size for p in models.OUT.iterdir())
     assert total < 500_000, total
 
 

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from checks import embeddings as checks
-from course.config import TINY
 from solutions import embeddings as ref
+from solutions.config import TINY
 from solutions.embeddings import Embed, PosEmbed, Unembed
 from tests.support import assert_accepts, assert_rejects
 

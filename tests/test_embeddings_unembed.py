@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from checks import embeddings as checks
-from course.config import GPT2_SMALL, TINY
 from solutions import embeddings as ref
+from solutions.config import GPT2_SMALL, TINY
 from solutions.embeddings import Embed, TiedUnembed, Unembed
 from tests.support import assert_accepts, assert_rejects
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from course import build_corpus, english
-from course.corpus import load_corpus
+from course.models import build_corpus, english
+from solutions.corpus import load_corpus
 from solutions.tokenizer import BPETokenizer, train_incremental
 
 
@@ -15,7 +15,7 @@ def tok():
 def test_a_missing_corpus_says_how_to_build_it(monkeypatch, tmp_path):
     monkeypatch.setattr(english, "ENGLISH", tmp_path)
     english.load_manifest.cache_clear()
-    with pytest.raises(FileNotFoundError, match="course.build_corpus"):
+    with pytest.raises(FileNotFoundError, match="course.models.build_corpus"):
         english.load_documents("train")
     english.load_manifest.cache_clear()
 

@@ -9,9 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course.config import TINY
-from course.corpus import load_corpus
-from course.evaluate import (
+from course.models.evaluate import (
     SAMPLE_PROMPTS,
     BigramModel,
     UnigramModel,
@@ -21,6 +19,8 @@ from course.evaluate import (
     unseen_texts,
     write_model_card,
 )
+from solutions.config import TINY
+from solutions.corpus import load_corpus
 from solutions.tokenizer import BPETokenizer, train_incremental
 
 

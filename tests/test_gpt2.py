@@ -8,8 +8,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from checks import gpt2 as checks
-from course.config import TINY, Config
 from solutions import gpt2
+from solutions.config import TINY, Config
 from solutions.gpt2 import course_to_hf, hf_to_course, parameter_count
 from solutions.transformer import Transformer
 from support import assert_accepts, assert_rejects

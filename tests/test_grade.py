@@ -12,7 +12,7 @@ import json
 import nbformat
 import pytest
 
-from course import grade, gradebook
+from course.grading import grade, gradebook
 
 CHAPTER = "00_toolkit"
 TIME_LIMIT = 20.0  # seconds a notebook: importing torch takes a few on a busy machine
@@ -278,9 +278,9 @@ def test_instructor_command_line_writes_the_gradebook_and_its_summary(tmp_path, 
     points = tmp_path / "points.json"
     points.write_text('{"matmul": 3}')
     summary = tmp_path / "summary.md"
-    argv = ["--instructor", str(folder), "--out", str(tmp_path / "out"), "--chapter", CHAPTER]
+    argv = [str(folder), "--out", str(tmp_path / "out"), "--chapter", CHAPTER]
     argv += ["--points", str(points), "--markdown", str(summary)]
-    assert grade.main(argv) == 0
+    assert gradebook.main(argv) == 0
     out = capsys.readouterr().out
     assert "dan" in out and "fay" in out and "gradebook.csv" in out
     book = json.loads((tmp_path / "out" / "gradebook.json").read_text())

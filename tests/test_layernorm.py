@@ -287,7 +287,7 @@ def test_check_rms_norm_rejects_the_stub_and_nan():
 
 def test_folded_transformer_computes_what_the_unfolded_one_does():
     from checks._core import randomize
-    from course.config import TINY
+    from solutions.config import TINY
     from solutions.layernorm import fold_transformer
     from solutions.transformer import Transformer
 

@@ -235,8 +235,8 @@ def test_checks_survive_broken_code(bad):
 
 
 def test_neuron_browser_redraws_when_its_controls_change():
-    from course.config import Config
-    from course.neuron_browser import neuron_browser, show_context
+    from course.display.neuron_browser import neuron_browser, show_context
+    from solutions.config import Config
     from solutions.transformer import Transformer
 
     cfg = Config(d_model=16, d_vocab=256, n_ctx=8, d_head=4, d_mlp=24, n_heads=4, n_layers=2)
@@ -257,6 +257,6 @@ def test_neuron_browser_redraws_when_its_controls_change():
 
 
 def test_show_context_marks_the_last_byte():
-    from course.neuron_browser import show_context
+    from course.display.neuron_browser import show_context
 
     assert show_context(torch.tensor(list(b"a\nq"))) == "a\\n⟦q⟧"

@@ -6,7 +6,8 @@ import json
 import nbformat
 import pytest
 
-from course import grade, notebooks
+from course import notebooks
+from course.grading import grade
 from course.notebooks import EXERCISES, all_stems
 
 STEMS = all_stems()

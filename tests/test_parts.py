@@ -1,4 +1,4 @@
-"""course/parts.py hands chapter 5 the learner's own parts where they pass their checks, the
+"""course/grading/parts.py hands chapter 5 the learner's own parts where they pass their checks, the
 reference where they do not, and never writes to the notebooks it reads."""
 
 import hashlib
@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from course import notebooks
-from course.parts import PARTS, learner_parts
+from course.grading.parts import PARTS, learner_parts
 from solutions import attention, embeddings, layernorm, mlp
 
 REFERENCES = {

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from course import notebooks
-from course.plotting import heatmap, is_number_list, show, structure, typed_array
+from course.display.plotting import heatmap, is_number_list, show, structure, typed_array
 
 PLOTLY = "application/vnd.plotly.v1+json"
 RTOL, ATOL = 1e-4, 1e-6

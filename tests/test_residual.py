@@ -10,8 +10,8 @@ import torch
 
 from checks import residual as checks
 from checks.residual import random_model
-from course.config import GPT2_SMALL, TINY
 from solutions import residual as ref
+from solutions.config import GPT2_SMALL, TINY
 from support import assert_accepts, assert_rejects
 
 TOKENS = torch.randint(TINY.d_vocab, (2, 7), generator=torch.Generator().manual_seed(0))

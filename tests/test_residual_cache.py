@@ -11,9 +11,9 @@ import torch.nn.functional as F
 
 from checks import residual as checks
 from checks.residual import random_model
-from course.config import TINY
 from solutions import gpt2
 from solutions import residual as ref
+from solutions.config import TINY
 from support import assert_accepts, assert_rejects
 
 TOKENS = torch.randint(TINY.d_vocab, (2, 7), generator=torch.Generator().manual_seed(0))

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from checks import sampling as checks
-from course.config import TINY
 from solutions import gpt2
 from solutions.attention import kv_cache_bytes
+from solutions.config import TINY
 from solutions.sampling import (
     BigramModel,
     KVCache,

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from checks import scaling as checks
-from course.config import COURSE_MODEL, GPT2_SMALL, TINY
 from solutions import scaling as ref
 from solutions.attention import attention_flops
+from solutions.config import COURSE_MODEL, GPT2_SMALL, TINY
 from solutions.transformer import Transformer
 from support import assert_rejects
 
@@ -116,9 +116,10 @@ def test_checker_says_a_stub_is_not_started(checker):
 
 
 def test_bench_times_the_scaling_costs_and_stores_what_the_chapter_reads(tmp_path, monkeypatch):
-    from course import bench
+    from course.bench import records
+    from course.bench import scaling as bench
 
-    stored = json.loads(bench.SCALING_TIMES.read_text(encoding="utf-8"))
+    stored = json.loads(records.SCALING_TIMES.read_text(encoding="utf-8"))
     monkeypatch.setattr(bench, "SCALING_TIMES", tmp_path / "times.json")
     quick = dict(lengths=[32, 64], widths=[64, 63], repeats=2)
     bench.bench_scaling(**quick)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from checks import scaling as checks
-from course.config import GPT2_SMALL, Config
 from solutions import scaling as ref
+from solutions.config import GPT2_SMALL, Config
 from solutions.transformer import Transformer
 from support import assert_accepts, assert_rejects
 

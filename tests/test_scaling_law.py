@@ -1,13 +1,16 @@
 """Chapter 6's scaling law in miniature: the shipped results are what
-`python -m course.train_scaling_law` writes, their counts follow from the configurations, and
+`python -m course.models.train_scaling_law` writes, their counts follow from the configurations, and
 what the chapter says of the fits follows from the shipped numbers."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from course import train_scaling_law as law
+from course.models import scaling_law as law
+from course.models import train_scaling_law as trainer
+from course.models.text_model import text_tokens
 from solutions.scaling import approx_params, exact_params
 
 
@@ -20,11 +23,11 @@ def test_the_runs_are_the_design(results):
     assert results["budgets"] == list(law.BUDGETS)
     designed = [(c, d) for c, widths in law.BUDGETS.items() for d in widths]
     assert [(r["budget"], r["d_model"]) for r in results["runs"]] == designed
-    assert results["train_bytes"] == len(law.text_tokens()[0])
+    assert results["train_bytes"] == len(text_tokens()[0])
     for run in results["runs"]:
         cfg, tcfg = law.law_config(run["d_model"]), law.run_schedule(run["budget"], run["d_model"])
-        assert run["config"] == law.asdict(cfg)
-        expected = law.asdict(tcfg)
+        assert run["config"] == dataclasses.asdict(cfg)
+        expected = dataclasses.asdict(tcfg)
         assert run["train_config"].keys() == expected.keys()
         for key, value in expected.items():  # the json keeps 6 significant digits
             assert run["train_config"][key] == pytest.approx(value, rel=1e-5), key
@@ -44,19 +47,19 @@ def test_the_runs_are_the_design(results):
 @pytest.mark.parametrize("budget, d_model", [(1.5e11, 16), (1.35e12, 128)])
 def test_shipped_log_starts_as_a_fresh_run_does(results, budget, d_model):
     steps = 20  # on the full run's schedule, stopped early
-    _, log = law.train_run(budget, d_model, stop_at=steps)
+    _, log = trainer.train_run(budget, d_model, stop_at=steps)
     (run,) = [r for r in results["runs"] if (r["budget"], r["d_model"]) == (budget, d_model)]
     fresh = [row["train_loss"] for row in log]
     # The shipped losses are rounded to 4 decimals; the log goes on as the mean of each 10.
     shipped = run["first_train_loss"][:steps]
     torch.testing.assert_close(torch.tensor(fresh), torch.tensor(shipped), rtol=0, atol=2e-4)
-    assert law.logged_losses(fresh)["train_loss"] == run["train_loss"][: steps // 10]
+    assert trainer.logged_losses(fresh)["train_loss"] == run["train_loss"][: steps // 10]
 
 
 def test_seed_runs_are_the_design(results):
     designed = [(c, d, seed) for c, d in law.SEED_RUNS for seed in law.SEEDS]
     assert [(r["budget"], r["d_model"], r["seed"]) for r in results["seed_runs"]] == designed
-    _, log = law.train_run(*law.SEED_RUNS[0], stop_at=10, seed=law.SEEDS[0])
+    _, log = trainer.train_run(*law.SEED_RUNS[0], stop_at=10, seed=law.SEEDS[0])
     fresh = torch.tensor([row["train_loss"] for row in log])
     shipped = torch.tensor(results["seed_runs"][0]["first_train_loss"][:10])
     torch.testing.assert_close(fresh, shipped, rtol=0, atol=2e-4)

@@ -13,7 +13,8 @@ import nbformat
 import pytest
 import yaml
 
-from course import grade, sphinx_launch
+from course.book import launch as sphinx_launch
+from course.grading import grade
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUP = (ROOT / "book" / "setup.md").read_text()
@@ -83,7 +84,7 @@ def test_launch_buttons_only_where_a_github_repository_is_configured():
     # The course as shipped leaves the address empty: no buttons.
     shipped = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert shipped["repository"]["url"] == ""
-    assert "course.sphinx_launch" in shipped["sphinx"]["extra_extensions"]
+    assert "course.book.launch" in shipped["sphinx"]["extra_extensions"]
 
 
 def test_a_chapters_colab_button_opens_its_exercise_notebook():

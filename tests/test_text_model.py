@@ -1,4 +1,4 @@
-"""Chapter 7's text model: the shipped files are what `python -m course.train_text_model`
+"""Chapter 7's text model: the shipped files are what `python -m course.models.train_text_model`
 writes, the model learned the corpus, and chapter 7's generation code writes text with it
 (corpus words) where the untrained model writes noise."""
 
@@ -9,8 +9,9 @@ import re
 import pytest
 import torch
 
-from course import train_text_model as text_model
-from course.corpus import load_corpus
+from course.models import text_model
+from course.models.train_text_model import train_text_model
+from solutions.corpus import load_corpus
 from solutions.sampling import generate
 from solutions.training import TrainConfig
 
@@ -28,7 +29,7 @@ def test_shipped_log_starts_as_a_fresh_run_does():
     assert tcfg == text_model.TEXT_TRAINING
     steps = 20  # within the warm-up, a short run is the start of the long one
     assert tcfg.warmup_steps >= steps
-    _, log = text_model.train_text_model(dataclasses.replace(tcfg, max_steps=steps), False)
+    _, log = train_text_model(dataclasses.replace(tcfg, max_steps=steps), False)
     fresh = torch.tensor([row["train_loss"] for row in log])
     shipped = torch.tensor([row["train_loss"] for row in logged["log"][:steps]])
     torch.testing.assert_close(fresh, shipped, rtol=1e-4, atol=1e-5)

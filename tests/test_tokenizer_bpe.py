@@ -10,8 +10,8 @@ import regex
 
 from checks import _tokenizer_diagnosis as diagnosis
 from checks import tokenizer as checks
-from course.corpus import load_corpus
 from solutions import tokenizer as ref
+from solutions.corpus import load_corpus
 from solutions.tokenizer import GPT2_SPLIT_PATTERN, BPETokenizer, count_pairs, merge
 from tests.support import assert_accepts, assert_rejects
 
@@ -266,7 +266,7 @@ def test_check_train_incremental_names_the_mistake(learner, fragment):
 
 
 def test_bench_times_both_trainers_and_stores_what_the_chapter_reads(tmp_path, monkeypatch):
-    from course import bench
+    from course.bench import tokenizer as bench
 
     stored = json.loads(bench.TRAIN_TIMES.read_text(encoding="utf-8"))
     monkeypatch.setattr(bench, "TRAIN_TIMES", tmp_path / "times.json")

@@ -9,8 +9,8 @@ import regex
 
 from checks import _tokenizer_diagnosis as diagnosis
 from checks import tokenizer as checks
-from course.corpus import load_corpus
 from solutions import tokenizer as ref
+from solutions.corpus import load_corpus
 from solutions.tokenizer import GPT2_SPLIT_PATTERN
 from tests.support import assert_accepts, assert_rejects
 

@@ -1,5 +1,5 @@
 """The training loop (solutions/training.py): seeded data, schedule, weight-decay groups,
-determinism, exact resume; and the shipped course model (course/pretrained.py)."""
+determinism, exact resume; and the shipped course model (course/models/course_model.py)."""
 
 import csv
 import json
@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from course.config import TINY
-from course.pretrained import load_course_model
+from course.models.course_model import load_course_model
+from solutions.config import TINY
 from solutions.training import (
     TrainConfig,
     evaluate,
@@ -168,9 +168,9 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
 @pytest.fixture(scope="module")
 def course_model_dir(tmp_path_factory):
     """`make course-model` end to end, at a tiny size, on slices of the reference corpus."""
-    from course import english
-    from course.corpus import load_corpus
-    from course.train_course_model import COURSE_TRAINING, main
+    from course.models import english
+    from course.models.train_course_model import COURSE_TRAINING, main
+    from solutions.corpus import load_corpus
 
     corpus = load_corpus()
     books = {
@@ -197,9 +197,9 @@ def test_course_model_files_load_offline_in_eval_mode(course_model_dir):
 
 
 def test_course_model_validation_loss_is_the_cards(course_model_dir):
-    from course import english
-    from course.corpus import load_corpus
-    from course.evaluate import model_loss
+    from course.models import english
+    from course.models.evaluate import model_loss
+    from solutions.corpus import load_corpus
 
     card = json.loads((course_model_dir / "card.json").read_text(encoding="utf-8"))
     model, tokenizer = load_course_model(course_model_dir)

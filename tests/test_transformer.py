@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from transformers.activations import NewGELUActivation
 
 from checks import transformer as checks
-from course.config import TINY
 from solutions.attention import Attention
+from solutions.config import TINY
 from solutions.embeddings import next_token_log_probs
 from solutions.layernorm import LayerNorm
 from solutions.mlp import MLP, gelu_new

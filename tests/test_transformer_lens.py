@@ -11,8 +11,8 @@ import pytest
 import torch
 from transformer_lens.model_bridge.sources import build_bridge_from_module
 
-from course.config import TINY, Config
 from solutions import gpt2
+from solutions.config import TINY, Config
 from solutions.residual import run_with_cache
 from solutions.transformer import Transformer
 

@@ -5,7 +5,7 @@ that reads a cache, which must leave it unchanged."""
 import torch
 
 from checks._core import plural, randomize, seeded
-from course.config import TINY, Config
+from solutions.config import TINY, Config
 from solutions.transformer import Transformer
 
 # Heads that are not d_model // n_heads wide, and an MLP that is not 4 · d_model: a value

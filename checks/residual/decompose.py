@@ -4,8 +4,8 @@ sizes, GPT-2 small and a Llama-3-8B-sized one included."""
 
 from checks._core import exercise, kind_of, plural
 from checks.residual._common import ODD, _call_on_cache, _cases
-from course.config import GPT2_SMALL
 from solutions import residual as ref
+from solutions.config import GPT2_SMALL
 
 
 @exercise(ref.decompose_resid)

@@ -8,9 +8,9 @@ import torch
 
 from checks._core import exercise, randomize, seeded
 from checks.sampling._common import INF
-from course.config import TINY
 from solutions import sampling as ref
 from solutions.attention import Attention
+from solutions.config import TINY
 
 # n_heads·d_head ≠ d_model, so that a d_head taken as d_model / n_heads shows.
 NARROW = TINY.but(n_heads=3, d_head=8)

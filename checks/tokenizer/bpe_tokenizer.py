@@ -6,8 +6,8 @@ import time
 from checks import _tokenizer_diagnosis as diagnosis
 from checks._core import CheckFailed, exercise, kind_of
 from checks.tokenizer._common import _REGEX_HINT, _fail_with_hint, _quoted
-from course.corpus import load_corpus
 from solutions import tokenizer as ref
+from solutions.corpus import load_corpus
 
 TRICKY_STRINGS = [
     "",

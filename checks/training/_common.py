@@ -3,7 +3,7 @@
 import torch
 
 from checks._core import kind_of
-from course.config import TINY
+from solutions.config import TINY
 from solutions.transformer import Transformer
 
 SMALL = TINY.but(n_ctx=8, n_layers=1)

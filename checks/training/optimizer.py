@@ -12,8 +12,8 @@ import torch
 
 from checks._core import exercise, seeded
 from checks.training._common import SMALL
-from course.config import TINY
 from solutions import training as ref
+from solutions.config import TINY
 from solutions.transformer import Transformer
 
 # --- Which parameters decay ----------------------------------------------------------------

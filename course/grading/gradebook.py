@@ -1,4 +1,4 @@
-"""An instructor's gradebook: `python -m course.grade --instructor SUBMISSIONS --out DIR`.
+"""An instructor's gradebook: `python -m course.grading.gradebook SUBMISSIONS --out DIR`.
 
 SUBMISSIONS holds one entry per learner: a folder of their notebooks (`00_toolkit.ipynb`,
 ..., matched to chapters by the stem of their names), or a single notebook (`ada.ipynb`,
@@ -19,10 +19,18 @@ or `{"chapter stem": {"exercise": points}}`.
 import argparse
 import csv
 import json
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from course.grade import MISSING, PASSED, Graded, exercises_of, grade_notebook
+from course.grading.grade import (
+    MISSING,
+    PASSED,
+    TIME_LIMIT,
+    Graded,
+    exercises_of,
+    grade_notebook,
+)
 
 COLUMNS = ["learner", "chapter", "exercise", "status", "points", "max_points", "message", "file"]
 Table = dict[tuple[str, str], float]
@@ -190,9 +198,22 @@ def summary_markdown(book: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(args: argparse.Namespace) -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m course.grading.gradebook",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("submissions", type=Path, help="one folder or notebook per learner")
+    parser.add_argument("--out", type=Path, default=Path("gradebook"), help="gradebook folder")
+    parser.add_argument("--time-limit", type=float, default=TIME_LIMIT, help="seconds a notebook")
+    parser.add_argument("--points", type=Path, help="CSV or JSON table: points per exercise")
+    parser.add_argument("--chapter", action="append", default=[], help="assigned chapter stems")
+    parser.add_argument("--jobs", type=int, default=1, help="notebooks graded at once")
+    parser.add_argument("--markdown", type=Path, help="append the summary in Markdown to this file")
+    args = parser.parse_args(argv)
     book = build(
-        args.instructor,
+        args.submissions,
         args.out,
         args.time_limit,
         args.chapter,
@@ -205,3 +226,7 @@ def main(args: argparse.Namespace) -> int:
         with open(args.markdown, "a", encoding="utf-8") as f:
             f.write(summary_markdown(book))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

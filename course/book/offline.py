@@ -2,7 +2,7 @@
 
 The built book then renders math and figures when opened from disk with no network.
 MathJax 2 comes from the `jupyter-server-mathjax` package, plotly.js from `plotly`.
-It also adds the book's own stylesheet and script (`course/static/`), which fit wide
+It also adds the book's own stylesheet and script (`course/book/static/`), which fit wide
 equations and figures to a phone's screen.
 """
 
@@ -74,7 +74,7 @@ def setup(app):
 class PlotlyJsonRenderer:
     """myst-nb mime plugin: plotly's JSON output is drawn by its `text/html` twin.
 
-    `course.plotting.show` emits both. Without this plugin myst-nb warns that it cannot
+    `course.display.plotting.show` emits both. Without this plugin myst-nb warns that it cannot
     render the JSON (and a build with warnings as errors fails); with it, the JSON is
     skipped on purpose while every other unknown mime type still warns.
     """

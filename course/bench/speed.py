@@ -89,8 +89,8 @@ def bench_speed(
 
     import torch
 
-    from course.config import COURSE_MODEL
-    from course.train_course_model import COURSE_TRAINING
+    from course.models.train_course_model import COURSE_TRAINING
+    from solutions.config import COURSE_MODEL
     from solutions.training import (
         AdamW,
         ForeachAdamW,

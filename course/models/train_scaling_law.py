@@ -1,7 +1,7 @@
 """Chapter 6's scaling law in miniature: train models of several sizes at fixed compute and
 write course/data/scaling_law/results.json.
 
-`python -m course.train_scaling_law` (or `make scaling-law`): an IsoFLOP design, as in
+`python -m course.models.train_scaling_law` (or `make scaling-law`): an IsoFLOP design, as in
 Hoffmann et al. (2022). For each compute budget C, models of several widths (the course's
 Transformer, 2 layers, heads of 16 dimensions (one head at d_model 16), d_mlp = 4·d_model,
 bytes as tokens as in chapter 7's text model) are each trained on as many tokens D as the
@@ -16,105 +16,29 @@ windows.
 """
 
 import argparse
-import json
 import math
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from course.config import Config
-from course.shipped import setup, train_logged, write_json
-from course.train_text_model import text_tokens
-from solutions.scaling import (
-    approx_params,
-    count_training_flops,
-    exact_params,
-    fit_power_law,
-    isoflop_minimum,
+from course.models.scaling_law import (
+    BUDGETS,
+    N_CTX,
+    OUT,
+    SCHEDULE,
+    SEED_RUNS,
+    SEEDS,
+    VAL_WINDOWS,
+    counted_flops_per_token,
+    final_loss,
+    law_config,
+    non_embedding_params,
+    run_schedule,
 )
-from solutions.training import TrainConfig, evaluate, fixed_windows
+from course.models.shipped import setup, train_logged, write_json
+from course.models.text_model import text_tokens
+from solutions.scaling import approx_params, exact_params
 from solutions.transformer import Transformer
-
-OUT = Path(__file__).resolve().parent / "data" / "scaling_law"
-RESULTS = OUT / "results.json"
-
-N_LAYERS, D_HEAD, N_CTX = 2, 16, 64
-# Compute budgets (FLOPs) and the widths trained at each, chosen to bracket the lowest loss.
-BUDGETS = {
-    1.5e11: [16, 32, 48, 64],
-    4.5e11: [16, 32, 48, 64, 96],
-    1.35e12: [32, 48, 64, 96, 128],
-}
-# Batches of 8 windows (512 bytes): models this small learn more from more, smaller steps
-# than from fewer, larger ones (in trial runs with 32 windows, the larger models of a budget
-# got so few steps that the smallest model was best at every budget).
-SCHEDULE = TrainConfig(
-    batch_size=8,
-    weight_decay=0.1,
-    eval_windows=64,
-    patience=0,
-    seed=0,
-)
-# The two best sizes of the smallest budget, again with other seeds (initialisation and
-# batches): how far a run's loss moves by chance.
-SEED_RUNS = [(1.5e11, 16), (1.5e11, 32)]
-SEEDS = [1, 2]
-VAL_WINDOWS = 512  # the final loss: 512 windows of 64 bytes, most of the validation split
-EMBEDDINGS = ("embed.W_E", "pos_embed.W_pos", "unembed.W_U", "unembed.b_U")
-
-
-def law_config(d_model: int) -> Config:
-    """The model of width d_model: 2 layers, heads of 16, d_mlp = 4·d_model, bytes."""
-    return Config(
-        d_model=d_model,
-        d_vocab=256,
-        n_ctx=N_CTX,
-        d_head=D_HEAD,
-        d_mlp=4 * d_model,
-        n_heads=d_model // D_HEAD,
-        n_layers=N_LAYERS,
-    )
-
-
-def non_embedding_params(cfg: Config) -> int:
-    """Every parameter but W_E, W_pos, W_U and b_U: Kaplan et al.'s N."""
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    return sum(p.numel() for name, p in model.named_parameters() if name not in EMBEDDINGS)
-
-
-def counted_flops_per_token(cfg: Config) -> float:
-    """Chapter 6's exact count (FlopCounterMode, on the meta device) of one token's training."""
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    tokens = torch.zeros(1, cfg.n_ctx, dtype=torch.long, device="meta")
-    return count_training_flops(model, tokens) / cfg.n_ctx
-
-
-def peak_lr(d_model: int) -> float:
-    """1e-2 up to d_model 32, then falling as 1/d_model: wider models need smaller steps (the
-    rule of muP for Adam), and one rate for all would favour some sizes over others. Set from
-    a few trial runs, not tuned per size."""
-    return min(1e-2, 0.32 / d_model)
-
-
-def run_schedule(budget: float, d_model: int) -> TrainConfig:
-    """The training of width d_model on the tokens `budget` FLOPs pay for: warm-up over 5%
-    of the steps, then a cosine to the last."""
-    tokens_per_step = SCHEDULE.batch_size * N_CTX
-    steps = round(budget / (counted_flops_per_token(law_config(d_model)) * tokens_per_step))
-    lr = peak_lr(d_model)
-    return replace(
-        SCHEDULE,
-        max_steps=steps,
-        warmup_steps=max(1, steps // 20),
-        eval_every=steps,
-        max_lr=lr,
-        min_lr=lr / 10,
-    )
 
 
 def train_run(
@@ -131,50 +55,6 @@ def train_run(
     model = Transformer(law_config(d_model), fused=True)
     log = train_logged(model, *text_tokens(), tcfg, progress, stop_at)
     return model.eval(), log
-
-
-def final_loss(model: Transformer, split: torch.Tensor) -> float:
-    """Mean loss (nats per byte) on VAL_WINDOWS fixed windows of a split."""
-    return evaluate(model, fixed_windows(split, model.cfg.n_ctx, VAL_WINDOWS))
-
-
-def load_results(path: Path = RESULTS) -> dict:
-    """The shipped sweep: budgets, and per run its config, counts, losses and loss log."""
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def law_fits(results: dict) -> dict:
-    """What the sweep measures: at each budget the bottom of the IsoFLOP valley (N_opt, its
-    loss, the tokens D_opt a model of N_opt parameters gets for the budget, and D_opt / N_opt),
-    then power laws through the bottoms: N_opt ∝ C^n_exponent, D_opt ∝ C^d_exponent, and the
-    loss ∝ N_opt^-alpha_n and ∝ C^-alpha_c (no irreducible term: three points cannot fix one)."""
-    minima = []
-    for budget in results["budgets"]:
-        runs = [r for r in results["runs"] if r["budget"] == budget]
-        n_params = np.array([r["params"] for r in runs], float)
-        n_opt, loss_opt = isoflop_minimum(n_params, [r["val_loss"] for r in runs])
-        # D falls smoothly with N at a fixed budget (as 1/N, bar attention): interpolated.
-        log_d = np.interp(math.log(n_opt), np.log(n_params), [math.log(r["tokens"]) for r in runs])
-        d_opt = math.exp(log_d)
-        minima.append(
-            {
-                "budget": budget,
-                "n_opt": n_opt,
-                "d_opt": d_opt,
-                "tokens_per_param": d_opt / n_opt,
-                "loss_opt": loss_opt,
-                "inside": bool(n_params.min() < n_opt < n_params.max()),
-            }
-        )
-    budgets = [m["budget"] for m in minima]
-    n_opt, loss_opt = [m["n_opt"] for m in minima], [m["loss_opt"] for m in minima]
-    return {
-        "minima": minima,
-        "n_exponent": fit_power_law(budgets, n_opt)[0],
-        "d_exponent": fit_power_law(budgets, [m["d_opt"] for m in minima])[0],
-        "alpha_n": -fit_power_law(n_opt, loss_opt)[0],
-        "alpha_c": -fit_power_law(budgets, loss_opt)[0],
-    }
 
 
 def logged_losses(losses: list[float], first: int = 50, every: int = 10) -> dict:

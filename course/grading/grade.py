@@ -1,4 +1,4 @@
-"""Grade exercise notebooks: `make grade`, or `python -m course.grade [NOTEBOOK or FOLDER ...]`.
+"""Grade exercise notebooks: `make grade`, or `python -m course.grading.grade [NOTEBOOK or FOLDER ...]`.
 
 Runs a copy of each notebook from top to bottom, in a process of its own with a time limit
 (the file itself is never written), and prints, chapter by chapter, which exercises pass.
@@ -6,8 +6,8 @@ Exits with status 1 unless every check of every notebook passes, so that a learn
 fails until the work is done. `--markdown FILE` appends the same tables in Markdown (for a
 GitHub Actions job summary, `--markdown "$GITHUB_STEP_SUMMARY"`).
 
-An instructor grades a class with `--instructor SUBMISSIONS --out DIR`: see
-`course/gradebook.py`.
+An instructor grades a class with `python -m course.grading.gradebook`: see
+`course/grading/gradebook.py`.
 """
 
 import argparse
@@ -142,7 +142,7 @@ def run_isolated(path: Path, time_limit: float = TIME_LIMIT) -> tuple[nbformat.N
         copy = Path(tmp) / "notebook.ipynb"
         shutil.copyfile(path, copy)
         out, stop_file = Path(tmp) / "executed.ipynb", Path(tmp) / "stop.json"
-        command = [sys.executable, "-m", "course.grade", "--run-one", str(copy), str(out)]
+        command = [sys.executable, "-m", "course.grading.grade", "--run-one", str(copy), str(out)]
         command += ["--time-limit", str(time_limit)]
         # The kernel imports the checks this grader belongs to, wherever it runs.
         env = {
@@ -372,27 +372,18 @@ def progress(paths: Sequence[Path], time_limit: float, markdown: Path | None) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m course.grade",
+        prog="python -m course.grading.grade",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("paths", nargs="*", type=Path, help=f"default: {EXERCISES.name}/")
     parser.add_argument("--time-limit", type=float, default=TIME_LIMIT, help="seconds a notebook")
     parser.add_argument("--markdown", type=Path, help="append the tables in Markdown to this file")
-    parser.add_argument("--instructor", type=Path, metavar="SUBMISSIONS", help="grade a class")
-    parser.add_argument("--out", type=Path, default=Path("gradebook"), help="gradebook folder")
-    parser.add_argument("--points", type=Path, help="CSV or JSON table: points per exercise")
-    parser.add_argument("--chapter", action="append", default=[], help="assigned chapter stems")
-    parser.add_argument("--jobs", type=int, default=1, help="notebooks graded at once")
     parser.add_argument("--run-one", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run_one:
         _run_one(*args.run_one, args.time_limit)
         return 0
-    if args.instructor:
-        from course import gradebook
-
-        return gradebook.main(args)
     return progress(args.paths or [EXERCISES], args.time_limit, args.markdown)
 
 

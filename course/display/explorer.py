@@ -13,7 +13,7 @@ import torch
 from IPython.display import display
 from torch import Tensor
 
-from course.plotting import heatmap, show
+from course.display.plotting import heatmap, show
 
 
 def pattern_figure(pattern: Tensor, words: list[str], title: str = "") -> go.Figure:

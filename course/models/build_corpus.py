@@ -1,6 +1,6 @@
 """Build the course's English corpus (course/data/english/) from plain-text public-domain books.
 
-    python -m course.build_corpus SRC_DIR
+    python -m course.models.build_corpus SRC_DIR
 
 SRC_DIR holds the books as UTF-8 text files named by their Project Gutenberg number: the
 "Plain Text UTF-8" file of each book in BOOKS, as gutenberg.org serves it (for Pride and
@@ -25,7 +25,9 @@ import re
 import sys
 from pathlib import Path
 
-OUT = Path(__file__).parent / "data" / "english"
+from course import DATA
+
+OUT = DATA / "english"
 
 # (Gutenberg number, title, author, first published). The split is by book: the model is
 # validated on books it never saw in training.

@@ -22,7 +22,7 @@ def load_manifest() -> tuple[dict, ...]:
     if not manifest.is_file():
         raise FileNotFoundError(
             "the English corpus is not in course/data/english/: build it from the books' "
-            "plain-text files with `python -m course.build_corpus SRC_DIR`"
+            "plain-text files with `python -m course.models.build_corpus SRC_DIR`"
         )
     return tuple(json.loads(manifest.read_text(encoding="utf-8")))
 

@@ -1,7 +1,7 @@
 """Train the course model from scratch and write it to course/data/course_model/.
 
-`python -m course.train_course_model` (or `make course-model`): the English corpus
-(course.english), the course's BPE trained on its training split, the reference GPT-2 at
+`python -m course.models.train_course_model` (or `make course-model`): the English corpus
+(course.models.english), the course's BPE trained on its training split, the reference GPT-2 at
 COURSE_MODEL trained by solutions.training, then the shipped files: model.safetensors,
 config.json, tokenizer.json, loss_log.csv and MODEL_CARD.md. Deterministic for a given seed
 on a given CPU; it uses a GPU when there is one (and then is not bitwise CPU-equal).
@@ -18,32 +18,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from course import english
-from course.config import COURSE_MODEL
-from course.evaluate import write_model_card
-from course.pretrained import MODEL_DIR
+from course.models import english
+from course.models.course_model import COURSE_TRAINING, MODEL_DIR
+from course.models.evaluate import write_model_card
+from solutions.config import COURSE_MODEL
 from solutions.training import TrainConfig, pick_device, train
 from solutions.transformer import Transformer
-
-# Measured on the 2-core CPU (`make bench`, model section): a step of 32 windows of 128
-# tokens takes about 0.4 s with the fused kernels on a quiet machine (10,000 tokens/s) and
-# 0.56 s with other programs sharing it (400 steps, evaluations included, in 226 s). 1,500
-# steps (6.1M tokens, about three passes over the 2.1M training tokens) take 10 to 14
-# minutes; the tokenizer, encoding and the model card add under a minute. Early stopping on
-# the validation loss guards against memorising.
-COURSE_TRAINING = TrainConfig(
-    batch_size=32,
-    max_steps=1500,
-    max_lr=3e-3,
-    min_lr=3e-4,
-    warmup_steps=100,
-    weight_decay=0.1,
-    grad_clip=1.0,
-    eval_every=100,
-    eval_windows=64,
-    patience=3,
-    seed=0,
-)
 
 
 def machine() -> str:

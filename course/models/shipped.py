@@ -1,6 +1,6 @@
 """What the course's small trained models share: seeded one-thread training with chapter 6b's
-loop, weights shipped in float16, and compact json logs. Used by course/train_circuits.py
-(chapter 5b) and course/train_text_model.py (chapter 7)."""
+loop, weights shipped in float16, and compact json logs. Used by course/models/train_circuits.py
+(chapter 5b) and course/models/train_text_model.py (chapter 7)."""
 
 import csv
 import json

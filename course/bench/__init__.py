@@ -1,0 +1,1 @@
+"""`make bench`: the course's timings, one module a section (`python -m course.bench`)."""
