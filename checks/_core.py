@@ -15,7 +15,7 @@ import io
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -228,7 +228,6 @@ class Check:
     name: str
     count: int = 0
     _case: str = ""
-    _notes: list[str] = field(default_factory=list)
     not_implemented: bool = False  # the learner's code raised NotImplementedError: a stub
 
     def fail(self, message: str) -> None:
