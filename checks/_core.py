@@ -2,8 +2,9 @@
 
 A checker is written as `@exercise(reference)` over a function `body(check, learner)`. The
 decorator turns it into `check_<name>(learner)`, which prints one line on success and on
-failure raises `CheckFailed` (an `AssertionError`) whose message names the case, what was
-expected, what came back and, where the mismatch matches a known mistake, what to fix.
+failure raises `CheckFailed` (an `AssertionError`; `NotStarted` for a stub, `HandedReference`
+for the reference's stand-in) whose message names the case, what was expected, what came back
+and, where the mismatch matches a known mistake, what to fix.
 
 While a check fails, `reference_if_failed` hands the rest of the notebook a marked
 stand-in for the reference, so that a check handed it says so instead of passing it.
@@ -11,11 +12,10 @@ stand-in for the reference, so that a check handed it says so instead of passing
 
 import functools
 import io
-import textwrap
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,46 +28,20 @@ from checks._cases import scaled as scaled
 from checks._cases import seeded as seeded
 from checks._compare import _close, _difference, _plural, _shape_hint, _short
 from checks._compare import kind_of as kind_of
+from checks._verdicts import (
+    FAILED,
+    MARKS,
+    NOT_STARTED,
+    PASSED,
+    REFERENCE,
+    CheckFailed,
+    HandedReference,
+    NotStarted,
+)
+from checks._verdicts import WIDTH as WIDTH
 
-# What a check found, by exercise name, as `summary` shows it.
-PASSED, FAILED, NOT_STARTED, REFERENCE = "passed", "failed", "not started", "reference"
 # Set on the stand-in `reference_if_failed` returns: the exercise whose reference it is.
 FALLBACK = "__reference_fallback__"
-WIDTH = 88  # verdict lines are wrapped between words at this width in Jupyter
-
-
-class CheckFailed(AssertionError):
-    """A check's verdict on learner code. Jupyter shows the message alone, not our internals.
-
-    The message is a heading, the exercise and the case (`Attention — case: batch 2`), then
-    the diagnosis on the lines below it; `diagnosis` holds the diagnosis alone.
-    """
-
-    def __init__(self, diagnosis: str, *, exercise: str = "", case: str = "", status: str = ""):
-        self.diagnosis, self.exercise, self.case = diagnosis, exercise, case
-        self.status = status or FAILED
-        heading = " — ".join(part for part in [exercise, case and f"case: {case}"] if part)
-        text = textwrap.indent(diagnosis, "  ") if heading else diagnosis
-        super().__init__(f"{heading}\n{text}" if heading else text)
-
-    def _render_traceback_(self) -> list[str]:
-        mark, colour = ("→", 34) if self.status == REFERENCE else ("✗", 31)
-        lines = [_wrap(line) for line in f"{mark} {self}".splitlines()]
-        return [f"\x1b[{colour}m" + "\n".join(lines) + "\x1b[0m"]
-
-
-def _wrap(line: str) -> str:
-    """A long line broken between words, its indent kept (Jupyter would break mid-word)."""
-    if len(line) <= WIDTH:
-        return line
-    indent = line[: len(line) - len(line.lstrip())]
-    return textwrap.fill(
-        line,
-        WIDTH,
-        subsequent_indent=indent + ("  " if not indent else ""),
-        break_long_words=False,
-        break_on_hyphens=False,
-    )
 
 
 @dataclass
@@ -95,32 +69,30 @@ def exercise(reference: Any, name: str | None = None):
         def check_learner(learner: Any) -> None:
             _CHECKED[exercise_name] = learner
             if is_fallback(learner):
-                _RESULTS[exercise_name] = REFERENCE
-                raise CheckFailed(
+                _RESULTS[exercise_name] = HandedReference.status
+                raise HandedReference(
                     f"this {exercise_name} is the reference solution the notebook fell back "
                     "to, not your code, so there is nothing of yours to check yet.\n"
                     f"Run the cell that defines your {exercise_name}, then this check again.",
                     exercise=exercise_name,
-                    status=REFERENCE,
                 ) from None
             check = Check(exercise_name)
             try:
                 body(check, learner)
             except CheckFailed as failure:
-                status = NOT_STARTED if check.not_implemented else FAILED
-                _RESULTS[exercise_name] = status
-                raise CheckFailed(
-                    failure.diagnosis, exercise=exercise_name, case=failure.case, status=status
+                verdict = NotStarted if check.not_implemented else CheckFailed
+                _RESULTS[exercise_name] = verdict.status
+                raise verdict(
+                    failure.diagnosis, exercise=exercise_name, case=failure.case
                 ) from None
             except Exception as error:  # learner code so broken that the checker itself tripped
-                status = NOT_STARTED if isinstance(error, NotImplementedError) else FAILED
-                _RESULTS[exercise_name] = status
-                raise CheckFailed(
+                verdict = NotStarted if isinstance(error, NotImplementedError) else CheckFailed
+                _RESULTS[exercise_name] = verdict.status
+                raise verdict(
                     f"checking your code raised {type(error).__name__}: "
                     f"{error}{_learner_line(error)}",
                     exercise=exercise_name,
                     case=check._case,
-                    status=status,
                 ) from None
             _RESULTS[exercise_name] = PASSED
             _ON_REFERENCE.discard(exercise_name)
@@ -214,13 +186,9 @@ def _fallback_metaclass(meta: type) -> type:
 
 def summary(*chapters: str) -> None:
     """Print where each exercise of a chapter (its checks modules) stands in this kernel."""
-    marks = {
-        PASSED: "✓ passed",
-        FAILED: "✗ failed",
-        NOT_STARTED: "○ not started",
-        REFERENCE: "→ its check was handed the reference",
-        None: "· not checked yet",
-    }
+    marks = {status: f"{mark} {status}" for status, mark in MARKS.items()}
+    marks[REFERENCE] = f"{MARKS[REFERENCE]} its check was {REFERENCE}"
+    marks[None] = "· not checked yet"
     exercises = [ex for chapter in chapters for ex in _EXERCISES.get(chapter, [])]
     width = max((len(ex.name) for ex in exercises), default=0)
     statuses = [_RESULTS.get(ex.name) for ex in exercises]
@@ -260,7 +228,6 @@ class Check:
     name: str
     count: int = 0
     _case: str = ""
-    _notes: list[str] = field(default_factory=list)
     not_implemented: bool = False  # the learner's code raised NotImplementedError: a stub
 
     def fail(self, message: str) -> None:

@@ -4,13 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from checks import CheckFailed, reference_if_failed, summary
+from checks import CheckFailed, HandedReference, NotStarted, reference_if_failed, summary
 from checks._core import (
     _CHECKED,
     _EXERCISES,
     _ON_REFERENCE,
     _RESULTS,
     FAILED,
+    NOT_STARTED,
+    PASSED,
     REFERENCE,
     WIDTH,
     exercise,
@@ -272,3 +274,27 @@ def test_summary_tells_each_state_apart(capsys):
     out = capsys.readouterr().out
     assert "Double  ✓ passed" in out and "1/2 exercises" in out
     assert [ex.name for ex in _EXERCISES["test_core"]] == ["Double", "triple"]
+
+
+def test_each_verdict_is_raised_as_its_own_class_and_recorded_as_its_status(capsys):
+    def triple(x):
+        raise NotImplementedError()
+
+    with pytest.raises(NotStarted) as stub:
+        check_triple(triple)
+    assert _RESULTS["triple"] == NOT_STARTED == stub.value.status
+    with pytest.raises(CheckFailed) as failure:
+        check_double(variant(lambda self, x: None))
+    assert type(failure.value) is CheckFailed and _RESULTS["Double"] == FAILED
+    with pytest.raises(HandedReference) as handed:
+        check_triple(reference_if_failed(triple))
+    assert _RESULTS["triple"] == REFERENCE == handed.value.status
+    # Every kind is a CheckFailed and an AssertionError, so `except CheckFailed` takes each.
+    for verdict in (stub, failure, handed):
+        assert isinstance(verdict.value, CheckFailed) and isinstance(verdict.value, AssertionError)
+    # A stub's verdict looks as any failure does; the stand-in's is blue.
+    assert stub.value._render_traceback_()[0].startswith("\x1b[31m✗ triple — case: x = 2")
+    assert handed.value._render_traceback_()[0].startswith("\x1b[34m→ triple")
+    check_double(Double)
+    assert _RESULTS["Double"] == PASSED
+    capsys.readouterr()

@@ -295,3 +295,47 @@ def test_instructor_command_line_writes_the_gradebook_and_its_summary(tmp_path, 
     (ignored,) = [r for r in book["learners"][0]["rows"] if r["status"] == "ignored"]
     assert ignored["file"] == "dan/00_toolkit-old.ipynb"
     assert "00_toolkit.ipynb was graded" in ignored["message"]
+
+
+def check_cell(ename: str, evalue: str) -> nbformat.NotebookNode:
+    """A check cell of `dot` as the kernel leaves it when the check raises."""
+    cell = nbformat.v4.new_code_cell("check_dot(dot)", execution_count=5)
+    cell.outputs = [nbformat.v4.new_output("error", ename=ename, evalue=evalue, traceback=[])]
+    return cell
+
+
+@pytest.mark.parametrize(
+    "ename, evalue, status, message",
+    [
+        (
+            "NotStarted",
+            "dot — case: x = 2\n  dot is a stub",
+            "not started",
+            "case: x = 2 — dot is a stub",
+        ),
+        ("HandedReference", "dot\n  this dot is ours", "handed the reference", "this dot is ours"),
+        # The class decides, not the wording: a failure that quotes the stub's words fails.
+        (
+            "CheckFailed",
+            "dot — case: x\n  raised KeyError: 'not implemented yet'",
+            "failed",
+            "case: x — raised KeyError: 'not implemented yet'",
+        ),
+        (
+            "CheckFailed",
+            "dot\n  fell back to, not your code NotImplementedError",
+            "failed",
+            "fell back to, not your code NotImplementedError",
+        ),
+        # The cell itself broke before its checker gave a verdict.
+        (
+            "NameError",
+            "name 'dot' is not defined\nmore",
+            "failed",
+            "NameError: name 'dot' is not defined",
+        ),
+    ],
+)
+def test_a_check_cells_verdict_comes_from_the_class_of_its_error(ename, evalue, status, message):
+    row = grade._verdict(check_cell(ename, evalue), "dot", 4, {}, 1)
+    assert (row.status, row.message) == (status, message)

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import nbformat
 
+from checks._verdicts import FAILED, MARKS, NOT_STARTED, PASSED, STATUS_OF
 from course.notebooks import EXERCISES, ROOT, SOURCES, all_stems, is_check_cell, parse
 
-# What a grade row can say about an exercise. Only PASSED earns points.
-PASSED, FAILED, NOT_STARTED, REFERENCE = "passed", "failed", "not started", "handed the reference"
+# What a grade row can say about an exercise: what its check found (the statuses of
+# checks._verdicts, of which only PASSED earns points), or what kept the check from running.
 NOT_RUN, TIMED_OUT, KERNEL_DIED = "not run", "timed out", "kernel died"
 MISSING, EMPTY, MALFORMED, NOT_NOTEBOOK = "missing", "empty", "malformed", "not a notebook"
-MARKS = {PASSED: "✓", FAILED: "✗", NOT_STARTED: "○", REFERENCE: "→"}
 DEFAULT_DIFFICULTY = 1  # an exercise that declares no `:difficulty:`
 TIME_LIMIT = 600.0  # seconds per notebook, kernel start excluded
 KERNEL_GRACE = 120.0  # kernel start and shutdown, on top of the time limit
@@ -264,16 +264,12 @@ def _verdict(cell: nbformat.NotebookNode, name: str, index: int, stop: dict, d: 
     text = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.output_type == "stream")
     if errors:
         lines = [line.strip() for line in errors[0].evalue.splitlines() if line.strip()]
-        if errors[0].ename != "CheckFailed":
+        if errors[0].ename not in STATUS_OF:  # the cell itself broke (a NameError, say)
             return Row(name, d, FAILED, f"{errors[0].ename}: {lines[0] if lines else ''}")
         heading, diagnosis = (lines + ["", ""])[:2]
         case = heading.split(" — ", 1)[1] if " — " in heading else ""
         message = " — ".join(part for part in [case, diagnosis] if part)
-        if "fell back to, not your code" in errors[0].evalue:
-            return Row(name, d, REFERENCE, message)
-        if "not implemented yet" in errors[0].evalue or "NotImplementedError" in errors[0].evalue:
-            return Row(name, d, NOT_STARTED, message)
-        return Row(name, d, FAILED, message)
+        return Row(name, d, STATUS_OF[errors[0].ename], message)
     if stop and index >= stop["cell"]:
         return Row(name, d, stop["status"], stop["detail"])
     first = text.strip().splitlines()[0] if text.strip() else ""
