@@ -7,9 +7,9 @@ fixed windows; and a checkpoint holds everything the loop needs (weights, optimi
 the loader's generator, the log) to resume exactly where it stopped.
 """
 
-import csv
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -257,7 +257,7 @@ class LiveLossCurve:
 
         from course.display.plotting import show
 
-        evals = [r for r in log if r["val_loss"] != ""]
+        evals = [r for r in log if r["val_loss"] is not None]
         fig = go.Figure(
             [
                 go.Scatter(
@@ -280,14 +280,6 @@ class LiveLossCurve:
             self.handle.update(self._figure(log))
 
 
-def write_log(path: Path, log: list[dict]) -> None:
-    """The loss log as CSV: step, lr, train_loss, and val_loss where it was measured."""
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["step", "lr", "train_loss", "val_loss"])
-        writer.writeheader()
-        writer.writerows(log)
-
-
 def train(
     model: nn.Module,
     train_tokens: Int[Tensor, " n"],
@@ -296,11 +288,13 @@ def train(
     checkpoint: Path | None = None,
     resume: bool = False,
     stop_at: int | None = None,
-    log_path: Path | None = None,
     progress: bool = True,
     live_every: int = 0,
+    on_log: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Train `model` in place; return a summary (steps, tokens seen, time, final losses).
+    """Train `model` in place; return a summary (steps, tokens seen, time, final losses) and
+    its "log": a row per step, {"step", "lr", "train_loss", "val_loss"}, with val_loss None
+    where it was not measured. `on_log(row)` is called with each row as it is made.
 
     With `checkpoint`, the state is saved there at every evaluation and after the last step;
     `resume=True` starts from it instead of from scratch. `stop_at` ends the run at that step,
@@ -329,7 +323,7 @@ def train(
         batch = random_windows(train_tokens, tcfg.batch_size, n_ctx, generator).to(device)
         loss = train_step(model, optimizer, batch, lr, tcfg.grad_clip)
         step += 1
-        row = {"step": step, "lr": lr, "train_loss": loss, "val_loss": ""}
+        row = {"step": step, "lr": lr, "train_loss": loss, "val_loss": None}
         if step % tcfg.eval_every == 0 or step == tcfg.max_steps:
             row["val_loss"] = evaluate(model, val_windows)
             if row["val_loss"] < best["val_loss"]:
@@ -339,7 +333,9 @@ def train(
                 best["bad_evals"] += 1
             bar.set_postfix(train=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}")
         log.append(row)
-        if checkpoint is not None and row["val_loss"] != "":
+        if on_log is not None:
+            on_log(row)
+        if checkpoint is not None and row["val_loss"] is not None:
             save_checkpoint(checkpoint, model, optimizer, generator, step, log=log, best=best)
         if curve is not None and (step % live_every == 0 or step == last):
             curve.update(log)
@@ -356,9 +352,7 @@ def train(
         # A finished run keeps the weights of its lowest validation loss: if the loss went up
         # after it, the later weights had begun to memorise.
         model.load_state_dict(best["state"])
-    if log_path is not None:
-        write_log(log_path, log)
-    evals = [r for r in log if r["val_loss"] != ""]
+    evals = [r for r in log if r["val_loss"] is not None]
     # Training loss measured as the validation loss is (same windows count, eval mode, final
     # weights), so the two are comparable: a gap between them is memorisation.
     train_windows = fixed_windows(train_tokens, n_ctx, tcfg.eval_windows)
@@ -373,4 +367,5 @@ def train(
         "best_step": best["step"],
         "stopped_early": stopped_early,
         "train_config": asdict(tcfg),
+        "log": log,
     }

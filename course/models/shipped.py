@@ -2,9 +2,7 @@
 loop, weights shipped in float16, and compact json logs. Used by course/models/train_circuits.py
 (chapter 5b) and course/models/train_text_model.py (chapter 7)."""
 
-import csv
 import json
-import tempfile
 from pathlib import Path
 
 import torch
@@ -38,24 +36,11 @@ def train_logged(
     progress: bool = True,
     stop_at: int | None = None,
 ) -> list[dict]:
-    """solutions.training.train on `model` (in place); its loss log, one dict per step.
-    `stop_at` ends the run at that step, on the full run's schedule."""
-    with tempfile.TemporaryDirectory() as tmp:
-        log_path = Path(tmp) / "log.csv"
-        train(
-            model,
-            train_tokens,
-            val_tokens,
-            tcfg,
-            stop_at=stop_at,
-            log_path=log_path,
-            progress=progress,
-        )
-        with open(log_path) as f:
-            return [
-                {k: float(v) if k != "step" else int(v) for k, v in row.items() if v != ""}
-                for row in csv.DictReader(f)
-            ]
+    """solutions.training.train on `model` (in place); its loss log, one dict per step, with
+    val_loss only where it was measured. `stop_at` ends the run at that step, on the full
+    run's schedule."""
+    summary = train(model, train_tokens, val_tokens, tcfg, stop_at=stop_at, progress=progress)
+    return [{k: v for k, v in row.items() if v is not None} for row in summary["log"]]
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
