@@ -242,44 +242,6 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class LiveLossCurve:
-    """The loss log drawn as a figure that redraws itself in place while training runs (in
-    Jupyter; elsewhere it shows nothing)."""
-
-    def __init__(self, title: str = "loss while training"):
-        from IPython.display import display
-
-        self.title = title
-        self.handle = display(self._figure([]), display_id=True)
-
-    def _figure(self, log: list[dict]):
-        import plotly.graph_objects as go
-
-        from course.display.plotting import show
-
-        evals = [r for r in log if r["val_loss"] is not None]
-        fig = go.Figure(
-            [
-                go.Scatter(
-                    x=[r["step"] for r in log], y=[r["train_loss"] for r in log], name="train"
-                ),
-                go.Scatter(
-                    x=[r["step"] for r in evals],
-                    y=[r["val_loss"] for r in evals],
-                    name="validation",
-                ),
-            ]
-        )
-        fig.update_layout(
-            title=self.title, xaxis_title="step", yaxis_title="loss (nats per token)", height=360
-        )
-        return show(fig)
-
-    def update(self, log: list[dict]) -> None:
-        if self.handle is not None:
-            self.handle.update(self._figure(log))
-
-
 def train(
     model: nn.Module,
     train_tokens: Int[Tensor, " n"],
@@ -289,19 +251,18 @@ def train(
     resume: bool = False,
     stop_at: int | None = None,
     progress: bool = True,
-    live_every: int = 0,
     on_log: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train `model` in place; return a summary (steps, tokens seen, time, final losses) and
     its "log": a row per step, {"step", "lr", "train_loss", "val_loss"}, with val_loss None
-    where it was not measured. `on_log(row)` is called with each row as it is made.
+    where it was not measured. `on_log(row)` is called with each row as it is made (to draw
+    a live loss curve, say).
 
     With `checkpoint`, the state is saved there at every evaluation and after the last step;
     `resume=True` starts from it instead of from scratch. `stop_at` ends the run at that step,
     as an interrupted run would, without changing the schedule. A run that reaches max_steps,
     or stops early (`patience` evaluations without a new lowest validation loss), ends with
-    the weights of its lowest validation loss. `live_every=k` redraws a live loss curve every
-    k steps (in Jupyter).
+    the weights of its lowest validation loss.
     """
     n_ctx = model.cfg.n_ctx
     device = next(model.parameters()).device
@@ -314,7 +275,6 @@ def train(
         step, log, best = state["step"], state["log"], state["best"]
     last = tcfg.max_steps if stop_at is None else min(stop_at, tcfg.max_steps)
     model.train()
-    curve = LiveLossCurve() if live_every else None
     start = time.perf_counter()
     bar = tqdm(total=last, initial=step, disable=not progress, desc=f"training on {device.type}")
     stopped_early = False
@@ -337,8 +297,6 @@ def train(
             on_log(row)
         if checkpoint is not None and row["val_loss"] is not None:
             save_checkpoint(checkpoint, model, optimizer, generator, step, log=log, best=best)
-        if curve is not None and (step % live_every == 0 or step == last):
-            curve.update(log)
         bar.update(1)
         if tcfg.patience and best["bad_evals"] >= tcfg.patience:
             stopped_early = True
