@@ -23,6 +23,7 @@ from solutions.circuits import (
 )
 from solutions.config import Config
 from solutions.corpus import load_corpus
+from solutions.embeddings import next_token_log_probs
 from solutions.tokenizer import BPETokenizer, train_incremental
 from solutions.training import TrainConfig
 
@@ -87,7 +88,7 @@ def induction_eval_tokens(cfg: Config = INDUCTION_MODEL) -> torch.Tensor:
 @torch.no_grad()
 def induction_eval(model: AttnOnlyTransformer, tokens: torch.Tensor) -> dict:
     """Loss on each half of [bos, s, s], and the heads' scores."""
-    log_probs = model(tokens).log_softmax(-1)[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]
+    log_probs = next_token_log_probs(model(tokens), tokens)
     patterns = attention_patterns(model, tokens)
     return {
         "first_half_loss": -log_probs[:, :HALF].mean().item(),
