@@ -52,16 +52,4 @@ def load_course_model(directory: Path = MODEL_DIR) -> tuple[Transformer, BPEToke
 # steps (6.1M tokens, about three passes over the 2.1M training tokens) take 10 to 14
 # minutes; the tokenizer, encoding and the model card add under a minute. Early stopping on
 # the validation loss guards against memorising.
-COURSE_TRAINING = TrainConfig(
-    batch_size=32,
-    max_steps=1500,
-    max_lr=3e-3,
-    min_lr=3e-4,
-    warmup_steps=100,
-    weight_decay=0.1,
-    grad_clip=1.0,
-    eval_every=100,
-    eval_windows=64,
-    patience=3,
-    seed=0,
-)
+COURSE_TRAINING = TrainConfig(max_steps=1500)

@@ -1,6 +1,7 @@
-"""What the course's small trained models share: seeded one-thread training with chapter 6b's
-loop, weights shipped in float16, and compact json logs. Used by course/models/train_circuits.py
-(chapter 5b) and course/models/train_text_model.py (chapter 7)."""
+"""What the course's small trained models share: a training recipe (SMALL_TRAINING), seeded
+one-thread training with chapter 6b's loop, weights shipped in float16, and compact json logs.
+Used by course/models/train_circuits.py (chapter 5b), train_text_model.py (chapter 7) and
+train_scaling_law.py (chapter 6)."""
 
 import json
 from pathlib import Path
@@ -10,6 +11,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from solutions.training import TrainConfig, train
+
+# What the small shipped models' training shares: a short warm-up, and no early stopping, so
+# that each run follows its whole schedule. The rest is chapter 6b's TrainConfig; each model
+# changes what it needs with dataclasses.replace.
+SMALL_TRAINING = TrainConfig(warmup_steps=50, patience=0)
 
 
 def setup(seed: int) -> None:
