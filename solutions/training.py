@@ -122,8 +122,8 @@ class AdamW(torch.optim.Optimizer):
 
 
 class ForeachAdamW(AdamW):
-    """AdamW's update, the same numbers (tested), with each operation applied to all of a
-    group's tensors at once by PyTorch's torch._foreach_* functions. On a GPU each is one
+    """AdamW's update, the same numbers, with each operation applied to all of a group's
+    tensors at once by PyTorch's torch._foreach_* functions. On a GPU each is one
     kernel launch for the whole group instead of one per tensor: for a small model, the
     launches, not the arithmetic, are most of an optimizer step (chapter 6b's speed table).
     torch.optim.AdamW does the same on a GPU by default."""
