@@ -7,9 +7,9 @@ fixed windows; and a checkpoint holds everything the loop needs (weights, optimi
 the loader's generator, the log) to resume exactly where it stopped.
 """
 
-import csv
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -122,8 +122,8 @@ class AdamW(torch.optim.Optimizer):
 
 
 class ForeachAdamW(AdamW):
-    """AdamW's update, the same numbers (tested), with each operation applied to all of a
-    group's tensors at once by PyTorch's torch._foreach_* functions. On a GPU each is one
+    """AdamW's update, the same numbers, with each operation applied to all of a group's
+    tensors at once by PyTorch's torch._foreach_* functions. On a GPU each is one
     kernel launch for the whole group instead of one per tensor: for a small model, the
     launches, not the arithmetic, are most of an optimizer step (chapter 6b's speed table).
     torch.optim.AdamW does the same on a GPU by default."""
@@ -242,52 +242,6 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class LiveLossCurve:
-    """The loss log drawn as a figure that redraws itself in place while training runs (in
-    Jupyter; elsewhere it shows nothing)."""
-
-    def __init__(self, title: str = "loss while training"):
-        from IPython.display import display
-
-        self.title = title
-        self.handle = display(self._figure([]), display_id=True)
-
-    def _figure(self, log: list[dict]):
-        import plotly.graph_objects as go
-
-        from course.display.plotting import show
-
-        evals = [r for r in log if r["val_loss"] != ""]
-        fig = go.Figure(
-            [
-                go.Scatter(
-                    x=[r["step"] for r in log], y=[r["train_loss"] for r in log], name="train"
-                ),
-                go.Scatter(
-                    x=[r["step"] for r in evals],
-                    y=[r["val_loss"] for r in evals],
-                    name="validation",
-                ),
-            ]
-        )
-        fig.update_layout(
-            title=self.title, xaxis_title="step", yaxis_title="loss (nats per token)", height=360
-        )
-        return show(fig)
-
-    def update(self, log: list[dict]) -> None:
-        if self.handle is not None:
-            self.handle.update(self._figure(log))
-
-
-def write_log(path: Path, log: list[dict]) -> None:
-    """The loss log as CSV: step, lr, train_loss, and val_loss where it was measured."""
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["step", "lr", "train_loss", "val_loss"])
-        writer.writeheader()
-        writer.writerows(log)
-
-
 def train(
     model: nn.Module,
     train_tokens: Int[Tensor, " n"],
@@ -296,18 +250,19 @@ def train(
     checkpoint: Path | None = None,
     resume: bool = False,
     stop_at: int | None = None,
-    log_path: Path | None = None,
     progress: bool = True,
-    live_every: int = 0,
+    on_log: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Train `model` in place; return a summary (steps, tokens seen, time, final losses).
+    """Train `model` in place; return a summary (steps, tokens seen, time, final losses) and
+    its "log": a row per step, {"step", "lr", "train_loss", "val_loss"}, with val_loss None
+    where it was not measured. `on_log(row)` is called with each row as it is made (to draw
+    a live loss curve, say).
 
     With `checkpoint`, the state is saved there at every evaluation and after the last step;
     `resume=True` starts from it instead of from scratch. `stop_at` ends the run at that step,
     as an interrupted run would, without changing the schedule. A run that reaches max_steps,
     or stops early (`patience` evaluations without a new lowest validation loss), ends with
-    the weights of its lowest validation loss. `live_every=k` redraws a live loss curve every
-    k steps (in Jupyter).
+    the weights of its lowest validation loss.
     """
     n_ctx = model.cfg.n_ctx
     device = next(model.parameters()).device
@@ -320,7 +275,6 @@ def train(
         step, log, best = state["step"], state["log"], state["best"]
     last = tcfg.max_steps if stop_at is None else min(stop_at, tcfg.max_steps)
     model.train()
-    curve = LiveLossCurve() if live_every else None
     start = time.perf_counter()
     bar = tqdm(total=last, initial=step, disable=not progress, desc=f"training on {device.type}")
     stopped_early = False
@@ -329,7 +283,7 @@ def train(
         batch = random_windows(train_tokens, tcfg.batch_size, n_ctx, generator).to(device)
         loss = train_step(model, optimizer, batch, lr, tcfg.grad_clip)
         step += 1
-        row = {"step": step, "lr": lr, "train_loss": loss, "val_loss": ""}
+        row = {"step": step, "lr": lr, "train_loss": loss, "val_loss": None}
         if step % tcfg.eval_every == 0 or step == tcfg.max_steps:
             row["val_loss"] = evaluate(model, val_windows)
             if row["val_loss"] < best["val_loss"]:
@@ -339,10 +293,10 @@ def train(
                 best["bad_evals"] += 1
             bar.set_postfix(train=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}")
         log.append(row)
-        if checkpoint is not None and row["val_loss"] != "":
+        if on_log is not None:
+            on_log(row)
+        if checkpoint is not None and row["val_loss"] is not None:
             save_checkpoint(checkpoint, model, optimizer, generator, step, log=log, best=best)
-        if curve is not None and (step % live_every == 0 or step == last):
-            curve.update(log)
         bar.update(1)
         if tcfg.patience and best["bad_evals"] >= tcfg.patience:
             stopped_early = True
@@ -356,9 +310,7 @@ def train(
         # A finished run keeps the weights of its lowest validation loss: if the loss went up
         # after it, the later weights had begun to memorise.
         model.load_state_dict(best["state"])
-    if log_path is not None:
-        write_log(log_path, log)
-    evals = [r for r in log if r["val_loss"] != ""]
+    evals = [r for r in log if r["val_loss"] is not None]
     # Training loss measured as the validation loss is (same windows count, eval mode, final
     # weights), so the two are comparable: a gap between them is memorisation.
     train_windows = fixed_windows(train_tokens, n_ctx, tcfg.eval_windows)
@@ -373,4 +325,5 @@ def train(
         "best_step": best["step"],
         "stopped_early": stopped_early,
         "train_config": asdict(tcfg),
+        "log": log,
     }

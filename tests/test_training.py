@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from course.models.course_model import load_course_model
+from course.models.train_course_model import write_log
 from solutions.config import TINY
 from solutions.training import (
     TrainConfig,
@@ -41,7 +42,8 @@ def run(tmp_path, name, tcfg=TCFG, **kwargs):
     torch.manual_seed(tcfg.seed)
     model = Transformer(CFG)
     log = tmp_path / f"{name}.csv"
-    summary = train(model, TRAIN, VAL, tcfg, log_path=log, progress=False, **kwargs)
+    summary = train(model, TRAIN, VAL, tcfg, progress=False, **kwargs)
+    write_log(log, summary["log"])
     with open(log) as f:
         return model, summary, list(csv.DictReader(f))
 
@@ -155,7 +157,8 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
     torch.manual_seed(0)
     model = Transformer(CFG)
     val = (-VAL) % CFG.d_vocab
-    summary = train(model, TRAIN, val, tcfg, log_path=tmp_path / "log.csv", progress=False)
+    summary = train(model, TRAIN, val, tcfg, progress=False)
+    write_log(tmp_path / "log.csv", summary["log"])
     with open(tmp_path / "log.csv") as f:
         evals = [(int(r["step"]), float(r["val_loss"])) for r in csv.DictReader(f) if r["val_loss"]]
     assert summary["stopped_early"] and summary["steps"] < 200

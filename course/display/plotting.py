@@ -119,3 +119,42 @@ def _fresh_id(base: str) -> str:
     # gets a suffix. A fresh kernel numbers them the same way at every run.
     _ids_shown[base] = _ids_shown.get(base, 0) + 1
     return base if _ids_shown[base] == 1 else f"{base}-{_ids_shown[base]}"
+
+
+class LiveLossCurve:
+    """The loss log drawn as a figure that redraws itself in place while training runs (in
+    Jupyter; elsewhere it shows nothing). Pass it to solutions.training.train as `on_log`:
+    it keeps each row and redraws every `every` steps and at each evaluation."""
+
+    def __init__(self, every: int = 10, title: str = "loss while training"):
+        from IPython.display import display
+
+        self.every, self.title, self.log = every, title, []
+        self.handle = display(self._figure(), display_id=True)
+
+    def _figure(self) -> ShownFigure:
+        evals = [r for r in self.log if r["val_loss"] is not None]
+        fig = go.Figure(
+            [
+                go.Scatter(
+                    x=[r["step"] for r in self.log],
+                    y=[r["train_loss"] for r in self.log],
+                    name="train",
+                ),
+                go.Scatter(
+                    x=[r["step"] for r in evals],
+                    y=[r["val_loss"] for r in evals],
+                    name="validation",
+                ),
+            ]
+        )
+        fig.update_layout(
+            title=self.title, xaxis_title="step", yaxis_title="loss (nats per token)", height=360
+        )
+        return show(fig)
+
+    def __call__(self, row: dict) -> None:
+        self.log.append(row)
+        due = row["step"] % self.every == 0 or row["val_loss"] is not None
+        if self.handle is not None and due:
+            self.handle.update(self._figure())

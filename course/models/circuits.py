@@ -3,13 +3,14 @@
 and loaders."""
 
 import json
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
 import torch
 
 from course import DATA
-from course.models.shipped import load_weights
+from course.models.shipped import SMALL_TRAINING, load_weights
 from solutions.circuits import (
     CORPUS_MODEL,
     INDUCTION_MODEL,
@@ -23,38 +24,20 @@ from solutions.circuits import (
 )
 from solutions.config import Config
 from solutions.corpus import load_corpus
+from solutions.embeddings import next_token_log_probs
 from solutions.tokenizer import BPETokenizer, train_incremental
-from solutions.training import TrainConfig
 
 OUT = DATA / "circuits"
 
 
-CORPUS_TRAINING = TrainConfig(
-    batch_size=32,
-    max_steps=600,
-    max_lr=1e-2,
-    min_lr=1e-3,
-    warmup_steps=50,
-    weight_decay=0.1,
-    eval_every=100,
-    eval_windows=64,
-    patience=0,
-    seed=0,
-)
+CORPUS_TRAINING = replace(SMALL_TRAINING, max_steps=600, max_lr=1e-2, min_lr=1e-3)
 
 
-# Repeats of random tokens, with a period from 6 to 20 per sequence (periodic_tokens).
-INDUCTION_TRAINING = TrainConfig(
-    batch_size=32,
-    max_steps=1500,
-    max_lr=1e-2,
-    min_lr=1e-3,
-    warmup_steps=50,
-    # Decay prunes the directions a head does not use: its heads specialise sooner.
-    weight_decay=0.1,
-    eval_every=50,
-    patience=0,
-    seed=0,
+# Repeats of random tokens, with a period from 6 to 20 per sequence (periodic_tokens). Weight
+# decay (SMALL_TRAINING's 0.1) prunes the directions a head does not use: its heads
+# specialise sooner.
+INDUCTION_TRAINING = replace(
+    SMALL_TRAINING, max_steps=1500, max_lr=1e-2, min_lr=1e-3, eval_every=50
 )
 
 
@@ -87,7 +70,7 @@ def induction_eval_tokens(cfg: Config = INDUCTION_MODEL) -> torch.Tensor:
 @torch.no_grad()
 def induction_eval(model: AttnOnlyTransformer, tokens: torch.Tensor) -> dict:
     """Loss on each half of [bos, s, s], and the heads' scores."""
-    log_probs = model(tokens).log_softmax(-1)[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]
+    log_probs = next_token_log_probs(model(tokens), tokens)
     patterns = attention_patterns(model, tokens)
     return {
         "first_half_loss": -log_probs[:, :HALF].mean().item(),

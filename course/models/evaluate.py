@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from jaxtyping import Int
 from torch import Tensor, nn
 
+from solutions.training import evaluate
+
 # Fixed so that a retrained model's card shows samples from the same prompts and seed.
 SAMPLE_PROMPTS = ("Once upon a time", "The letter arrived on a cold morning, and", "He said that")
 SAMPLE_SEED = 0
@@ -96,28 +98,16 @@ def model_loss(
     the first is predicted exactly once. The same tokens and batch_size give the same number.
     """
     assert len(tokens) >= 2, "a loss needs at least one token to predict"
-    device = next(model.parameters()).device
-    tokens = tokens.to(device)
+    # Windows of n_ctx + 1 tokens (chapter 6b's): each one's last token, only a target there,
+    # is the first input of the next.
     n_full = (len(tokens) - 1) // n_ctx
-    inputs = tokens[: n_full * n_ctx].reshape(n_full, n_ctx)
-    targets = tokens[1 : n_full * n_ctx + 1].reshape(n_full, n_ctx)
-    batches = [
-        (inputs[i : i + batch_size], targets[i : i + batch_size])
-        for i in range(0, n_full, batch_size)
-    ]
-    if len(tokens) - 1 > n_full * n_ctx:
-        tail = tokens[n_full * n_ctx :]
-        batches.append((tail[None, :-1], tail[None, 1:]))
-    was_training = model.training
-    model.eval()
     total = 0.0
-    try:
-        with torch.no_grad():
-            for x, y in batches:
-                logits = model(x).float()
-                total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
-    finally:
-        model.train(was_training)
+    if n_full:
+        windows = torch.stack([tokens[s : s + n_ctx + 1] for s in range(0, n_full * n_ctx, n_ctx)])
+        total += evaluate(model, windows, batch_size) * n_full * n_ctx
+    tail = tokens[n_full * n_ctx :]
+    if len(tail) > 1:
+        total += evaluate(model, tail[None]) * (len(tail) - 1)
     return total / (len(tokens) - 1)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from course import DATA
+from course.models.shipped import SMALL_TRAINING
 from solutions.config import Config
 from solutions.scaling import count_training_flops, fit_power_law, isoflop_minimum
 from solutions.training import TrainConfig, evaluate, fixed_windows
@@ -34,14 +35,9 @@ BUDGETS = {
 
 # Batches of 8 windows (512 bytes): models this small learn more from more, smaller steps
 # than from fewer, larger ones (in trial runs with 32 windows, the larger models of a budget
-# got so few steps that the smallest model was best at every budget).
-SCHEDULE = TrainConfig(
-    batch_size=8,
-    weight_decay=0.1,
-    eval_windows=64,
-    patience=0,
-    seed=0,
-)
+# got so few steps that the smallest model was best at every budget). The length, warm-up,
+# evaluation and learning rates are each run's own (run_schedule).
+SCHEDULE = replace(SMALL_TRAINING, batch_size=8)
 
 
 # The two best sizes of the smallest budget, again with other seeds (initialisation and

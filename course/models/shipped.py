@@ -1,10 +1,9 @@
-"""What the course's small trained models share: seeded one-thread training with chapter 6b's
-loop, weights shipped in float16, and compact json logs. Used by course/models/train_circuits.py
-(chapter 5b) and course/models/train_text_model.py (chapter 7)."""
+"""What the course's small trained models share: a training recipe (SMALL_TRAINING), seeded
+one-thread training with chapter 6b's loop, weights shipped in float16, and compact json logs.
+Used by course/models/train_circuits.py (chapter 5b), train_text_model.py (chapter 7) and
+train_scaling_law.py (chapter 6)."""
 
-import csv
 import json
-import tempfile
 from pathlib import Path
 
 import torch
@@ -12,6 +11,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from solutions.training import TrainConfig, train
+
+# What the small shipped models' training shares: a short warm-up, and no early stopping, so
+# that each run follows its whole schedule. The rest is chapter 6b's TrainConfig; each model
+# changes what it needs with dataclasses.replace.
+SMALL_TRAINING = TrainConfig(warmup_steps=50, patience=0)
 
 
 def setup(seed: int) -> None:
@@ -38,24 +42,11 @@ def train_logged(
     progress: bool = True,
     stop_at: int | None = None,
 ) -> list[dict]:
-    """solutions.training.train on `model` (in place); its loss log, one dict per step.
-    `stop_at` ends the run at that step, on the full run's schedule."""
-    with tempfile.TemporaryDirectory() as tmp:
-        log_path = Path(tmp) / "log.csv"
-        train(
-            model,
-            train_tokens,
-            val_tokens,
-            tcfg,
-            stop_at=stop_at,
-            log_path=log_path,
-            progress=progress,
-        )
-        with open(log_path) as f:
-            return [
-                {k: float(v) if k != "step" else int(v) for k, v in row.items() if v != ""}
-                for row in csv.DictReader(f)
-            ]
+    """solutions.training.train on `model` (in place); its loss log, one dict per step, with
+    val_loss only where it was measured. `stop_at` ends the run at that step, on the full
+    run's schedule."""
+    summary = train(model, train_tokens, val_tokens, tcfg, stop_at=stop_at, progress=progress)
+    return [{k: v for k, v in row.items() if v is not None} for row in summary["log"]]
 
 
 def save_weights(model: nn.Module, path: Path) -> None:

@@ -2,15 +2,16 @@
 `python -m course.models.train_text_model`): its configuration, its data, and its loaders."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from course import DATA
-from course.models.shipped import load_weights
+from course.models.shipped import SMALL_TRAINING, load_weights
 from solutions.config import Config
 from solutions.corpus import load_corpus
-from solutions.training import TrainConfig, evaluate, fixed_windows
+from solutions.training import evaluate, fixed_windows
 from solutions.transformer import Transformer
 
 OUT = DATA / "text_model"
@@ -18,18 +19,7 @@ OUT = DATA / "text_model"
 
 # Bytes as tokens: d_vocab 256. Small enough to train in minutes on one CPU thread.
 TEXT_MODEL = Config(d_model=128, d_vocab=256, n_ctx=64, d_head=32, d_mlp=512, n_heads=4, n_layers=2)
-TEXT_TRAINING = TrainConfig(
-    batch_size=32,
-    max_steps=1500,
-    max_lr=3e-3,
-    min_lr=3e-4,
-    warmup_steps=50,
-    weight_decay=0.1,
-    eval_every=100,
-    eval_windows=64,
-    patience=0,
-    seed=0,
-)
+TEXT_TRAINING = replace(SMALL_TRAINING, max_steps=1500)
 
 
 def text_tokens() -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from course.models.circuits import (
@@ -30,7 +29,8 @@ from course.models.circuits import (
 )
 from course.models.shipped import round_to_float16, save_weights, setup, train_logged, write_json
 from solutions.circuits import CORPUS_MODEL, INDUCTION_MODEL, AttnOnlyTransformer, periodic_tokens
-from solutions.training import TrainConfig, learning_rate, param_groups
+from solutions.training import TrainConfig, clip_grad_norm, learning_rate, param_groups
+from solutions.transformer import lm_loss
 
 
 def train_corpus_model(
@@ -47,7 +47,14 @@ def train_corpus_model(
 def train_induction_model(
     tcfg: TrainConfig = INDUCTION_TRAINING, progress: bool = True
 ) -> tuple[AttnOnlyTransformer, list[dict]]:
-    """The two-layer model on fresh repeating sequences at every step; and its log."""
+    """The two-layer model on fresh repeating sequences at every step; and its log.
+
+    Chapter 6b's schedule, decay groups, loss and clipping, stepped here rather than by
+    train_step: a batch is n_ctx tokens, all read, where train_step's windows are n_ctx + 1
+    with the last only a target; and torch.optim.AdamW, whose running mean (a lerp) rounds
+    differently from chapter 6b's AdamW. Either change would make a run differ in its last
+    bits from the one that made the shipped weights, and drift from it as training goes on.
+    """
     setup(tcfg.seed)
     cfg = INDUCTION_MODEL
     model = AttnOnlyTransformer(cfg)
@@ -60,11 +67,10 @@ def train_induction_model(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, tcfg)
         tokens = periodic_tokens(tcfg.batch_size, cfg.n_ctx, cfg.d_vocab, generator, PERIODS)
-        logits = model(tokens)
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+        loss = lm_loss(model(tokens), tokens)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        clip_grad_norm(model.parameters(), tcfg.grad_clip)
         optimizer.step()
         row = {"step": step + 1, "train_loss": loss.item()}
         if (step + 1) % tcfg.eval_every == 0 or step == 0:

@@ -8,6 +8,7 @@ on a given CPU; it uses a GPU when there is one (and then is not bitwise CPU-equ
 """
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -36,6 +37,14 @@ def machine() -> str:
     )
 
 
+def write_log(path: Path, log: list[dict]) -> None:
+    """The loss log as CSV: step, lr, train_loss, and val_loss where it was measured."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["step", "lr", "train_loss", "val_loss"])
+        writer.writeheader()
+        writer.writerows(log)
+
+
 def main(out: Path = MODEL_DIR, tcfg: TrainConfig = COURSE_TRAINING, cfg=COURSE_MODEL) -> dict:
     start = time.perf_counter()
     torch.manual_seed(tcfg.seed)
@@ -55,7 +64,8 @@ def main(out: Path = MODEL_DIR, tcfg: TrainConfig = COURSE_TRAINING, cfg=COURSE_
     # load into the explicit model that chapters read.
     model = Transformer(cfg, fused=True).to(device)
     out.mkdir(parents=True, exist_ok=True)
-    summary = train(model, train_tokens, val_tokens, tcfg, log_path=out / "loss_log.csv")
+    summary = train(model, train_tokens, val_tokens, tcfg)
+    write_log(out / "loss_log.csv", summary.pop("log"))
     model = model.cpu()
     explicit = Transformer(cfg)
     explicit.load_state_dict(model.state_dict())
