@@ -10,12 +10,10 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
+from checks._configs import NARROW_HEADS
 from checks._core import kind_of, plural, randomize
 from solutions import attention as ref
 from solutions.config import TINY
-
-# d_model differs from n_heads·d_head here, so that mixing them up shows.
-ODD = TINY.but(n_heads=3, d_head=8, n_ctx=16)
 
 
 def scale_mistakes(scores: Tensor, d_head: int, d_model: int | None = None) -> dict:
@@ -187,7 +185,7 @@ def known_mistakes(cfg) -> dict[str, dict]:
 
 def merged_cases(check, learner_fn, reference_fn, name):
     """Yield (cfg, attn, got) for random layers: values checked, rank at most d_head."""
-    for i, cfg in enumerate([TINY, ODD, TINY.but(d_head=1, n_heads=2)]):
+    for i, cfg in enumerate([TINY, NARROW_HEADS, TINY.but(d_head=1, n_heads=2)]):
         attn = randomize(ref.Attention(cfg), seed=60 + i, scale=0.2)
         with check.case(
             f"{name} of a random layer, {plural(cfg.n_heads, 'head')}, d_head {cfg.d_head}"

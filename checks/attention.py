@@ -1,7 +1,8 @@
 """Checkers for chapter 2 (solutions/attention.py).
 
 Every check uses random weights, biases included, on TINY (d_model = n_heads·d_head, as
-in GPT-2) and on ODD (where they differ, so that mixing them up shows). Masked scores may
+in GPT-2) and on NARROW_HEADS (where they differ, so that mixing them up shows; "ODD" in the
+cases' names). Masked scores may
 hold -inf, as in ARENA and TransformerLens's HookedTransformer, or any large negative number
 such as the -1e5 of their earlier versions or HuggingFace's torch.finfo(dtype).min: all give
 the same pattern, so all pass.
@@ -13,7 +14,6 @@ import einops
 import torch
 
 from checks._attention_diagnosis import (
-    ODD,
     compare_masked,
     compare_pattern,
     count_hint,
@@ -27,6 +27,7 @@ from checks._attention_diagnosis import (
     require_int,
     scale_mistakes,
 )
+from checks._configs import NARROW_HEADS
 from checks._core import exercise, plural, randomize, scaled, seeded
 from solutions import attention as ref
 from solutions.config import GPT2_SMALL, TINY
@@ -51,9 +52,9 @@ __all__ = [
 CASES = [
     (TINY, 1, 1, 1.0),
     (TINY, 2, 5, 1.0),
-    (ODD, 3, 7, 1.0),
+    (NARROW_HEADS, 3, 7, 1.0),
     (TINY, 2, TINY.n_ctx, 1.0),
-    (ODD, 2, 6, 0.01),
+    (NARROW_HEADS, 2, 6, 0.01),
     (TINY, 2, 9, 10.0),
 ]
 # Softmax turns an error e in a score into a relative error e in the pattern; scores of
@@ -352,7 +353,7 @@ def check_kv_cache_bytes(check, kv_cache_bytes):
         (GPT2_SMALL, "GPT-2 small", 1024, 4),
         (GPT2_SMALL, "GPT-2 small", 1, 2),
         (TINY, "TINY", 32, 4),
-        (ODD.but(n_layers=3), "ODD", 7, 2),
+        (NARROW_HEADS.but(n_layers=3), "ODD", 7, 2),
     ]:
         with check.case(f"{name}, {plural(n, 'token')}, {plural(per, 'byte')} per value"):
             expected = ref.kv_cache_bytes(cfg, n, per)
@@ -382,7 +383,7 @@ def check_attention_flops(check, attention_flops):
         (GPT2_SMALL, "GPT-2 small", 1024),
         (TINY, "TINY", 1),
         (TINY, "TINY", 32),
-        (ODD.but(n_layers=3), "ODD", 9),
+        (NARROW_HEADS.but(n_layers=3), "ODD", 9),
     ]:
         with check.case(f"{name}, context {n}"):
             expected = ref.attention_flops(cfg, n)
@@ -405,7 +406,7 @@ def check_attention_flops(check, attention_flops):
     for n in [4, 16]:
         with check.case(f"agrees with the FLOPs torch counts, ODD, context {n}"):
             check.equal(
-                check.call(attention_flops, ODD, n),
-                counted_flops(ODD, n),
+                check.call(attention_flops, NARROW_HEADS, n),
+                counted_flops(NARROW_HEADS, n),
                 what="number of FLOPs (torch's FlopCounterMode counts the products)",
             )

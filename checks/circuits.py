@@ -8,6 +8,7 @@ diagonals average the same).
 
 import torch
 
+from checks._configs import UNEVEN_HEADS_SMALL_VOCAB
 from checks._core import exercise, randomize, seeded
 from solutions import circuits as ref
 from solutions.attention import w_ov, w_qk
@@ -23,7 +24,6 @@ __all__ = [
 ]
 
 SQUARE = Config(d_model=32, d_vocab=23, n_ctx=16, d_head=8, d_mlp=64, n_heads=4, n_layers=2)
-ODD = Config(d_model=20, d_vocab=17, n_ctx=12, d_head=5, d_mlp=40, n_heads=3, n_layers=2)
 
 
 def _model(cfg: Config, seed: int, n_layers: int = 2) -> ref.AttnOnlyTransformer:
@@ -47,7 +47,9 @@ def _refusing(model: ref.AttnOnlyTransformer) -> ref.AttnOnlyTransformer:
 
 
 def _circuit_check(check, learner, reference, name: str, mistakes_of, shapes_of) -> None:
-    for i, (cfg, layer) in enumerate([(SQUARE, 0), (ODD, 0), (SQUARE, 1), (ODD, 1)]):
+    for i, (cfg, layer) in enumerate(
+        [(SQUARE, 0), (UNEVEN_HEADS_SMALL_VOCAB, 0), (SQUARE, 1), (UNEVEN_HEADS_SMALL_VOCAB, 1)]
+    ):
         with check.case(
             f"d_model {cfg.d_model}, {cfg.n_heads} heads of d_head {cfg.d_head}, "
             f"d_vocab {cfg.d_vocab}, layer {layer}"
@@ -171,7 +173,13 @@ def _path_mistakes(model, tokens) -> dict[str, torch.Tensor]:
 
 @exercise(ref.path_expansion_logits)
 def check_path_expansion_logits(check, path_expansion_logits):
-    for i, (cfg, batch, posn) in enumerate([(SQUARE, 2, 7), (ODD, 3, ODD.n_ctx), (SQUARE, 1, 1)]):
+    for i, (cfg, batch, posn) in enumerate(
+        [
+            (SQUARE, 2, 7),
+            (UNEVEN_HEADS_SMALL_VOCAB, 3, UNEVEN_HEADS_SMALL_VOCAB.n_ctx),
+            (SQUARE, 1, 1),
+        ]
+    ):
         with check.case(
             f"one layer, d_model {cfg.d_model}, {cfg.n_heads} heads, batch {batch}, "
             f"{posn} position{'s' * (posn > 1)}"
@@ -256,7 +264,7 @@ def _score(a, b):
 
 @exercise(ref.composition_scores)
 def check_composition_scores(check, composition_scores):
-    for i, cfg in enumerate([SQUARE, ODD]):
+    for i, cfg in enumerate([SQUARE, UNEVEN_HEADS_SMALL_VOCAB]):
         model = _model(cfg, seed=60 + i)
         attn_0, attn_1 = model.blocks[0].attn, model.blocks[1].attn
         with torch.no_grad():

@@ -7,6 +7,7 @@ near that eps, so that an eps written in by hand, or put outside the square root
 
 import torch
 
+from checks._configs import SMALL_D_MODEL_LARGE_EPS
 from checks._core import exercise, plural, randomize, scaled, seeded
 from solutions import layernorm as ref
 from solutions.config import TINY
@@ -21,12 +22,11 @@ __all__ = [
 # (config, batch, positions, input scale). EPS's eps is 1e-2, and inputs ×0.1 have a
 # variance of 1e-2: there eps counts as much as the variance does.
 EPS = TINY.but(layer_norm_eps=1e-2)
-ODD = TINY.but(d_model=5, layer_norm_eps=1e-3)
 CASES = [
     (TINY, 2, 5, 1.0),
-    (ODD, 3, 4, 1.0),
+    (SMALL_D_MODEL_LARGE_EPS, 3, 4, 1.0),
     (EPS, 2, 6, 0.1),
-    (ODD, 1, 1, 0.03),
+    (SMALL_D_MODEL_LARGE_EPS, 1, 1, 0.03),
     (TINY, 1, 7, 100.0),
 ]
 
@@ -154,7 +154,9 @@ def _jacobian_with_eps(w, x, eps):
 
 @exercise(ref.layer_norm_jacobian)
 def check_layer_norm_jacobian(check, layer_norm_jacobian):
-    for i, (cfg, scale) in enumerate([(TINY, 1.0), (ODD, 1.0), (EPS, 0.1), (TINY, 30.0)]):
+    for i, (cfg, scale) in enumerate(
+        [(TINY, 1.0), (SMALL_D_MODEL_LARGE_EPS, 1.0), (EPS, 0.1), (TINY, 30.0)]
+    ):
         with check.case(
             f"d_model {cfg.d_model}, eps {cfg.layer_norm_eps:g}" + scaled("input", scale)
         ):
@@ -199,7 +201,9 @@ def check_layer_norm_jacobian(check, layer_norm_jacobian):
 
 @exercise(ref.fold_layer_norm)
 def check_fold_layer_norm(check, fold_layer_norm):
-    for i, (cfg, n) in enumerate([(TINY, 30), (ODD, 7), (TINY, 1), (ODD, 5)]):
+    for i, (cfg, n) in enumerate(
+        [(TINY, 30), (SMALL_D_MODEL_LARGE_EPS, 7), (TINY, 1), (SMALL_D_MODEL_LARGE_EPS, 5)]
+    ):
         with check.case(f"d_model {cfg.d_model}, W [{cfg.d_model}, {n}]"):
             ln = randomize(ref.LayerNorm(cfg), seed=40 + i)
             gen = seeded(50 + i)

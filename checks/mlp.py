@@ -1,14 +1,16 @@
 """Checkers for chapter 3 (solutions/mlp.py).
 
-Every check uses random weights, biases included, on TINY and on ODD (d_model ≠ d_mlp/4),
-with pre-activations of order 1 to 3, where GPT-2's tanh GELU and the exact GELU differ
-by 1e-4 and more: the tolerances are tighter than that, so the exact GELU fails.
+Every check uses random weights, biases included, on TINY and on MLP_NOT_4X (d_mlp ≠
+4 · d_model; "ODD" in the cases' names), with pre-activations of order 1 to 3, where GPT-2's
+tanh GELU and the exact GELU differ by 1e-4 and more: the tolerances are tighter than that,
+so the exact GELU fails.
 """
 
 import torch
 import torch.nn.functional as F
 
 from checks._attention_diagnosis import require_int
+from checks._configs import MLP_NOT_4X
 from checks._core import exercise, plural, randomize, seeded
 from solutions import mlp as ref
 from solutions.config import TINY, Config
@@ -24,7 +26,6 @@ __all__ = [
     "check_highway",
 ]
 
-ODD = Config(d_model=20, d_vocab=31, n_ctx=16, d_head=5, d_mlp=36, n_heads=4, n_layers=1)
 RTOL, ATOL = 2e-5, 2e-6  # float32 rounding is ~1e-6 here; the exact GELU is off by ~1e-4
 
 
@@ -115,7 +116,9 @@ def check_gelu_new(check, gelu_new):
 
 @exercise(ref.MLP)
 def check_mlp(check, MLP):
-    for i, (cfg, batch, posn) in enumerate([(TINY, 1, 1), (TINY, 2, 5), (ODD, 3, 7), (ODD, 1, 16)]):
+    for i, (cfg, batch, posn) in enumerate(
+        [(TINY, 1, 1), (TINY, 2, 5), (MLP_NOT_4X, 3, 7), (MLP_NOT_4X, 1, 16)]
+    ):
         with check.case(f"{_name(cfg)}, batch {batch}, {plural(posn, 'position')}"):
             reference = randomize(ref.MLP(cfg), seed=10 + i, scale=0.15)
             mlp = check.build(MLP, cfg)
@@ -130,7 +133,7 @@ def check_mlp(check, MLP):
 
 @exercise(ref.mlp_jacobian)
 def check_mlp_jacobian(check, mlp_jacobian):
-    for i, cfg in enumerate([TINY, ODD, ODD]):
+    for i, cfg in enumerate([TINY, MLP_NOT_4X, MLP_NOT_4X]):
         with check.case(f"{_name(cfg)}, a random point"):
             mlp = randomize(ref.MLP(cfg), seed=30 + i, scale=0.15)
             x = torch.randn(cfg.d_model, generator=seeded(40 + i))
@@ -211,7 +214,7 @@ def check_route(check, route):
 @exercise(ref.MixtureOfExperts)
 def check_mixture_of_experts(check, MixtureOfExperts):
     for i, (cfg, n_experts, k, posn) in enumerate(
-        [(TINY, 4, 1, 1), (TINY, 4, 2, 9), (ODD, 6, 3, 12), (ODD, 3, 3, 5)]
+        [(TINY, 4, 1, 1), (TINY, 4, 2, 9), (MLP_NOT_4X, 6, 3, 12), (MLP_NOT_4X, 3, 3, 5)]
     ):
         with check.case(f"{_name(cfg)}, {n_experts} experts, k = {k}, {plural(posn, 'position')}"):
             reference = randomize(ref.MixtureOfExperts(cfg, n_experts, k), seed=60 + i, scale=0.3)
@@ -299,9 +302,9 @@ def check_balance_loss(check, balance_loss):
 
 @exercise(ref.moe_flops_saved)
 def check_moe_flops_saved(check, moe_flops_saved):
-    for cfg, n_experts, k in [(TINY, 8, 2), (ODD, 4, 1), (Config(), 64, 2), (TINY, 4, 4)]:
+    for cfg, n_experts, k in [(TINY, 8, 2), (MLP_NOT_4X, 4, 1), (Config(), 64, 2), (TINY, 4, 4)]:
         with check.case(
-            f"{_name(cfg) if cfg in (TINY, ODD) else 'GPT-2 small'}, {n_experts} experts, k = {k}"
+            f"{_name(cfg) if cfg in (TINY, MLP_NOT_4X) else 'GPT-2 small'}, {n_experts} experts, k = {k}"
         ):
             expected = ref.moe_flops_saved(cfg, n_experts, k)
             got = check.call(moe_flops_saved, cfg, n_experts, k)
@@ -317,7 +320,7 @@ def check_moe_flops_saved(check, moe_flops_saved):
 
 @exercise(ref.Highway)
 def check_highway(check, Highway):
-    for i, (cfg, batch, posn) in enumerate([(TINY, 1, 1), (TINY, 2, 5), (ODD, 3, 4)]):
+    for i, (cfg, batch, posn) in enumerate([(TINY, 1, 1), (TINY, 2, 5), (MLP_NOT_4X, 3, 4)]):
         with check.case(f"{_name(cfg)}, batch {batch}, {plural(posn, 'position')}"):
             reference = randomize(ref.Highway(cfg), seed=90 + i, scale=0.3)
             block = check.build(Highway, cfg)

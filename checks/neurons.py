@@ -9,6 +9,7 @@ the wrong one is a wrong value the message can name, not a shape error.
 import torch
 import torch.nn.functional as F
 
+from checks._configs import MLP_NOT_4X
 from checks._core import exercise, plural, randomize, seeded
 from checks.mlp import call_keeping_weights
 from solutions import neurons as ref
@@ -18,9 +19,8 @@ from solutions.transformer import Transformer
 
 __all__ = ["check_neuron_logit_effect", "check_neuron_activations", "check_top_activating"]
 
-ODD = Config(d_model=20, d_vocab=37, n_ctx=16, d_head=5, d_mlp=36, n_heads=4, n_layers=3)
 SQUARE = Config(d_model=24, d_vocab=29, n_ctx=12, d_head=6, d_mlp=24, n_heads=4, n_layers=2)
-NAMES = {TINY: "TINY", ODD: "ODD", SQUARE: "SQUARE (d_mlp = d_model)"}
+NAMES = {TINY: "TINY", MLP_NOT_4X: "ODD", SQUARE: "SQUARE (d_mlp = d_model)"}
 SCALE = 0.3  # random weights this size keep the softmax and the GELU away from saturation
 
 
@@ -73,7 +73,7 @@ def _effect_mistakes(model, layer: int, neuron: int) -> dict[str, torch.Tensor]:
 @exercise(ref.neuron_logit_effect)
 def check_neuron_logit_effect(check, neuron_logit_effect):
     # SQUARE first: there a row of W_in or a column of W_out is named, not a shape error.
-    cases = [(SQUARE, 0, 3), (SQUARE, 1, 23), (TINY, 0, 5), (TINY, 1, 191), (ODD, 2, 17)]
+    cases = [(SQUARE, 0, 3), (SQUARE, 1, 23), (TINY, 0, 5), (TINY, 1, 191), (MLP_NOT_4X, 2, 17)]
     for i, (cfg, layer, neuron) in enumerate(cases):
         with check.case(f"{NAMES[cfg]}, layer {layer}, neuron {neuron}"):
             model = random_model(cfg, seed=200 + i)
@@ -128,7 +128,7 @@ def _activation_mistakes(model, tokens, layer: int) -> dict[str, torch.Tensor]:
 
 @exercise(ref.neuron_activations)
 def check_neuron_activations(check, neuron_activations):
-    cases = [(TINY, 0, 2, 5), (TINY, 1, 1, 1), (ODD, 1, 3, 7), (SQUARE, 0, 2, 12)]
+    cases = [(TINY, 0, 2, 5), (TINY, 1, 1, 1), (MLP_NOT_4X, 1, 3, 7), (SQUARE, 0, 2, 12)]
     for i, (cfg, layer, batch, posn) in enumerate(cases):
         label = f"{NAMES[cfg]}, layer {layer}, batch {batch}, {plural(posn, 'position')}"
         with check.case(label):

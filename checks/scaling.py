@@ -1,7 +1,8 @@
 """Checkers for chapter 6's napkin math (solutions/scaling.py).
 
-Counts are checked on GPT-2 small, on TINY, on ODD (n_heads·d_head differs from d_model and
-d_mlp from 4·d_model, so that a formula leaning on either shows) and on a Llama-3-8B-sized
+Counts are checked on GPT-2 small, on TINY, on NARROW_HEADS_MLP_100 ("ODD" in the cases'
+names: n_heads·d_head differs from d_model and d_mlp from 4·d_model, so that a formula leaning
+on either shows) and on a Llama-3-8B-sized
 config; a wrong count is matched against the counts the usual slips give, to name the slip.
 """
 
@@ -11,6 +12,7 @@ from numbers import Real
 import numpy as np
 import torch
 
+from checks._configs import NARROW_HEADS_MLP_100
 from checks._core import exercise, kind_of, seeded
 from solutions import scaling as ref
 from solutions.attention import attention_flops
@@ -29,11 +31,10 @@ __all__ = [
     "check_isoflop_minimum",
 ]
 
-ODD = TINY.but(n_heads=3, d_head=8, n_ctx=16, d_mlp=100)
 CONFIGS = [
     (GPT2_SMALL, "GPT-2 small"),
     (TINY, "TINY"),
-    (ODD, "ODD (n_heads·d_head ≠ d_model, d_mlp = 100)"),
+    (NARROW_HEADS_MLP_100, "ODD (n_heads·d_head ≠ d_model, d_mlp = 100)"),
     (ref.LLAMA3_8B, "Llama-3-8B-sized"),
 ]
 
@@ -262,9 +263,9 @@ def check_kv_bytes_per_token(check, kv_bytes_per_token):
         (GPT2_SMALL, "GPT-2 small", None, 2),
         (ref.LLAMA3_8B, "Llama-3-8B-sized", ref.LLAMA3_8B_KV_HEADS, 2),
         (ref.LLAMA3_8B, "Llama-3-8B-sized", None, 2),
-        (ODD.but(n_heads=6), "ODD with 6 heads", 2, 1),
-        (ODD.but(n_heads=6), "ODD with 6 heads", 1, 4),
-        (ODD, "ODD (n_heads·d_head ≠ d_model)", None, 2),
+        (NARROW_HEADS_MLP_100.but(n_heads=6), "ODD with 6 heads", 2, 1),
+        (NARROW_HEADS_MLP_100.but(n_heads=6), "ODD with 6 heads", 1, 4),
+        (NARROW_HEADS_MLP_100, "ODD (n_heads·d_head ≠ d_model)", None, 2),
     ]:
         kv = "all heads" if n_kv is None else f"{n_kv} KV heads"
         with check.case(f"{name}, {kv}, {per} bytes per value"):
@@ -297,7 +298,7 @@ def check_count_training_flops(check, count_training_flops):
     # proves it equals what torch counts on the reference).
     for cfg, name, batch, posn in [
         (TINY, "TINY", 2, 8),
-        (ODD, "ODD", 3, ODD.n_ctx),
+        (NARROW_HEADS_MLP_100, "ODD", 3, NARROW_HEADS_MLP_100.n_ctx),
         (GPT2_SMALL.but(n_layers=2), "GPT-2 small's layers, 2 of them", 1, GPT2_SMALL.n_ctx),
     ]:
         with check.case(f"{name}, batch {batch} × {posn} tokens, on the meta device"):

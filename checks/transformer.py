@@ -8,17 +8,22 @@ The mistakes are computed with the reference's own modules and named when they m
 
 import torch
 
+from checks._configs import HEADS_SHORT_OF_D_MODEL
 from checks._core import exercise, plural, randomize, seeded
 from solutions import transformer as ref
-from solutions.config import TINY, Config
+from solutions.config import TINY
 
 __all__ = ["check_transformer_block", "check_transformer"]
 
-ODD = Config(d_model=20, d_vocab=37, n_ctx=16, d_head=6, d_mlp=28, n_heads=3, n_layers=3)
 THREE = TINY.but(n_layers=3)
 SCALE = 0.3  # random weights this size keep the softmax and GELU away from saturation
-BLOCK_CASES = [(TINY, 2, 5), (ODD, 3, 4), (ODD, 1, 1), (TINY, 1, 9)]
-MODEL_CASES = [(THREE, 2, 6), (ODD, 3, 5), (ODD, 1, 1)]
+BLOCK_CASES = [
+    (TINY, 2, 5),
+    (HEADS_SHORT_OF_D_MODEL, 3, 4),
+    (HEADS_SHORT_OF_D_MODEL, 1, 1),
+    (TINY, 1, 9),
+]
+MODEL_CASES = [(THREE, 2, 6), (HEADS_SHORT_OF_D_MODEL, 3, 5), (HEADS_SHORT_OF_D_MODEL, 1, 1)]
 
 
 def block_mistakes(block: ref.TransformerBlock, x: torch.Tensor) -> dict[str, torch.Tensor]:

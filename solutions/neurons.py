@@ -11,16 +11,6 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 
-def neuron_key(model: nn.Module, layer: int, neuron: int) -> Float[Tensor, " d_model"]:
-    """What the neuron reads: its pre-activation is ln2(stream) · key + b_in[neuron]."""
-    return model.blocks[layer].mlp.W_in[:, neuron]
-
-
-def neuron_value(model: nn.Module, layer: int, neuron: int) -> Float[Tensor, " d_model"]:
-    """What the neuron writes into the stream, times its activation."""
-    return model.blocks[layer].mlp.W_out[neuron]
-
-
 def neuron_logit_effect(model: nn.Module, layer: int, neuron: int) -> Float[Tensor, " d_vocab"]:
     """The logits the neuron's value adds by the direct path, per unit of activation.
 

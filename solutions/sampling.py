@@ -16,7 +16,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from solutions.attention import Attention
-from solutions.transformer import FusedAttention
+from solutions.fused import FusedAttention
 
 # --- Samplers ----------------------------------------------------------------------------
 
@@ -172,8 +172,8 @@ def fused_cached_attention(
     layer: int,
     attention_mask: Bool[Tensor, "batch key_posn"],
 ) -> Float[Tensor, "batch posn d_model"]:
-    """cached_attention for a model built with fused=True: the same function (tested equal)
-    through F.scaled_dot_product_attention. With one new token a step, reading the weights
+    """cached_attention for a model built with fused=True: the same function through
+    F.scaled_dot_product_attention. With one new token a step, reading the weights
     is nearly all the work, so each head's W_Q, W_K, W_V is used where it lies (one batched
     product over heads) rather than rearranged into one matrix, a copy as large as the
     weights, on every step."""

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from checks import attention as checks
 from checks._attention_diagnosis import counted_flops
+from checks._configs import NARROW_HEADS
 from solutions import attention as ref
 from solutions.attention import Attention
 from support import assert_accepts, assert_rejects
@@ -430,4 +431,4 @@ def test_check_attention_flops_rejects(fn, message):
 
 
 def test_attention_flops_matches_what_torch_counts():
-    assert ref.attention_flops(checks.ODD, 12) == counted_flops(checks.ODD, 12)
+    assert ref.attention_flops(NARROW_HEADS, 12) == counted_flops(NARROW_HEADS, 12)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from checks import scaling as checks
+from checks._configs import NARROW_HEADS_MLP_100
 from solutions import scaling as ref
 from solutions.attention import attention_flops
 from solutions.config import COURSE_MODEL, GPT2_SMALL, TINY
@@ -22,7 +23,7 @@ BROKEN = [None, "124M", (1, 2), lambda *a: 1 / 0, torch.ones(3)]
 # --- What the formulas claim, against what torch counts ----------------------------------
 
 
-@pytest.mark.parametrize("cfg", [GPT2_SMALL, TINY, checks.ODD, COURSE_MODEL])
+@pytest.mark.parametrize("cfg", [GPT2_SMALL, TINY, NARROW_HEADS_MLP_100, COURSE_MODEL])
 def test_exact_params_counts_the_course_transformer(cfg):
     with torch.device("meta"):
         model = Transformer(cfg)

@@ -16,15 +16,10 @@ from checks import transformer as checks
 from solutions.attention import Attention
 from solutions.config import TINY
 from solutions.embeddings import next_token_log_probs
+from solutions.fused import FusedAttention, FusedLayerNorm
 from solutions.layernorm import LayerNorm
 from solutions.mlp import MLP, gelu_new
-from solutions.transformer import (
-    FusedAttention,
-    FusedLayerNorm,
-    Transformer,
-    TransformerBlock,
-    lm_loss,
-)
+from solutions.transformer import Transformer, TransformerBlock, lm_loss
 from support import assert_accepts, assert_rejects
 
 CFG = TINY

@@ -10,7 +10,6 @@ it equals one, the message says which TransformerLens name it belongs under.
 # The cases and the model builder, which the tests import from here too.
 from checks.residual._common import CASES as CASES
 from checks.residual._common import NUDGED as NUDGED
-from checks.residual._common import ODD as ODD
 from checks.residual._common import SCALE as SCALE
 from checks.residual._common import random_model as random_model
 from checks.residual.hooks import compare_caches as compare_caches

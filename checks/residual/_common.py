@@ -4,17 +4,20 @@ that reads a cache, which must leave it unchanged."""
 
 import torch
 
+from checks._configs import UNEVEN_HEADS
 from checks._core import plural, randomize, seeded
 from solutions.config import TINY, Config
 from solutions.transformer import Transformer
 
-# Heads that are not d_model // n_heads wide, and an MLP that is not 4 · d_model: a value
-# computed from d_model where the config has its own shows.
-ODD = Config(d_model=20, d_vocab=37, n_ctx=16, d_head=4, d_mlp=28, n_heads=3, n_layers=3)
 SCALE = 0.3  # random weights this size keep the softmax and GELU away from saturation
 # (config, attention-only, batch, positions). Attention-only blocks come both ways: with
 # `mlp` set to None, and without an `mlp` at all (chapter 5b's AttnOnlyBlock).
-CASES = [(TINY, False, 2, 6), (ODD, False, 3, 5), (ODD, True, 2, 4), (TINY, "no mlp", 1, 1)]
+CASES = [
+    (TINY, False, 2, 6),
+    (UNEVEN_HEADS, False, 3, 5),
+    (UNEVEN_HEADS, True, 2, 4),
+    (TINY, "no mlp", 1, 1),
+]
 NUDGED = {0, 2}  # the cases in which each activation in turn is changed by a hook
 
 

@@ -2,8 +2,9 @@
 into it (which must sum to the final stream) and the count of those parts in models of several
 sizes, GPT-2 small and a Llama-3-8B-sized one included."""
 
+from checks._configs import UNEVEN_HEADS
 from checks._core import exercise, kind_of, plural
-from checks.residual._common import ODD, _call_on_cache, _cases
+from checks.residual._common import _call_on_cache, _cases
 from solutions import residual as ref
 from solutions.config import GPT2_SMALL
 
@@ -47,7 +48,7 @@ def check_count_stream_vectors(check, count_stream_vectors):
         (GPT2_SMALL, 1024, True, True),
         (ref.LLAMA3_8B, 1, False, False),
         (ref.LLAMA3_8B, 8192, False, False),
-        (ODD, 7, True, False),  # heads narrower than d_model / n_heads, d_mlp not 4 · d_model
+        (UNEVEN_HEADS, 7, True, False),
     ]
     for cfg, n_ctx, pos, biases in cases:
         name = {GPT2_SMALL: "GPT-2 small", ref.LLAMA3_8B: "Llama-3-8B-sized"}.get(

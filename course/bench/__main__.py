@@ -13,8 +13,8 @@ forward pass and 100 tokens of greedy generation (with and without the KV cache)
 chapter 7 quotes. Speed: the course model's training step with the usual speed switches, one
 by one, in tokens/s and operations per step (`--nanogpt PATH` adds nanoGPT's model.py from
 PATH, side by side), written with `--record` to course/data/speed_cpu.json (on a GPU,
-speed_gpu.json), which chapter 6b prints. `python -m course.bench checks`, `training`, `model`, `scaling`, `gpt2` or `speed`
-runs one section.
+speed_gpu.json), which chapter 6b prints. `python -m course.bench checks`, `training`,
+`model`, `scaling`, `gpt2` or `speed` runs one section (several may be named).
 """
 
 import argparse
@@ -27,7 +27,23 @@ from course.bench.scaling import bench_scaling
 from course.bench.speed import bench_speed
 from course.bench.tokenizer import bench_training
 
-SECTIONS = ["checks", "training", "model", "scaling", "gpt2", "speed"]
+
+def speed(args: argparse.Namespace) -> None:
+    result = bench_speed(nanogpt=args.nanogpt, threads=args.threads)
+    if args.record:
+        path = SPEED_TIMES["cpu" if result["device"].startswith("CPU") else "cuda"]
+        record(result, path, "chapter 6b's book page prints")
+
+
+# Each section by name, in the order a run takes them whatever order they are named in.
+SECTIONS = {
+    "checks": lambda args: bench_checks(),
+    "training": lambda args: bench_training(record=args.record),
+    "model": lambda args: bench_model(),
+    "scaling": lambda args: bench_scaling(record=args.record),
+    "gpt2": lambda args: bench_gpt2(),
+    "speed": speed,
+}
 
 
 def main(argv: list[str]) -> None:
@@ -39,27 +55,11 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     for unknown in set(args.sections) - set(SECTIONS):
         parser.error(f"no section {unknown!r}: choose from {', '.join(SECTIONS)}")
-    sections = args.sections or SECTIONS
-    if "checks" in sections:
-        bench_checks()
-    if "training" in sections:
-        print()
-        bench_training(record=args.record)
-    if "model" in sections:
-        print()
-        bench_model()
-    if "scaling" in sections:
-        print()
-        bench_scaling(record=args.record)
-    if "gpt2" in sections:
-        print()
-        bench_gpt2()
-    if "speed" in sections:
-        print()
-        result = bench_speed(nanogpt=args.nanogpt, threads=args.threads)
-        if args.record:
-            path = SPEED_TIMES["cpu" if result["device"].startswith("CPU") else "cuda"]
-            record(result, path, "chapter 6b's book page prints")
+    chosen = [name for name in SECTIONS if name in (args.sections or SECTIONS)]
+    for i, name in enumerate(chosen):
+        if i:
+            print()
+        SECTIONS[name](args)
 
 
 if __name__ == "__main__":

@@ -282,8 +282,9 @@ def _sdpa_only_transformer(cfg):
     import torch.nn.functional as F
 
     from solutions.embeddings import Unembed
+    from solutions.fused import FusedAttention
     from solutions.mlp import MLP
-    from solutions.transformer import FusedAttention, Transformer
+    from solutions.transformer import Transformer
 
     class SeparateQKVAttention(FusedAttention):
         def forward(self, x):
