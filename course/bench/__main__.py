@@ -22,7 +22,7 @@ import sys
 
 from course.bench.checks import bench_checks
 from course.bench.model import bench_gpt2, bench_model
-from course.bench.records import SPEED_TIMES, record
+from course.bench.records import SPEED_TIMES, store
 from course.bench.scaling import bench_scaling
 from course.bench.speed import bench_speed
 from course.bench.tokenizer import bench_training
@@ -32,7 +32,7 @@ def speed(args: argparse.Namespace) -> None:
     result = bench_speed(nanogpt=args.nanogpt, threads=args.threads)
     if args.record:
         path = SPEED_TIMES["cpu" if result["device"].startswith("CPU") else "cuda"]
-        record(result, path, "chapter 6b's book page prints")
+        store(result, path, "chapter 6b's book page prints")
 
 
 # Each section by name, in the order a run takes them whatever order they are named in.

@@ -16,7 +16,7 @@ SPEED_TIMES = {
 }
 
 
-def record(result: dict, path: Path, use: str, stem: str | None = None) -> None:
+def store(result: dict, path: Path, use: str, stem: str | None = None) -> None:
     """Store timings that a chapter quotes, and say how to refresh that chapter (`stem`: its
     solved notebook, whose stored outputs quote them; None: a book page, run at each build)."""
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -6,7 +6,7 @@ import platform
 import time
 from datetime import UTC, datetime
 
-from course.bench.records import SCALING_TIMES
+from course.bench.records import SCALING_TIMES, store
 
 
 def bench_scaling(
@@ -69,5 +69,5 @@ def bench_scaling(
     for w, s in zip(widths, matmul_s, strict=True):
         print(f"  width {w:>5}: {2 * rows * w * w / s / 1e9:6.1f} GFLOP/s")
     if record:
-        record(result, SCALING_TIMES, "chapter 6 plots", "06_scaling")
+        store(result, SCALING_TIMES, "chapter 6 plots", "06_scaling")
     return result

@@ -6,7 +6,7 @@ import platform
 import time
 from datetime import UTC, datetime
 
-from course.bench.records import TRAIN_TIMES
+from course.bench.records import TRAIN_TIMES, store
 from solutions.corpus import load_corpus
 
 TRAIN_VOCAB_SIZE = 4096
@@ -49,5 +49,5 @@ def bench_training(vocab_size: int = TRAIN_VOCAB_SIZE, record: bool = False) -> 
         f"  ({seconds['simple'] / seconds['incremental']:.0f}x faster)"
     )
     if record:
-        record(result, TRAIN_TIMES, "chapter 1 prints", "01_embeddings")
+        store(result, TRAIN_TIMES, "chapter 1 prints", "01_embeddings")
     return result
