@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from solutions.attention import to_heads
 from solutions.config import Config
 
 # A hook sees each activation by name and returns what the run goes on with.
@@ -44,10 +45,9 @@ def attention_with_hooks(
 ) -> Float[Tensor, "batch posn d_model"]:
     """attn(normalized), through hook_q, hook_k, hook_v, hook_attn_scores (scaled, then
     masked with -inf), hook_pattern and hook_z, each under `{name}.`."""
-    to_heads = "batch posn d_model, n_heads d_model d_head -> batch posn n_heads d_head"
-    q = hook(f"{name}.hook_q", einops.einsum(normalized, attn.W_Q, to_heads) + attn.b_Q)
-    k = hook(f"{name}.hook_k", einops.einsum(normalized, attn.W_K, to_heads) + attn.b_K)
-    v = hook(f"{name}.hook_v", einops.einsum(normalized, attn.W_V, to_heads) + attn.b_V)
+    q = hook(f"{name}.hook_q", to_heads(normalized, attn.W_Q, attn.b_Q))
+    k = hook(f"{name}.hook_k", to_heads(normalized, attn.W_K, attn.b_K))
+    v = hook(f"{name}.hook_v", to_heads(normalized, attn.W_V, attn.b_V))
     scores = einops.einsum(
         q,
         k,

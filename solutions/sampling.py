@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from solutions.attention import Attention
+from solutions.attention import Attention, to_heads
 from solutions.transformer import FusedAttention
 
 # --- Samplers ----------------------------------------------------------------------------
@@ -118,10 +118,9 @@ def cached_attention(
     """Attention's forward for the new positions only: their queries against the cached keys
     and their own. `attention_mask` says which of all key positions, cached and new, hold
     real tokens (False for left padding)."""
-    to_heads = "batch posn d_model, n_heads d_model d_head -> batch posn n_heads d_head"
-    q = einops.einsum(normalized_resid_pre, attn.W_Q, to_heads) + attn.b_Q
-    k = einops.einsum(normalized_resid_pre, attn.W_K, to_heads) + attn.b_K
-    v = einops.einsum(normalized_resid_pre, attn.W_V, to_heads) + attn.b_V
+    q = to_heads(normalized_resid_pre, attn.W_Q, attn.b_Q)
+    k = to_heads(normalized_resid_pre, attn.W_K, attn.b_K)
+    v = to_heads(normalized_resid_pre, attn.W_V, attn.b_V)
     if cache is not None:
         k, v = cache.append(layer, k, v)
     n_new, n_keys = q.shape[1], k.shape[1]
