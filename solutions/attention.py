@@ -27,7 +27,8 @@ def single_head_scores(
 
 
 def attention_scores(
-    q: Float[Tensor, "batch posn n_heads d_head"], k: Float[Tensor, "batch posn n_heads d_head"]
+    q: Float[Tensor, "batch query_posn n_heads d_head"],
+    k: Float[Tensor, "batch key_posn n_heads d_head"],
 ) -> Float[Tensor, "batch n_heads query_posn key_posn"]:
     """`single_head_scores` for every head of every sequence at once."""
     scores = einops.einsum(
