@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from solutions.config import Config
+from solutions.scaling import exact_params
 from solutions.transformer import Transformer
 
 # The published size of GPT-2 small: its unembedding is W_Eᵀ (tied) and it has no b_U.
@@ -23,14 +24,8 @@ GPT2_SMALL_PARAMETERS = 124_439_808
 def parameter_count(cfg: Config, tied: bool = False) -> int:
     """The parameters of Transformer(cfg), from the config alone. `tied=True` counts GPT-2's
     own layout instead: the unembedding reuses W_E (W_U = W_Eᵀ) and there is no b_U."""
-    d = cfg.d_model
-    # W_Q, W_K, W_V, W_O: n_heads·d_head columns each; b_Q, b_K, b_V per head; b_O per d_model.
-    attn = 4 * d * cfg.n_heads * cfg.d_head + 3 * cfg.n_heads * cfg.d_head + d
-    mlp = d * cfg.d_mlp + cfg.d_mlp + cfg.d_mlp * d + d
-    block = 2 * (2 * d) + attn + mlp  # ln1 and ln2, a w and a b each
-    embeddings = cfg.d_vocab * d + cfg.n_ctx * d
-    unembed = 0 if tied else d * cfg.d_vocab + cfg.d_vocab
-    return embeddings + cfg.n_layers * block + 2 * d + unembed
+    # Chapter 6's exact count, under the name this chapter gives it.
+    return exact_params(cfg, tied)
 
 
 # --- The two layouts ---------------------------------------------------------------------
