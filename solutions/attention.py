@@ -27,7 +27,8 @@ def single_head_scores(
 
 
 def attention_scores(
-    q: Float[Tensor, "batch posn n_heads d_head"], k: Float[Tensor, "batch posn n_heads d_head"]
+    q: Float[Tensor, "batch query_posn n_heads d_head"],
+    k: Float[Tensor, "batch key_posn n_heads d_head"],
 ) -> Float[Tensor, "batch n_heads query_posn key_posn"]:
     """`single_head_scores` for every head of every sequence at once."""
     scores = einops.einsum(
@@ -55,6 +56,16 @@ def apply_causal_mask(
     return attn_scores.masked_fill(future, float("-inf"))
 
 
+def to_heads(
+    x: Float[Tensor, "batch posn d_model"],
+    W: Float[Tensor, "n_heads d_model d_head"],
+    b: Float[Tensor, "n_heads d_head"],
+) -> Float[Tensor, "batch posn n_heads d_head"]:
+    """x W + b in every head: the queries (W = W_Q, b = b_Q), keys or values of every position."""
+    per_head = "batch posn d_model, n_heads d_model d_head -> batch posn n_heads d_head"
+    return einops.einsum(x, W, per_head) + b
+
+
 class Attention(nn.Module):
     """Causal multi-head self-attention: n_heads heads read the stream and add to it."""
 
@@ -77,9 +88,8 @@ class Attention(nn.Module):
         self, normalized_resid_pre: Float[Tensor, "batch posn d_model"]
     ) -> Float[Tensor, "batch n_heads query_posn key_posn"]:
         """Scaled, masked scores: what the softmax turns into the pattern."""
-        to_heads = "batch posn d_model, n_heads d_model d_head -> batch posn n_heads d_head"
-        q = einops.einsum(normalized_resid_pre, self.W_Q, to_heads) + self.b_Q
-        k = einops.einsum(normalized_resid_pre, self.W_K, to_heads) + self.b_K
+        q = to_heads(normalized_resid_pre, self.W_Q, self.b_Q)
+        k = to_heads(normalized_resid_pre, self.W_K, self.b_K)
         return apply_causal_mask(attention_scores(q, k))
 
     def pattern(
@@ -92,8 +102,7 @@ class Attention(nn.Module):
         self, normalized_resid_pre: Float[Tensor, "batch posn d_model"]
     ) -> Float[Tensor, "batch posn d_model"]:
         """attn_out: each head's pattern-weighted values through its W_O, summed, plus b_O."""
-        to_heads = "batch posn d_model, n_heads d_model d_head -> batch posn n_heads d_head"
-        v = einops.einsum(normalized_resid_pre, self.W_V, to_heads) + self.b_V
+        v = to_heads(normalized_resid_pre, self.W_V, self.b_V)
         pattern = self.pattern(normalized_resid_pre)
         z = einops.einsum(
             pattern,

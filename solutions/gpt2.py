@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from solutions.config import Config
+from solutions.scaling import exact_params
 from solutions.transformer import Transformer
 
 # The published size of GPT-2 small: its unembedding is W_Eᵀ (tied) and it has no b_U.
@@ -23,14 +24,8 @@ GPT2_SMALL_PARAMETERS = 124_439_808
 def parameter_count(cfg: Config, tied: bool = False) -> int:
     """The parameters of Transformer(cfg), from the config alone. `tied=True` counts GPT-2's
     own layout instead: the unembedding reuses W_E (W_U = W_Eᵀ) and there is no b_U."""
-    d = cfg.d_model
-    # W_Q, W_K, W_V, W_O: n_heads·d_head columns each; b_Q, b_K, b_V per head; b_O per d_model.
-    attn = 4 * d * cfg.n_heads * cfg.d_head + 3 * cfg.n_heads * cfg.d_head + d
-    mlp = d * cfg.d_mlp + cfg.d_mlp + cfg.d_mlp * d + d
-    block = 2 * (2 * d) + attn + mlp  # ln1 and ln2, a w and a b each
-    embeddings = cfg.d_vocab * d + cfg.n_ctx * d
-    unembed = 0 if tied else d * cfg.d_vocab + cfg.d_vocab
-    return embeddings + cfg.n_layers * block + 2 * d + unembed
+    # Chapter 6's exact count, under the name this chapter gives it.
+    return exact_params(cfg, tied)
 
 
 # --- The two layouts ---------------------------------------------------------------------
@@ -41,54 +36,69 @@ def parameter_count(cfg: Config, tied: bool = False) -> int:
 # `lm_head` is an nn.Linear (weight [d_vocab, d_model]), tied to the token embedding `wte`,
 # without a bias.
 
-# (Its per-head patterns, for the checkers.)
+# Each third of c_attn as the course's heads, and back (the checkers use both).
 TO_HEADS = "d_model (n_heads d_head) -> n_heads d_model d_head"
 FROM_HEADS = "n_heads d_model d_head -> d_model (n_heads d_head)"
 
 
-def hf_to_course(hf: dict[str, Tensor], cfg: Config) -> dict[str, Tensor]:
-    """A GPT2LMHeadModel state dict as the state dict of the course's Transformer(cfg)."""
-    heads = dict(n_heads=cfg.n_heads)
-    state = {
-        "embed.W_E": hf["transformer.wte.weight"],
-        "pos_embed.W_pos": hf["transformer.wpe.weight"],
-    }
+def gpt2_names(cfg: Config) -> list[tuple[str, list[str], str | None]]:
+    """The one table both converters walk: for each tensor of GPT2LMHeadModel, its name, the
+    course's names for what it holds (several side by side along its last axis), and the
+    einops pattern from HuggingFace's layout to the course's (None: the same layout).
+    Reversed, the pattern goes back."""
+    bias_to_heads = "(n_heads d_head) -> n_heads d_head"
+    rows_to_heads = "(n_heads d_head) d_model -> n_heads d_head d_model"  # c_proj's rows
+    rows = [
+        ("transformer.wte.weight", "embed.W_E", None),
+        ("transformer.wpe.weight", "pos_embed.W_pos", None),
+    ]
     for layer in range(cfg.n_layers):
         h, b = f"transformer.h.{layer}.", f"blocks.{layer}."
-        state[b + "ln1.w"], state[b + "ln1.b"] = hf[h + "ln_1.weight"], hf[h + "ln_1.bias"]
-        # Q, K, V in that order; within each third, head 0's d_head columns come first.
-        W_Q, W_K, W_V = hf[h + "attn.c_attn.weight"].chunk(3, dim=-1)
-        b_Q, b_K, b_V = hf[h + "attn.c_attn.bias"].chunk(3)
-        for name, W, bias in zip("QKV", (W_Q, W_K, W_V), (b_Q, b_K, b_V), strict=True):
-            state[b + f"attn.W_{name}"] = einops.rearrange(
-                W, "d_model (n_heads d_head) -> n_heads d_model d_head", **heads
-            )
-            state[b + f"attn.b_{name}"] = einops.rearrange(
-                bias, "(n_heads d_head) -> n_heads d_head", **heads
-            )
-        state[b + "attn.W_O"] = einops.rearrange(
-            hf[h + "attn.c_proj.weight"],
-            "(n_heads d_head) d_model -> n_heads d_head d_model",
-            **heads,
-        )
-        state[b + "attn.b_O"] = hf[h + "attn.c_proj.bias"]
-        state[b + "ln2.w"], state[b + "ln2.b"] = hf[h + "ln_2.weight"], hf[h + "ln_2.bias"]
-        # Conv1D is already [in, out], as the course's W_in and W_out: no transpose.
-        state[b + "mlp.W_in"], state[b + "mlp.b_in"] = (
-            hf[h + "mlp.c_fc.weight"],
-            hf[h + "mlp.c_fc.bias"],
-        )
-        state[b + "mlp.W_out"] = hf[h + "mlp.c_proj.weight"]
-        state[b + "mlp.b_out"] = hf[h + "mlp.c_proj.bias"]
-    state["ln_final.w"], state["ln_final.b"] = (
-        hf["transformer.ln_f.weight"],
-        hf["transformer.ln_f.bias"],
-    )
-    # lm_head is an nn.Linear, [d_vocab, d_model]; a checkpoint saved with tied weights may
-    # leave it out, since it is wte. GPT-2 has no unembedding bias: b_U is zero.
-    lm_head = hf.get("lm_head.weight", hf["transformer.wte.weight"])
-    state["unembed.W_U"] = lm_head.T
-    state["unembed.b_U"] = torch.zeros(cfg.d_vocab, dtype=lm_head.dtype)
+        rows += [
+            (h + "ln_1.weight", b + "ln1.w", None),
+            (h + "ln_1.bias", b + "ln1.b", None),
+            # Q, K, V in that order; within each third, head 0's d_head columns come first.
+            (h + "attn.c_attn.weight", [b + f"attn.W_{n}" for n in "QKV"], TO_HEADS),
+            (h + "attn.c_attn.bias", [b + f"attn.b_{n}" for n in "QKV"], bias_to_heads),
+            (h + "attn.c_proj.weight", b + "attn.W_O", rows_to_heads),
+            (h + "attn.c_proj.bias", b + "attn.b_O", None),
+            (h + "ln_2.weight", b + "ln2.w", None),
+            (h + "ln_2.bias", b + "ln2.b", None),
+            # Conv1D is already [in, out], as the course's W_in and W_out: no transpose.
+            (h + "mlp.c_fc.weight", b + "mlp.W_in", None),
+            (h + "mlp.c_fc.bias", b + "mlp.b_in", None),
+            (h + "mlp.c_proj.weight", b + "mlp.W_out", None),
+            (h + "mlp.c_proj.bias", b + "mlp.b_out", None),
+        ]
+    rows += [
+        ("transformer.ln_f.weight", "ln_final.w", None),
+        ("transformer.ln_f.bias", "ln_final.b", None),
+        # lm_head is an nn.Linear, [d_vocab, d_model].
+        ("lm_head.weight", "unembed.W_U", "d_vocab d_model -> d_model d_vocab"),
+    ]
+    return [(hf, [course] if isinstance(course, str) else course, p) for hf, course, p in rows]
+
+
+def relaid(t: Tensor, pattern: str | None, cfg: Config, back: bool = False) -> Tensor:
+    """t rearranged by a pattern of `gpt2_names` (read right to left if `back`)."""
+    if pattern is None:
+        return t
+    if back:
+        pattern = " -> ".join(reversed(pattern.split(" -> ")))
+    heads = {"n_heads": cfg.n_heads} if "n_heads" in pattern else {}
+    return einops.rearrange(t, pattern, **heads)
+
+
+def hf_to_course(hf: dict[str, Tensor], cfg: Config) -> dict[str, Tensor]:
+    """A GPT2LMHeadModel state dict as the state dict of the course's Transformer(cfg)."""
+    # A checkpoint saved with tied weights may leave lm_head out, since it is wte.
+    hf = {"lm_head.weight": hf["transformer.wte.weight"], **hf}
+    state = {}
+    for hf_name, names, pattern in gpt2_names(cfg):
+        for name, part in zip(names, hf[hf_name].chunk(len(names), dim=-1), strict=True):
+            state[name] = relaid(part, pattern, cfg)
+    # GPT-2 has no unembedding bias: b_U is zero.
+    state["unembed.b_U"] = torch.zeros(cfg.d_vocab, dtype=state["unembed.W_U"].dtype)
     return state
 
 
@@ -101,39 +111,10 @@ def course_to_hf(state: dict[str, Tensor], cfg: Config) -> dict[str, Tensor]:
             "GPT-2 has no unembedding bias: this model's b_U is not zero, so GPT2LMHeadModel "
             "cannot compute its logits"
         )
-    hf = {
-        "transformer.wte.weight": state["embed.W_E"],
-        "transformer.wpe.weight": state["pos_embed.W_pos"],
-    }
-    for layer in range(cfg.n_layers):
-        h, b = f"transformer.h.{layer}.", f"blocks.{layer}."
-        hf[h + "ln_1.weight"], hf[h + "ln_1.bias"] = state[b + "ln1.w"], state[b + "ln1.b"]
-        hf[h + "attn.c_attn.weight"] = torch.cat(
-            [
-                einops.rearrange(
-                    state[b + f"attn.W_{n}"], "n_heads d_model d_head -> d_model (n_heads d_head)"
-                )
-                for n in "QKV"
-            ],
-            dim=-1,
-        )
-        hf[h + "attn.c_attn.bias"] = torch.cat([state[b + f"attn.b_{n}"].flatten() for n in "QKV"])
-        hf[h + "attn.c_proj.weight"] = einops.rearrange(
-            state[b + "attn.W_O"], "n_heads d_head d_model -> (n_heads d_head) d_model"
-        )
-        hf[h + "attn.c_proj.bias"] = state[b + "attn.b_O"]
-        hf[h + "ln_2.weight"], hf[h + "ln_2.bias"] = state[b + "ln2.w"], state[b + "ln2.b"]
-        hf[h + "mlp.c_fc.weight"], hf[h + "mlp.c_fc.bias"] = (
-            state[b + "mlp.W_in"],
-            state[b + "mlp.b_in"],
-        )
-        hf[h + "mlp.c_proj.weight"] = state[b + "mlp.W_out"]
-        hf[h + "mlp.c_proj.bias"] = state[b + "mlp.b_out"]
-    hf["transformer.ln_f.weight"], hf["transformer.ln_f.bias"] = (
-        state["ln_final.w"],
-        state["ln_final.b"],
-    )
-    hf["lm_head.weight"] = state["unembed.W_U"].T
+    hf = {}
+    for hf_name, names, pattern in gpt2_names(cfg):
+        parts = [relaid(state[name], pattern, cfg, back=True) for name in names]
+        hf[hf_name] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
     return hf
 
 

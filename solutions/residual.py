@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from solutions.attention import apply_causal_mask, attention_scores, to_heads
 from solutions.config import Config
 
 # A hook sees each activation by name and returns what the run goes on with.
@@ -44,19 +45,10 @@ def attention_with_hooks(
 ) -> Float[Tensor, "batch posn d_model"]:
     """attn(normalized), through hook_q, hook_k, hook_v, hook_attn_scores (scaled, then
     masked with -inf), hook_pattern and hook_z, each under `{name}.`."""
-    to_heads = "batch posn d_model, n_heads d_model d_head -> batch posn n_heads d_head"
-    q = hook(f"{name}.hook_q", einops.einsum(normalized, attn.W_Q, to_heads) + attn.b_Q)
-    k = hook(f"{name}.hook_k", einops.einsum(normalized, attn.W_K, to_heads) + attn.b_K)
-    v = hook(f"{name}.hook_v", einops.einsum(normalized, attn.W_V, to_heads) + attn.b_V)
-    scores = einops.einsum(
-        q,
-        k,
-        "batch query_posn n_heads d_head, batch key_posn n_heads d_head "
-        "-> batch n_heads query_posn key_posn",
-    ) / (q.shape[-1] ** 0.5)
-    n = scores.shape[-1]
-    future = torch.ones(n, n, dtype=torch.bool, device=scores.device).triu(diagonal=1)
-    scores = hook(f"{name}.hook_attn_scores", scores.masked_fill(future, float("-inf")))
+    q = hook(f"{name}.hook_q", to_heads(normalized, attn.W_Q, attn.b_Q))
+    k = hook(f"{name}.hook_k", to_heads(normalized, attn.W_K, attn.b_K))
+    v = hook(f"{name}.hook_v", to_heads(normalized, attn.W_V, attn.b_V))
+    scores = hook(f"{name}.hook_attn_scores", apply_causal_mask(attention_scores(q, k)))
     pattern = hook(f"{name}.hook_pattern", scores.softmax(dim=-1))
     z = einops.einsum(
         pattern,

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from solutions.attention import Attention
+from solutions.attention import Attention, attention_scores, to_heads
 from solutions.fused import FusedAttention
 
 # --- Samplers ----------------------------------------------------------------------------
@@ -108,6 +108,19 @@ class KVCache:
         return sum(t.nbytes for t in self.keys + self.values if t is not None)
 
 
+def visible_keys(
+    n_new: int, attention_mask: Bool[Tensor, "batch key_posn"]
+) -> Bool[Tensor, "batch 1 query_posn key_posn"]:
+    """Which keys each of the n_new last positions may attend to: new query i sits at key
+    position n_keys - n_new + i and sees that key and the real tokens before it. A padding
+    position sees only itself, so that no row of the softmax is empty; no real token ever
+    attends to it."""
+    n_keys = attention_mask.shape[1]
+    query_at = torch.arange(n_keys - n_new, n_keys, device=attention_mask.device)[:, None]
+    key_at = torch.arange(n_keys, device=attention_mask.device)[None, :]
+    return (key_at <= query_at) & (attention_mask[:, None, None, :] | (key_at == query_at))
+
+
 def cached_attention(
     attn: Attention,
     normalized_resid_pre: Float[Tensor, "batch posn d_model"],
@@ -118,29 +131,14 @@ def cached_attention(
     """Attention's forward for the new positions only: their queries against the cached keys
     and their own. `attention_mask` says which of all key positions, cached and new, hold
     real tokens (False for left padding)."""
-    to_heads = "batch posn d_model, n_heads d_model d_head -> batch posn n_heads d_head"
-    q = einops.einsum(normalized_resid_pre, attn.W_Q, to_heads) + attn.b_Q
-    k = einops.einsum(normalized_resid_pre, attn.W_K, to_heads) + attn.b_K
-    v = einops.einsum(normalized_resid_pre, attn.W_V, to_heads) + attn.b_V
+    q = to_heads(normalized_resid_pre, attn.W_Q, attn.b_Q)
+    k = to_heads(normalized_resid_pre, attn.W_K, attn.b_K)
+    v = to_heads(normalized_resid_pre, attn.W_V, attn.b_V)
     if cache is not None:
         k, v = cache.append(layer, k, v)
-    n_new, n_keys = q.shape[1], k.shape[1]
-    # New query i sits at position n_keys - n_new + i: it sees that key and the ones before.
-    query_at = torch.arange(n_keys - n_new, n_keys, device=q.device)[:, None]
-    key_at = torch.arange(n_keys, device=q.device)[None, :]
-    # A padding position sees only itself, so that no row of the softmax is empty; no real
-    # token ever attends to it.
-    visible = (key_at <= query_at) & (attention_mask[:, None, None, :] | (key_at == query_at))
-    attn_scores = (
-        einops.einsum(
-            q,
-            k,
-            "batch query_posn n_heads d_head, batch key_posn n_heads d_head "
-            "-> batch n_heads query_posn key_posn",
-        )
-        / attn.cfg.d_head**0.5
-    )
-    pattern = attn_scores.masked_fill(~visible, float("-inf")).softmax(dim=-1)
+    visible = visible_keys(q.shape[1], attention_mask)
+    attn_scores = attention_scores(q, k).masked_fill(~visible, float("-inf"))
+    pattern = attn_scores.softmax(dim=-1)
     z = einops.einsum(
         pattern,
         v,
@@ -151,18 +149,6 @@ def cached_attention(
         z, attn.W_O, "batch posn n_heads d_head, n_heads d_head d_model -> batch posn d_model"
     )
     return attn_out + attn.b_O
-
-
-def visible_keys(
-    n_new: int, attention_mask: Bool[Tensor, "batch key_posn"]
-) -> Bool[Tensor, "batch 1 query_posn key_posn"]:
-    """Which keys each of the n_new last positions may attend to: itself and the real tokens
-    before it. A padding position sees only itself, so that no row of the softmax is empty;
-    no real token ever attends to it."""
-    n_keys = attention_mask.shape[1]
-    query_at = torch.arange(n_keys - n_new, n_keys, device=attention_mask.device)[:, None]
-    key_at = torch.arange(n_keys, device=attention_mask.device)[None, :]
-    return (key_at <= query_at) & (attention_mask[:, None, None, :] | (key_at == query_at))
 
 
 def fused_cached_attention(
