@@ -103,7 +103,9 @@ def test_grade_workflow_runs_make_grade_into_the_job_summary():
     ), commands
     # make passes GRADE_ARGS on to the grader, which takes --markdown.
     makefile = (ROOT / "Makefile").read_text()
-    assert re.search(r"^grade:.*\n\t.*-m course\.grading\.grade exercises \$\(GRADE_ARGS\)", makefile, re.M)
+    assert re.search(
+        r"^grade:.*\n\t.*-m course\.grading\.grade exercises \$\(GRADE_ARGS\)", makefile, re.M
+    )
     assert "fork" in job["if"]  # the course's own repository holds only stubs
 
 
