@@ -1,10 +1,11 @@
 # One front door: `make book`, `make lab`, `make grade`, `make gradebook`, `make test`,
-# `make notebooks`, `make bench`, `make course-model`, `make circuits`, `make text-model`, `make scaling-law`.
+# `make notebooks`, `make bench`, `make corpus`, `make course-model`, `make circuits`,
+# `make text-model`, `make scaling-law`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv book lab grade gradebook test notebooks bench course-model circuits text-model scaling-law lint clean
+.PHONY: venv book lab grade gradebook test notebooks bench corpus course-model circuits text-model scaling-law lint clean
 
 venv: $(VENV)/.installed
 
@@ -52,6 +53,22 @@ notebooks: venv
 # course/data/bpe_train_times.json, the figures chapter 1 quotes.
 bench: venv
 	$(BIN)/python -m course.bench $(BENCH_ARGS)
+
+# The English corpus the course model learns from, built into course/data/english/ (ignored by
+# git: the repository lists the books in course/data/english_books.json, never holds their
+# text). `make corpus BOOKS=DIR` cleans the books' plain-text files in DIR (default
+# ../shared/data/english-src, where it exists), after checking each file's SHA-256 against the
+# list. `make corpus DOWNLOAD=1`, the only target that uses the network, first fetches the
+# missing books from gutenberg.org into english-src/ (ignored), keeping only files that match.
+BOOKS ?= $(wildcard ../shared/data/english-src)
+DOWNLOADS ?= english-src
+corpus: venv
+ifeq ($(DOWNLOAD),1)
+	$(BIN)/python -m course.models.build_corpus --download "$(DOWNLOADS)"
+else
+	@test -n "$(BOOKS)" || { echo "make corpus: no folder of books; pass BOOKS=DIR, or DOWNLOAD=1 to fetch them from gutenberg.org" >&2; exit 2; }
+	$(BIN)/python -m course.models.build_corpus "$(BOOKS)"
+endif
 
 # Retrain the course model from scratch (at most 20 minutes on a 2-core CPU; a GPU is used
 # when there is one) and rewrite course/data/course_model/.

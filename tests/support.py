@@ -1,4 +1,7 @@
-"""Helpers for tests of checkers: a checker must reject each mistake and accept each variant."""
+"""Helpers for tests: of checkers (a checker must reject each mistake and accept each variant),
+and fake books for the English corpus's builder."""
+
+import hashlib
 
 import pytest
 
@@ -20,3 +23,17 @@ def assert_accepts(checker, learner, capsys) -> None:
     checker(learner)
     out = capsys.readouterr().out
     assert out.startswith("✓ ") and " passed " in out, out
+
+
+def fake_books(src, texts: dict[int, str], validation: set[int]) -> list[dict]:
+    """Write each text to src/<number>.txt; return a BOOKS list of them with their hashes."""
+    src.mkdir()
+    books = []
+    for number, text in texts.items():
+        (src / f"{number}.txt").write_text(text, encoding="utf-8")
+        books.append(
+            {"id": number, "title": f"Book {number}", "author": "A", "year": 1900,
+             "split": "validation" if number in validation else "train",
+             "sha256": hashlib.sha256(text.encode()).hexdigest()}
+        )  # fmt: skip
+    return books

@@ -5,6 +5,7 @@ import pytest
 from course.models import build_corpus, english
 from solutions.corpus import load_corpus
 from solutions.tokenizer import BPETokenizer, train_incremental
+from support import fake_books
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +23,8 @@ def test_a_missing_corpus_says_how_to_build_it(monkeypatch, tmp_path):
 
 def test_built_books_load_by_split(monkeypatch, tmp_path):
     src = tmp_path / "src"
-    src.mkdir()
-    for number, text in [(1, "First book.\n"), (2, "Second\nbook.\n"), (3, "Third.\n")]:
-        (src / f"{number}.txt").write_text(text, encoding="utf-8")
-    books = [(1, "A", "B", 1900), (2, "C", "D", 1901), (3, "E", "F", 1902)]
-    monkeypatch.setattr(build_corpus, "BOOKS", books)
-    monkeypatch.setattr(build_corpus, "VALIDATION", {2})
+    texts = {1: "First book.\n", 2: "Second\nbook.\n", 3: "Third.\n"}
+    monkeypatch.setattr(build_corpus, "BOOKS", fake_books(src, texts, {2}))
     build_corpus.build(src, tmp_path / "english")
     monkeypatch.setattr(english, "ENGLISH", tmp_path / "english")
     english.load_manifest.cache_clear()
@@ -60,11 +57,8 @@ def test_clean_strips_the_header_and_unwraps_paragraphs():
 
 def test_build_is_byte_identical(tmp_path, monkeypatch):
     src = tmp_path / "src"
-    src.mkdir()
-    (src / "1.txt").write_text("One\nparagraph.\n\nTwo.\n", encoding="utf-8")
-    (src / "2.txt").write_text("Three.\n", encoding="utf-8")
-    monkeypatch.setattr(build_corpus, "BOOKS", [(1, "A", "B", 1900), (2, "C", "D", 1901)])
-    monkeypatch.setattr(build_corpus, "VALIDATION", {2})
+    texts = {1: "One\nparagraph.\n\nTwo.\n", 2: "Three.\n"}
+    monkeypatch.setattr(build_corpus, "BOOKS", fake_books(src, texts, {2}))
     outputs = []
     for name in ["a", "b"]:
         build_corpus.build(src, tmp_path / name)

@@ -1,60 +1,114 @@
 """Build the course's English corpus (course/data/english/) from plain-text public-domain books.
 
     python -m course.models.build_corpus SRC_DIR
+    python -m course.models.build_corpus --download DIR [--base URL]
 
-SRC_DIR holds the books as UTF-8 text files named by their Project Gutenberg number: the
-"Plain Text UTF-8" file of each book in BOOKS, as gutenberg.org serves it (for Pride and
-Prejudice, https://www.gutenberg.org/ebooks/1342.txt.utf-8, saved as 1342.txt) or as mirrors
-of its archive name it (1342-0.txt). This script never downloads anything. It writes, for each
+The books are listed, with their split and the SHA-256 of each source file, in
+course/data/english_books.json; the repository holds that list, never the books. SRC_DIR holds
+the books as UTF-8 text files named by their Project Gutenberg number (1342.txt, or 1342-0.txt
+as mirrors of the archive name it). Every file is checked against its SHA-256 before anything is
+written. `--download DIR` first fetches the missing books from Project Gutenberg
+(https://www.gutenberg.org/ebooks/<number>.txt.utf-8) into DIR, keeping only files whose SHA-256
+matches, then builds from DIR; nothing else here uses the network. The build writes, for each
 book, its cleaned text xz-compressed (`<number>.txt.xz`) and a `manifest.json` listing the
-books in order with their split. The same input gives byte-identical output: xz stores no time
-stamp and the manifest is written with sorted keys.
+books in order with their split and source hash. The same input gives byte-identical output: xz
+stores no time stamp and the manifest is written with sorted keys.
 
 Cleaning: the distributor's header and footer (everything outside the START/END marker lines)
-and any line that names the distributor are dropped, so the texts that ship are the plain
-public-domain books; [Illustration] captions go too. Hard-wrapped lines are joined into one
-line per paragraph, paragraphs are separated by one blank line (none after the last), and
-indented blocks (verse, title pages) keep their line breaks. Curly quotes become ASCII quotes
-(' and ") so that text a learner types matches the corpus; dashes and other characters stay as
-they are. Underscores that mark italics are removed.
+and any line that names the distributor are dropped, so the texts are the plain public-domain
+books; [Illustration] captions go too. Hard-wrapped lines are joined into one line per
+paragraph, paragraphs are separated by one blank line (none after the last), and indented
+blocks (verse, title pages) keep their line breaks. Curly quotes become ASCII quotes (' and ")
+so that text a learner types matches the corpus; dashes and other characters stay as they are.
+Underscores that mark italics are removed.
 """
 
+import argparse
+import hashlib
+import http.client
 import json
 import lzma
 import re
 import sys
+import urllib.request
 from pathlib import Path
 
 from course import DATA
 
 OUT = DATA / "english"
+GUTENBERG = "https://www.gutenberg.org/ebooks"
 
-# (Gutenberg number, title, author, first published). The split is by book: the model is
-# validated on books it never saw in training.
-BOOKS = [
-    (829, "Gulliver's Travels", "Jonathan Swift", 1726),
-    (1342, "Pride and Prejudice", "Jane Austen", 1813),
-    (105, "Persuasion", "Jane Austen", 1817),
-    (84, "Frankenstein", "Mary Shelley", 1818),
-    (730, "Oliver Twist", "Charles Dickens", 1838),
-    (2701, "Moby-Dick", "Herman Melville", 1851),
-    (205, "Walden, and On the Duty of Civil Disobedience", "Henry David Thoreau", 1854),
-    (11, "Alice's Adventures in Wonderland", "Lewis Carroll", 1865),
-    (74, "The Adventures of Tom Sawyer", "Mark Twain", 1876),
-    (120, "Treasure Island", "Robert Louis Stevenson", 1883),
-    (43, "The Strange Case of Dr. Jekyll and Mr. Hyde", "Robert Louis Stevenson", 1886),
-    (2097, "The Sign of the Four", "Arthur Conan Doyle", 1890),
-    (174, "The Picture of Dorian Gray", "Oscar Wilde", 1890),
-    (1661, "The Adventures of Sherlock Holmes", "Arthur Conan Doyle", 1892),
-    (55, "The Wonderful Wizard of Oz", "L. Frank Baum", 1900),
-    (215, "The Call of the Wild", "Jack London", 1903),
-    (910, "White Fang", "Jack London", 1906),
-    (45, "Anne of Green Gables", "L. M. Montgomery", 1908),
-]
-# About a tenth of the characters: a novel and an adventure story, each
-# by an author whose other books are in training, so validation measures unseen text in
-# familiar styles.
-VALIDATION = {105, 120}
+# Each book's id (its Gutenberg number), title, author, year first published, split and the
+# SHA-256 of its source file. The split is by book: the model is validated on books it never saw
+# in training. The two validation books, about a tenth of the characters, are a novel and an
+# adventure story, each by an author whose other books are in training, so validation measures
+# unseen text in familiar styles.
+BOOKS: list[dict] = json.loads((DATA / "english_books.json").read_text(encoding="utf-8"))
+
+
+class CorpusError(Exception):
+    """A source book is missing, differs from its SHA-256, or could not be downloaded."""
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def name(book: dict) -> str:
+    return f"{book['id']}.txt ({book['title']})"
+
+
+def sources(src: Path) -> dict[int, Path]:
+    """Each book's source file in `src`, by id, once every file matches its SHA-256."""
+    if not src.is_dir():
+        raise CorpusError(f"{src} is not a folder of the books")
+    found, problems = {}, []
+    for book in BOOKS:
+        path = src / f"{book['id']}.txt"
+        if not path.exists():
+            path = src / f"{book['id']}-0.txt"
+        if not path.exists():
+            problems.append(f"{name(book)} is missing")
+        elif (digest := sha256(path)) != book["sha256"]:
+            problems.append(f"{name(book)} has SHA-256 {digest}, not {book['sha256']}")
+        else:
+            found[book["id"]] = path
+    if problems:
+        raise CorpusError(
+            f"the books in {src} are not the ones course/data/english_books.json lists:\n  "
+            + "\n  ".join(problems)
+        )
+    return found
+
+
+def download(dest: Path, base: str = GUTENBERG) -> None:
+    """Fetch into `dest` each book it lacks from `base`/<number>.txt.utf-8, keeping only matches.
+
+    Stops at the first failed download or mismatch; the books verified so far stay, so a
+    rerun fetches only the rest.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    for book in BOOKS:
+        path = dest / f"{book['id']}.txt"
+        if path.exists() and sha256(path) == book["sha256"]:
+            continue
+        url = f"{base}/{book['id']}.txt.utf-8"
+        request = urllib.request.Request(url, headers={"User-Agent": "residual-stream-corpus"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                data = response.read()
+        except (OSError, http.client.HTTPException) as error:  # HTTPError, timeouts, cut short
+            raise CorpusError(f"could not download {name(book)} from {url}: {error}") from None
+        if (digest := hashlib.sha256(data).hexdigest()) != book["sha256"]:
+            raise CorpusError(
+                f"{name(book)} from {url} has SHA-256 {digest}, not {book['sha256']}: not kept "
+                "(Project Gutenberg may have revised the file since the list was made)"
+            )
+        partial = path.with_suffix(".part")  # a file never appears half-written
+        partial.write_bytes(data)
+        partial.replace(path)
+        print(f"downloaded {name(book)}")
+
 
 QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
 
@@ -87,26 +141,30 @@ def clean(raw: str) -> str:
 
 def build(src: Path, out: Path = OUT) -> list[dict]:
     """Clean every book of BOOKS from `src` into `out`; return the manifest it writes."""
+    paths = sources(src)
     out.mkdir(parents=True, exist_ok=True)
     manifest = []
-    for number, title, author, year in BOOKS:
-        path = src / f"{number}.txt"
-        if not path.exists():
-            path = src / f"{number}-0.txt"
-        text = clean(path.read_text(encoding="utf-8"))
+    for book in BOOKS:
+        text = clean(paths[book["id"]].read_text(encoding="utf-8"))
         data = lzma.compress(text.encode("utf-8"), preset=9 | lzma.PRESET_EXTREME)
-        (out / f"{number}.txt.xz").write_bytes(data)
-        split = "validation" if number in VALIDATION else "train"
-        manifest.append(
-            {"id": number, "title": title, "author": author, "year": year, "split": split,
-             "chars": len(text), "file": f"{number}.txt.xz"}
-        )  # fmt: skip
+        (out / f"{book['id']}.txt.xz").write_bytes(data)
+        manifest.append({**book, "chars": len(text), "file": f"{book['id']}.txt.xz"})
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(__doc__)
-    for book in build(Path(sys.argv[1])):
-        print(f"{book['split']:>10}  {book['chars']:>9,}  {book['title']}")
+    parser = argparse.ArgumentParser(description="Build course/data/english/ from the books.")
+    parser.add_argument("src", type=Path, nargs="?", help="a folder of the books' text files")
+    parser.add_argument("--download", type=Path, metavar="DIR", help="fetch the books into DIR")
+    parser.add_argument("--base", default=GUTENBERG, help="where to download from")
+    args = parser.parse_args()
+    if (args.src is None) == (args.download is None):
+        parser.error("give either SRC_DIR or --download DIR")
+    try:
+        if args.download:
+            download(args.download, args.base)
+        for book in build(args.download or args.src):
+            print(f"{book['split']:>10}  {book['chars']:>9,}  {book['title']}")
+    except CorpusError as error:
+        sys.exit(f"build_corpus: {error}")

@@ -21,8 +21,8 @@ def load_manifest() -> tuple[dict, ...]:
     manifest = ENGLISH / "manifest.json"
     if not manifest.is_file():
         raise FileNotFoundError(
-            "the English corpus is not in course/data/english/: build it from the books' "
-            "plain-text files with `python -m course.models.build_corpus SRC_DIR`"
+            "the English corpus is not in course/data/english/: build it with `make corpus` "
+            "(python -m course.models.build_corpus SRC_DIR, from the books' plain-text files)"
         )
     return tuple(json.loads(manifest.read_text(encoding="utf-8")))
 
