@@ -6,6 +6,7 @@ import hashlib
 import pytest
 
 from checks import CheckFailed
+from course.models.build_corpus import clean
 
 
 def assert_rejects(checker, learner, *fragments: str) -> str:
@@ -34,6 +35,7 @@ def fake_books(src, texts: dict[int, str], validation: set[int]) -> list[dict]:
         books.append(
             {"id": number, "title": f"Book {number}", "author": "A", "year": 1900,
              "split": "validation" if number in validation else "train",
-             "sha256": hashlib.sha256(text.encode()).hexdigest()}
+             "sha256": hashlib.sha256(text.encode()).hexdigest(),
+             "text_sha256": hashlib.sha256(clean(text).encode()).hexdigest()}
         )  # fmt: skip
     return books

@@ -4,6 +4,7 @@ real books, where this machine has them (COURSE_BOOKS), build into the course's 
 
 import hashlib
 import json
+import lzma
 import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -65,7 +66,7 @@ def test_the_shipped_list_is_the_eighteen_books_split_by_book():
     assert len({book["id"] for book in listed}) == len(listed) == 18
     assert {book["id"] for book in listed if book["split"] == "validation"} == {105, 120}
     assert {book["split"] for book in listed} == {"train", "validation"}
-    assert all(len(book["sha256"]) == 64 for book in listed)
+    assert all(len(book["sha256"]) == len(book["text_sha256"]) == 64 for book in listed)
 
 
 def test_a_changed_or_missing_book_stops_the_build_and_names_it(books, tmp_path):
@@ -84,6 +85,28 @@ def test_a_changed_or_missing_book_stops_the_build_and_names_it(books, tmp_path)
 def test_the_build_records_each_books_hash(books, tmp_path):
     manifest = build_corpus.build(tmp_path / "src", tmp_path / "english")
     assert [book["sha256"] for book in manifest] == [book["sha256"] for book in books]
+
+
+def test_a_copy_served_with_other_line_endings_and_notices_is_the_same_book(
+    books, server, tmp_path
+):
+    """Project Gutenberg serves its text files with CRLF line endings and its own header and
+    footer: such a copy is not the listed file, but its cleaned text is the listed book's."""
+    base, served, _ = server
+    serve_all(served)
+    served_copy = (
+        "The Project Gutenberg eBook of Book 2\n"
+        "*** START OF THE PROJECT GUTENBERG EBOOK 2 ***\n"
+        f"{TEXTS[2]}"
+        "*** END OF THE PROJECT GUTENBERG EBOOK 2 ***\n"
+        "The Project Gutenberg licence.\n"
+    )
+    served["/ebooks/2.txt.utf-8"] = served_copy.replace("\n", "\r\n").encode()
+    dest = tmp_path / "downloads"
+    build_corpus.download(dest, base)
+    built = build_corpus.build(dest, tmp_path / "english")
+    assert [book["chars"] for book in built] == [len("First book."), len("Second book."), 6]
+    assert lzma.decompress((tmp_path / "english" / "2.txt.xz").read_bytes()) == (b"Second book.")
 
 
 def test_download_fetches_every_book_then_only_the_missing(books, server, tmp_path):

@@ -3,13 +3,14 @@
     python -m course.models.build_corpus SRC_DIR
     python -m course.models.build_corpus --download DIR [--base URL]
 
-The books are listed, with their split and the SHA-256 of each source file, in
-course/data/english_books.json; the repository holds that list, never the books. SRC_DIR holds
-the books as UTF-8 text files named by their Project Gutenberg number (1342.txt, or 1342-0.txt
-as mirrors of the archive name it). Every file is checked against its SHA-256 before anything is
-written. `--download DIR` first fetches the missing books from Project Gutenberg
-(https://www.gutenberg.org/ebooks/<number>.txt.utf-8) into DIR, keeping only files whose SHA-256
-matches, then builds from DIR; nothing else here uses the network. The build writes, for each
+The books are listed, with their split, the SHA-256 of each source file and that of its cleaned
+text, in course/data/english_books.json; the repository holds that list, never the books.
+SRC_DIR holds the books as UTF-8 text files named by their Project Gutenberg number (1342.txt,
+or 1342-0.txt as mirrors of the archive name it). Every file is checked before anything is
+written: it must be the listed file, or a copy whose cleaned text is the listed book's.
+`--download DIR` first fetches the missing books from Project Gutenberg
+(https://www.gutenberg.org/ebooks/<number>.txt.utf-8) into DIR, keeping only files that pass
+that check, then builds from DIR; nothing else here uses the network. The build writes, for each
 book, its cleaned text xz-compressed (`<number>.txt.xz`) and a `manifest.json` listing the
 books in order with their split and source hash. The same input gives byte-identical output: xz
 stores no time stamp and the manifest is written with sorted keys.
@@ -38,8 +39,9 @@ from course import DATA
 OUT = DATA / "english"
 GUTENBERG = "https://www.gutenberg.org/ebooks"
 
-# Each book's id (its Gutenberg number), title, author, year first published, split and the
-# SHA-256 of its source file. The split is by book: the model is validated on books it never saw
+# Each book's id (its Gutenberg number), title, author, year first published, split, the
+# SHA-256 of its source file and that of its cleaned text (UTF-8), which a copy served with
+# other line endings or notices still matches. The split is by book: the model is validated on books it never saw
 # in training. The two validation books, about a tenth of the characters, are a novel and an
 # adventure story, each by an author whose other books are in training, so validation measures
 # unseen text in familiar styles.
@@ -50,8 +52,27 @@ class CorpusError(Exception):
     """A source book is missing, differs from its SHA-256, or could not be downloaded."""
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def matches(book: dict, data: bytes) -> bool:
+    """The listed source file, or one whose cleaned text is the listed book's: a copy that
+    differs only in line endings or in the distributor's notices, which clean() removes."""
+    if sha256(data) == book["sha256"]:
+        return True
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return sha256(clean(text).encode("utf-8")) == book["text_sha256"]
+
+
+def mismatch(book: dict, data: bytes) -> str:
+    return (
+        f"has SHA-256 {sha256(data)}, not {book['sha256']}, and its cleaned text is not the "
+        "listed book's either"
+    )
 
 
 def name(book: dict) -> str:
@@ -69,8 +90,8 @@ def sources(src: Path) -> dict[int, Path]:
             path = src / f"{book['id']}-0.txt"
         if not path.exists():
             problems.append(f"{name(book)} is missing")
-        elif (digest := sha256(path)) != book["sha256"]:
-            problems.append(f"{name(book)} has SHA-256 {digest}, not {book['sha256']}")
+        elif not matches(book, data := path.read_bytes()):
+            problems.append(f"{name(book)} {mismatch(book, data)}")
         else:
             found[book["id"]] = path
     if problems:
@@ -90,7 +111,7 @@ def download(dest: Path, base: str = GUTENBERG) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for book in BOOKS:
         path = dest / f"{book['id']}.txt"
-        if path.exists() and sha256(path) == book["sha256"]:
+        if path.exists() and matches(book, path.read_bytes()):
             continue
         url = f"{base}/{book['id']}.txt.utf-8"
         request = urllib.request.Request(url, headers={"User-Agent": "residual-stream-corpus"})
@@ -99,9 +120,9 @@ def download(dest: Path, base: str = GUTENBERG) -> None:
                 data = response.read()
         except (OSError, http.client.HTTPException) as error:  # HTTPError, timeouts, cut short
             raise CorpusError(f"could not download {name(book)} from {url}: {error}") from None
-        if (digest := hashlib.sha256(data).hexdigest()) != book["sha256"]:
+        if not matches(book, data):
             raise CorpusError(
-                f"{name(book)} from {url} has SHA-256 {digest}, not {book['sha256']}: not kept "
+                f"{name(book)} from {url} {mismatch(book, data)}: not kept "
                 "(Project Gutenberg may have revised the file since the list was made)"
             )
         partial = path.with_suffix(".part")  # a file never appears half-written
