@@ -1,0 +1,1 @@
+"""The Sphinx extensions of the HTML book: offline MathJax and plotly.js, and Colab buttons."""
