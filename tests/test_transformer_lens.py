@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformer_lens.model_bridge.sources import build_bridge_from_module
 
+from course.models.course_model import load_course_model
 from solutions import gpt2
 from solutions.config import TINY, Config
 from solutions.residual import run_with_cache
@@ -141,3 +142,10 @@ def test_transformer_lens_4_records_chapter_5s_cache_at_gpt2_small_widths_tied()
     tokens = torch.randint(0, cfg.d_vocab, (1, 12), generator=torch.Generator().manual_seed(9))
     shared, _ = compare(model, tokens)
     assert len(shared) == 4 + len(BLOCK_HOOKS) * cfg.n_layers
+
+
+def test_transformer_lens_4_records_chapter_5s_cache_on_the_shipped_course_model():
+    model, tokenizer = load_course_model()
+    text = "The old keeper climbed the stairs of the lighthouse every evening to light the lamp."
+    _, largest = compare(model, torch.tensor([tokenizer.encode(text)]))
+    assert largest < TOLERANCE

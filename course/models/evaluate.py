@@ -293,7 +293,8 @@ def render_card(card: dict) -> str:
         "",
         "A small GPT-2 (the course's reference implementation) trained from scratch on the",
         "course corpus. Losses are mean cross-entropy in nats per token, each token predicted",
-        "from the ones before it.",
+        "from the ones before it. It has no unembedding bias (b_U is zero), as GPT-2 has none:",
+        "`solutions.gpt2.to_huggingface` turns it into a `GPT2LMHeadModel` as it is.",
         "",
         "## Configuration",
         "",
@@ -304,7 +305,8 @@ def render_card(card: dict) -> str:
         "",
         "## Data",
         "",
-        "The corpus, its sources, size and licence: `course/data/README.md`. Split by document;",
+        "Public-domain books, listed with their split in `course/data/english_books.json` (see",
+        "`course/data/README.md`); split by book, so validation is on books never trained on;",
         f"{_fmt(data['train_tokens'])} training tokens, {_fmt(data['val_tokens'])} validation tokens.",
         "",
         "## Training",
@@ -360,4 +362,13 @@ def render_card(card: dict) -> str:
             "```",
             "",
         ]
+    lines += [
+        "## Reproduce",
+        "",
+        "`make corpus` builds the corpus from the books (`BOOKS=DIR`, or `DOWNLOAD=1`), then",
+        "`make course-model` trains this model and rewrites this folder. Training is seeded and",
+        "runs on two CPU threads, so the same books give the same weights on the same kind of",
+        "machine.",
+        "",
+    ]
     return "\n".join(lines)

@@ -23,6 +23,7 @@ from course.models import english
 from course.models.course_model import COURSE_TRAINING, MODEL_DIR
 from course.models.evaluate import write_model_card
 from solutions.config import COURSE_MODEL
+from solutions.tokenizer import BPETokenizer
 from solutions.training import TrainConfig, pick_device, train
 from solutions.transformer import Transformer
 
@@ -45,31 +46,50 @@ def write_log(path: Path, log: list[dict]) -> None:
         writer.writerows(log)
 
 
-def main(out: Path = MODEL_DIR, tcfg: TrainConfig = COURSE_TRAINING, cfg=COURSE_MODEL) -> dict:
-    start = time.perf_counter()
-    torch.manual_seed(tcfg.seed)
-    torch.set_num_threads(min(2, os.cpu_count() or 1))  # the same reductions on every run
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    device = pick_device()
-    print(f"training on {machine()} ({device.type})")
-
+def prepare(cfg=COURSE_MODEL) -> tuple[BPETokenizer, torch.Tensor, torch.Tensor]:
+    """The course's BPE trained on the training books, and both splits encoded with it."""
     train_docs, val_docs = english.load_documents("train"), english.load_documents("validation")
     tokenizer = english.train_course_tokenizer(vocab_size=cfg.d_vocab)
-    train_tokens = english.encode_documents(tokenizer, train_docs)
-    val_tokens = english.encode_documents(tokenizer, val_docs)
-    print(f"{len(train_tokens):,} training tokens, {len(val_tokens):,} validation tokens")
+    return (
+        tokenizer,
+        english.encode_documents(tokenizer, train_docs),
+        english.encode_documents(tokenizer, val_docs),
+    )
 
+
+def train_course_model(
+    train_tokens: torch.Tensor,
+    val_tokens: torch.Tensor,
+    tcfg: TrainConfig = COURSE_TRAINING,
+    cfg=COURSE_MODEL,
+    stop_at: int | None = None,
+    progress: bool = True,
+) -> tuple[Transformer, dict]:
+    """The model trained by chapter 6b's loop, seeded, on two threads (so that every run makes
+    the same reductions), as the explicit model chapters read; and train's summary."""
     torch.manual_seed(tcfg.seed)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.use_deterministic_algorithms(True, warn_only=True)
     # The fused kernels train faster and compute the same function; the shipped weights
     # load into the explicit model that chapters read.
-    model = Transformer(cfg, fused=True).to(device)
-    out.mkdir(parents=True, exist_ok=True)
-    summary = train(model, train_tokens, val_tokens, tcfg)
-    write_log(out / "loss_log.csv", summary.pop("log"))
-    model = model.cpu()
+    model = Transformer(cfg, fused=True).to(pick_device())
+    # GPT-2 has no unembedding bias: b_U stays at zero, so the model converts to HuggingFace's
+    # GPT2LMHeadModel (and opens in TransformerLens) as it is.
+    model.unembed.b_U.requires_grad_(False)
+    summary = train(model, train_tokens, val_tokens, tcfg, stop_at=stop_at, progress=progress)
     explicit = Transformer(cfg)
-    explicit.load_state_dict(model.state_dict())
-    explicit.eval()
+    explicit.load_state_dict(model.cpu().state_dict())
+    return explicit.eval(), summary
+
+
+def main(out: Path = MODEL_DIR, tcfg: TrainConfig = COURSE_TRAINING, cfg=COURSE_MODEL) -> dict:
+    start = time.perf_counter()
+    print(f"training on {machine()} ({pick_device().type})")
+    tokenizer, train_tokens, val_tokens = prepare(cfg)
+    print(f"{len(train_tokens):,} training tokens, {len(val_tokens):,} validation tokens")
+    explicit, summary = train_course_model(train_tokens, val_tokens, tcfg, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    write_log(out / "loss_log.csv", summary.pop("log"))
 
     save_file(
         {k: v.contiguous() for k, v in explicit.state_dict().items()}, out / "model.safetensors"
