@@ -2,16 +2,18 @@
 
 `load_course_model()` reads the shipped files in course/data/course_model/ (written by
 `make course-model`) and returns the model, in eval mode, with its tokenizer. Offline.
+`untrained_course_model()` is the same model as its training starts.
 """
 
 import json
 from dataclasses import fields
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file
 
 from course import DATA
-from solutions.config import Config
+from solutions.config import COURSE_MODEL, Config
 from solutions.tokenizer import BPETokenizer
 from solutions.training import TrainConfig
 from solutions.transformer import Transformer
@@ -50,3 +52,9 @@ def load_course_model(directory: Path = MODEL_DIR) -> tuple[Transformer, BPEToke
 # passes over the 2.1M training tokens, few enough for a CPU. Early stopping on the
 # validation loss guards against memorising.
 COURSE_TRAINING = TrainConfig(max_steps=1500)
+
+
+def untrained_course_model(cfg: Config = COURSE_MODEL) -> Transformer:
+    """The course model as training starts: GPT-2's initialisation, with the training's seed."""
+    torch.manual_seed(COURSE_TRAINING.seed)
+    return Transformer(cfg).eval()
