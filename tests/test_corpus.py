@@ -143,6 +143,14 @@ def test_a_failed_download_is_named(books, server, tmp_path):
     assert sorted(p.name for p in dest.iterdir()) == ["1.txt", "2.txt"]
 
 
+def test_a_download_that_fails_at_once_leaves_no_folder_behind(books, server, tmp_path):
+    base, served, _ = server
+    dest = tmp_path / "downloads"  # nothing is served
+    with pytest.raises(build_corpus.CorpusError, match=r"could not download 1\.txt"):
+        build_corpus.download(dest, base)
+    assert not dest.exists()
+
+
 BOOKS_DIR = os.environ.get("COURSE_BOOKS")
 
 

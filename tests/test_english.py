@@ -13,12 +13,39 @@ def tok():
     return BPETokenizer(train_incremental(load_corpus()[:200_000], 1024))
 
 
-def test_a_missing_corpus_says_how_to_build_it(monkeypatch, tmp_path):
+def test_a_missing_corpus_names_every_book_and_how_to_build_it(monkeypatch, tmp_path):
     monkeypatch.setattr(english, "ENGLISH", tmp_path)
     english.load_manifest.cache_clear()
-    with pytest.raises(FileNotFoundError, match="course.models.build_corpus"):
+    with pytest.raises(FileNotFoundError, match="make corpus") as missing:
         english.load_documents("train")
     english.load_manifest.cache_clear()
+    message = str(missing.value)
+    assert f"lacks {len(build_corpus.BOOKS)} of its books" in message
+    assert all(str(b["id"]) in message and b["title"] in message for b in build_corpus.BOOKS)
+    assert "DOWNLOAD=1" in message and "BOOKS=DIR" in message
+
+
+def test_make_course_model_without_a_corpus_stops_short_and_writes_nothing(
+    monkeypatch, tmp_path, capsys
+):
+    from course.models import train_course_model
+
+    monkeypatch.setattr(english, "ENGLISH", tmp_path / "english")
+    out = tmp_path / "course_model"
+    with pytest.raises(SystemExit) as stopped:
+        train_course_model.cli(["--out", str(out)])
+    assert str(stopped.value).startswith("make course-model: the English corpus")
+    assert "Traceback" not in str(stopped.value) and "make corpus" in str(stopped.value)
+    assert not out.exists() and not (tmp_path / "english").exists()
+    # One book missing from a built corpus: that book alone is named.
+    src = tmp_path / "src"
+    monkeypatch.setattr(build_corpus, "BOOKS", fake_books(src, {1: "One.\n", 2: "Two.\n"}, {2}))
+    build_corpus.build(src, tmp_path / "english")
+    (tmp_path / "english" / "2.txt.xz").unlink()
+    assert [b["id"] for b in english.missing_books()] == [2]
+    with pytest.raises(SystemExit, match="lacks 1 of its books"):
+        train_course_model.cli(["--out", str(out)])
+    assert not out.exists()
 
 
 def test_built_books_load_by_split(monkeypatch, tmp_path):

@@ -98,13 +98,13 @@ def test_grade_workflow_runs_make_grade_into_the_job_summary():
     (job,) = workflow["jobs"].values()
     commands = [s.get("run", "") for s in steps(job)]
     assert any(
-        re.fullmatch(r'make grade GRADE_ARGS="--markdown \$GITHUB_STEP_SUMMARY"', c)
+        re.fullmatch(r'make grade STRICT=1 GRADE_ARGS="--markdown \$GITHUB_STEP_SUMMARY"', c)
         for c in commands
     ), commands
     # make passes GRADE_ARGS on to the grader, which takes --markdown.
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(
-        r"^grade:.*\n\t.*-m course\.grading\.grade exercises \$\(GRADE_ARGS\)", makefile, re.M
+        r"^grade:.*\n\t.*-m course\.grading\.grade exercises .*\$\(GRADE_ARGS\)$", makefile, re.M
     )
     assert "fork" in job["if"]  # the course's own repository holds only stubs
 

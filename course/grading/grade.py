@@ -346,7 +346,9 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def progress(paths: Sequence[Path], time_limit: float, markdown: Path | None) -> int:
+def progress(
+    paths: Sequence[Path], time_limit: float, markdown: Path | None, unfinished_ok: bool = False
+) -> int:
     results = []
     for path in notebooks_in(paths):
         results.append(grade_notebook(path, time_limit))
@@ -359,11 +361,21 @@ def progress(paths: Sequence[Path], time_limit: float, markdown: Path | None) ->
             f"{graded.chapter or graded.path.name:<{width}}  {mark} {graded.passed} of {len(graded.rows)}"
         )
     passed, total = sum(g.passed for g in results), sum(len(g.rows) for g in results)
-    print(f"{passed} of {total} exercises pass")
+    done = bool(results) and all(g.all_pass for g in results)
     if markdown:
         with open(markdown, "a", encoding="utf-8") as out:
             out.write(progress_markdown(results))
-    return 0 if results and all(g.all_pass for g in results) else 1
+    if done:
+        print(f"All {total} exercises pass.")
+        return 0
+    if unfinished_ok:
+        print(
+            f"{passed} of {total} exercises pass: keep going. (`make grade STRICT=1`, as CI "
+            "runs it, exits with status 1 until all do.)"
+        )
+        return 0
+    print(f"{passed} of {total} exercises pass: the exit status is 1 until all do.")
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -375,12 +387,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="*", type=Path, help=f"default: {EXERCISES.name}/")
     parser.add_argument("--time-limit", type=float, default=TIME_LIMIT, help="seconds a notebook")
     parser.add_argument("--markdown", type=Path, help="append the tables in Markdown to this file")
+    parser.add_argument(
+        "--unfinished-ok",
+        action="store_true",
+        help="exit 0 when some exercise does not pass yet (a crash still exits non-zero)",
+    )
     parser.add_argument("--run-one", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run_one:
         _run_one(*args.run_one, args.time_limit)
         return 0
-    return progress(args.paths or [EXERCISES], args.time_limit, args.markdown)
+    return progress(args.paths or [EXERCISES], args.time_limit, args.markdown, args.unfinished_ok)
 
 
 if __name__ == "__main__":

@@ -108,7 +108,6 @@ def download(dest: Path, base: str = GUTENBERG) -> None:
     Stops at the first failed download or mismatch; the books verified so far stay, so a
     rerun fetches only the rest.
     """
-    dest.mkdir(parents=True, exist_ok=True)
     for book in BOOKS:
         path = dest / f"{book['id']}.txt"
         if path.exists() and matches(book, path.read_bytes()):
@@ -125,6 +124,7 @@ def download(dest: Path, base: str = GUTENBERG) -> None:
                 f"{name(book)} from {url} {mismatch(book, data)}: not kept "
                 "(Project Gutenberg may have revised the file since the list was made)"
             )
+        dest.mkdir(parents=True, exist_ok=True)  # only once a book is verified
         partial = path.with_suffix(".part")  # a file never appears half-written
         partial.write_bytes(data)
         partial.replace(path)

@@ -27,8 +27,9 @@ def load_course_model(directory: Path = MODEL_DIR) -> tuple[Transformer, BPEToke
     missing = [name for name in needed if not (directory / name).exists()]
     if missing:
         raise FileNotFoundError(
-            f"the course model is missing {', '.join(missing)} in {directory}: "
-            "run `make course-model` to train it and write these files"
+            f"the course model is missing {', '.join(missing)} in {directory}. The course ships "
+            "these files: restore them with `git checkout -- course/data/course_model` (or, "
+            "with the English corpus built by `make corpus`, retrain them: `make course-model`)"
         )
     from course.models.english import load_tokenizer
 

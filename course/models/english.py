@@ -9,21 +9,47 @@ from pathlib import Path
 import regex
 import torch
 
+from course.models import build_corpus
 from solutions.tokenizer import GPT2_SPLIT_PATTERN, BPETokenizer, train_incremental
 
 ENGLISH = files("course") / "data" / "english"
 SPLITS = ("train", "validation")
 
 
+class CorpusMissing(FileNotFoundError):
+    """The English corpus is not built, or lacks some of its books."""
+
+
+def missing_books() -> list[dict]:
+    """The books course/data/english_books.json lists whose text course/data/english/ lacks."""
+    listed = build_corpus.BOOKS  # looked up at each call: tests list books of their own
+
+    manifest = ENGLISH / "manifest.json"
+    if not manifest.is_file():
+        return listed
+    built = {book["id"] for book in json.loads(manifest.read_text(encoding="utf-8"))}
+    return [
+        b for b in listed if b["id"] not in built or not (ENGLISH / f"{b['id']}.txt.xz").is_file()
+    ]
+
+
+def missing_message(missing: list[dict]) -> str:
+    """What a learner reads when the corpus is not there: every missing book, and the fix."""
+    books = "\n".join(f"  {b['id']:>5}  {b['title']} ({b['author']})" for b in missing)
+    return (
+        f"the English corpus in course/data/english/ lacks {len(missing)} of its books:\n{books}\n"
+        "Build it with `make corpus BOOKS=DIR` from a folder of their plain-text files "
+        "(<number>.txt, as Project Gutenberg names them), or `make corpus DOWNLOAD=1` to fetch "
+        "them from gutenberg.org. The chapters never need it: only retraining does."
+    )
+
+
 @cache
 def load_manifest() -> tuple[dict, ...]:
     """Each book's id, title, author, year, split, size in characters and file, in order."""
+    if missing := missing_books():
+        raise CorpusMissing(missing_message(missing))
     manifest = ENGLISH / "manifest.json"
-    if not manifest.is_file():
-        raise FileNotFoundError(
-            "the English corpus is not in course/data/english/: build it with `make corpus` "
-            "(python -m course.models.build_corpus SRC_DIR, from the books' plain-text files)"
-        )
     return tuple(json.loads(manifest.read_text(encoding="utf-8")))
 
 

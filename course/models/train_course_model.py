@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -116,10 +117,16 @@ def main(out: Path = MODEL_DIR, tcfg: TrainConfig = COURSE_TRAINING, cfg=COURSE_
     return summary
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=MODEL_DIR)
     parser.add_argument("--steps", type=int, help="train this many steps (a quick trial run)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     tcfg = COURSE_TRAINING if args.steps is None else replace(COURSE_TRAINING, max_steps=args.steps)
-    main(args.out, tcfg)
+    if missing := english.missing_books():  # before anything is written
+        sys.exit(f"make course-model: {english.missing_message(missing)}")
+    return main(args.out, tcfg)
+
+
+if __name__ == "__main__":
+    cli()
