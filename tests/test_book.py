@@ -29,6 +29,21 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
+# Inside \text{...} TeX's escapes are not read: MathJax shows `\_` there as a backslash and an
+# underscore. A plain `_` is what shows as an underscore in text.
+ESCAPED_IN_TEXT = re.compile(r"\\(?:text|textrm|textit|textsf|texttt|mbox)\{[^{}]*\\_")
+
+
+def test_no_formula_escapes_an_underscore_inside_text():
+    sources = sorted((ROOT / "book").glob("*.md")) + sorted((ROOT / "notebooks").glob("*.md"))
+    found = [
+        f"{path.relative_to(ROOT)}: {match.group(0)}"
+        for path in sources
+        for match in ESCAPED_IN_TEXT.finditer(path.read_text(encoding="utf-8"))
+    ]
+    assert not found, "\n".join(found)
+
+
 @pytest.fixture(scope="module")
 def html(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("book")
@@ -123,6 +138,10 @@ def test_math_and_figures_render_offline_in_chromium(html):
         errors = dom.count('class="MathJax_Error"') + dom.count("Math Processing Error")
         assert not errors, f"{page.name}: MathJax failed on {errors} formulas"
         assert rendered_math >= math, f"{page.name}: {rendered_math} of {math} formulas rendered"
+        # MathJax 2 writes a formula's text runs as span.mtext (and <mtext> in the MathML it
+        # hides for screen readers): none may show a TeX escape.
+        escaped = re.findall(r'(?:class="mtext"[^>]*|<mtext[^>]*)>([^<]*\\_[^<]*)<', dom)
+        assert not escaped, f"{page.name}: a formula shows a backslash before _: {escaped}"
         drawn = len(re.findall(r'class="main-svg"', dom))
         assert drawn >= figures, f"{page.name}: {drawn} of {figures} plotly figures drawn"
         pages_with_math += bool(math)
