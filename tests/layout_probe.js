@@ -24,7 +24,16 @@
       resources: performance.getEntriesByType("resource").map(function (e) { return e.name; }),
       figures: [],
       equations: [],
+      outputs: [],
     };
+    // What cells print: wider than its box, a line is cut (the book wraps outputs).
+    document.querySelectorAll("div.cell_output pre").forEach(function (pre) {
+      if (pre.scrollWidth > pre.clientWidth + 1) {
+        report.outputs.push({
+          text: pre.textContent.slice(0, 80), width: pre.clientWidth, content: pre.scrollWidth,
+        });
+      }
+    });
     document.querySelectorAll(".plotly-graph-div").forEach(function (div) {
       var svg = div.querySelector(".main-svg");
       var box = (svg || div).getBoundingClientRect();

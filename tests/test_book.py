@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PROBE = (Path(__file__).parent / "layout_probe.js").read_text()
 PHONE = (390, 844)  # a phone's screen, in CSS pixels
+DESKTOP = (1280, 900)  # a laptop's browser window
 # Headless Chromium keeps its window at least 500 px wide: a phone's screen is a frame.
 PHONE_FRAME = """<!DOCTYPE html><html><body style="margin:0">
 <iframe src="{src}" style="border:0;width:{width}px;height:{height}px"></iframe></body></html>"""
@@ -202,11 +203,13 @@ def server(html):
 
 
 def visit(server: BookServer, page: Path, phone: bool = False) -> tuple[dict, list]:
-    """Load `page` through the server: the probe's report and the requests it made."""
+    """Load `page` through the server, on a phone or in a desktop window: the probe's report
+    and the requests it made."""
     server.log.clear()
     path = "/" + page.relative_to(server.root).as_posix()
     url = server.origin + (f"/phone?{path}" if phone else path)
-    dom = chromium(url, server.root.parent / ".chromium-profile", "--hide-scrollbars")
+    size = f"--window-size={DESKTOP[0]},{DESKTOP[1]}"
+    dom = chromium(url, server.root.parent / ".chromium-profile", "--hide-scrollbars", size)
     found = re.search(r'<pre id="layout-probe">(.*?)</pre>', dom, re.S)
     assert found, f"{page.name}: never finished loading (and typesetting) in chromium"
     return json.loads(html_text.unescape(found.group(1))), list(server.log)
@@ -234,15 +237,21 @@ def test_every_page_finds_every_file_it_asks_for_in_the_book(html, server):
 @pytest.mark.slow
 @pytest.mark.browser
 @needs_chromium
-def test_equations_scroll_and_figures_fit_on_a_phone(html, server):
-    width = PHONE[0]
+@pytest.mark.parametrize("phone", [True, False], ids=["phone", "desktop"])
+def test_outputs_wrap_equations_scroll_and_figures_fit(html, server, phone):
+    width = PHONE[0] if phone else DESKTOP[0]
     figures = equations = 0
     for page in chapter_pages(html):
         source = page.read_text()
-        if 'class="plotly-graph-div"' not in source and 'class="math notranslate' not in source:
+        if not any(
+            f'class="{what}' in source
+            for what in ["plotly-graph-div", "math notranslate", "cell_output"]
+        ):
             continue
-        report, _ = visit(server, page, phone=True)
+        report, _ = visit(server, page, phone=phone)
         name = page.relative_to(html).as_posix()
+        cut = [f"{o['content']} px in {o['width']} px: {o['text']!r}" for o in report["outputs"]]
+        assert not cut, f"{name}: outputs cut at the column's edge:\n" + "\n".join(cut)
         viewport = report["viewport"]
         assert viewport <= width, f"{name}: laid out {viewport} px wide on a {width} px screen"
         assert report["pageWidth"] <= viewport, (
