@@ -84,6 +84,14 @@ def test_pages_load_no_script_from_the_network(html):
 
 
 @pytest.mark.slow
+def test_no_page_runs_an_inline_script_twice(html):
+    # A repeated `const` declaration throws ("has already been declared") in the console.
+    for page in all_pages(html):
+        scripts = re.findall(r"<script>(.+?)</script>", page.read_text(encoding="utf-8"), re.S)
+        repeated = {body[:60] for body in scripts if scripts.count(body) > 1}
+        assert not repeated, f"{page.relative_to(html)} runs these twice: {sorted(repeated)}"
+
+
 def test_solutions_hide_under_show_solution(html):
     page = (html / "book" / "solved" / "01_embeddings.html").read_text()
     assert "Show solution" in page

@@ -61,8 +61,24 @@ def _copy_assets(app, exception) -> None:
     shutil.copy2(PLOTLY_JS, static / "plotly.min.js")
 
 
+def _one_of_each_script(app, pagename, templatename, context, doctree):
+    """Drop repeated inline scripts. Sphinx keeps an inline script added once the builder
+    exists twice (in its registry, with no file name, and in the builder, with the file name
+    ""), so sphinx-thebe's `const THEBE_JS_URL = ...` ran twice, and the second declaration
+    threw in every page's console."""
+    seen, kept = set(), []
+    for script in context.get("script_files", []):
+        name = getattr(script, "filename", script) or ""
+        key = (str(name), str(getattr(script, "attributes", "")))
+        if key not in seen:
+            seen.add(key)
+            kept.append(script)
+    context["script_files"] = kept
+
+
 def setup(app):
     app.connect("config-inited", _use_local_mathjax)
+    app.connect("html-page-context", _one_of_each_script, priority=900)
     app.add_js_file("plotly.min.js", priority=100)
     app.add_js_file(None, type="text/x-mathjax-config", body=MATHJAX_NO_TEX_FONTS)
     app.add_js_file("course.js")
