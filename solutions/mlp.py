@@ -109,7 +109,12 @@ class MixtureOfExperts(nn.Module):
 
 
 def load_balance(R: Float[Tensor, "posn n_experts"]) -> Float[Tensor, "n_experts n_experts"]:
-    """RᵀR: the diagonal is each expert's load (sum of squared weights), the rest co-routing."""
+    """RᵀR: entry (i, j) sums over positions the product of their weights for experts i and j.
+
+    Off the diagonal, how much two experts serve the same positions. The diagonal is each
+    expert's sum of squared weights, not its load: that is R.sum(0) (weight carried) or
+    (R > 0).sum(0) (positions served).
+    """
     return R.T @ R
 
 

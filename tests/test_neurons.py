@@ -1,6 +1,8 @@
 """Chapter 3's neuron checkers accept correct variants and name each usual mistake; the
 neuron browser redraws when its controls change."""
 
+import html
+
 import einops
 import pytest
 import torch
@@ -234,6 +236,10 @@ def test_checks_survive_broken_code(bad):
 # --- the neuron browser --------------------------------------------------------------------
 
 
+def BYTES(ids):  # a decode for byte tokens, as a tokenizer's decode is called
+    return bytes(ids).decode("utf-8", errors="replace")
+
+
 def test_neuron_browser_redraws_when_its_controls_change():
     from course.display.neuron_browser import neuron_browser, show_context
     from solutions.config import Config
@@ -242,7 +248,7 @@ def test_neuron_browser_redraws_when_its_controls_change():
     cfg = Config(d_model=16, d_vocab=256, n_ctx=8, d_head=4, d_mlp=24, n_heads=4, n_layers=2)
     model = checks.random_model(cfg, seed=0)
     windows = torch.randint(256, (5, 8), generator=torch.Generator().manual_seed(1))
-    browser = neuron_browser(model, windows, k=3)
+    browser = neuron_browser(model, windows, BYTES, k=3)
     (layer, neuron), view = browser.children[0].children, browser.children[1]
     assert "L0N0" in view.value and view.value.count("⟦") == 3
     neuron.value = 7
@@ -252,11 +258,22 @@ def test_neuron_browser_redraws_when_its_controls_change():
     # The top context shown is the one where layer 1's neuron 7 is largest.
     acts = ref.neuron_activations(model, windows, 1)[..., 7]
     w, p = ref.top_activating(acts, 1)[0].tolist()
-    assert show_context(ref.context(windows, w, p)).replace("'", "&#x27;") in view.value
+    assert html.escape(show_context(BYTES, ref.context(windows, w, p))) in view.value
     assert isinstance(model, Transformer)
 
 
-def test_show_context_marks_the_last_byte():
-    from course.display.neuron_browser import show_context
+def test_show_context_marks_the_last_token():
+    from course.display.neuron_browser import show_context, show_token
 
-    assert show_context(torch.tensor(list(b"a\nq"))) == "a\\n⟦q⟧"
+    assert show_context(BYTES, torch.tensor(list(b"a\nq"))) == "a\\n⟦q⟧"
+    assert show_token(BYTES, ord(" ")) == "␣" and show_token(BYTES, ord("\n")) == "\\n"
+    assert show_token(BYTES, 5) == "\\x05" and show_token(BYTES, ord("\\")) == "\\\\"
+
+
+def test_the_course_models_tokens_decode_in_the_browser():
+    from course.display.neuron_browser import show_context
+    from course.models.course_model import load_course_model
+
+    _, tokenizer = load_course_model()
+    ids = torch.tensor(tokenizer.encode("The cat sat.\nThen"))
+    assert show_context(tokenizer.decode, ids) == "The cat sat.\\n⟦Then⟧"

@@ -1,13 +1,15 @@
-"""Chapter 3's neurons shown readably: the bytes a neuron's value promotes and suppresses, and
+"""Chapter 3's neurons shown readably: the tokens a neuron's value promotes and suppresses, and
 the contexts that activate it most, as an HTML table, and a browser with a layer dropdown
 and a neuron slider for the live notebook.
 
-Tokens are bytes (chapter 7's text model); a context is shown as Python writes a bytes
-literal (so newlines and partial UTF-8 stay visible) with the activating byte in ⟦ ⟧.
+`decode` turns a list of token ids into text: the tokenizer's `decode` (the course model's
+`BPETokenizer.decode`). Newlines and control characters are escaped (\\n), so that a context stays on one line, and a
+token's spaces as ␣, so that " the" and "the" differ; the activating token is marked ⟦ ⟧.
 `neuron_browser` needs a live kernel for its callbacks; the book shows `neurons_html`.
 """
 
 import html
+from collections.abc import Callable
 
 import ipywidgets as widgets
 import torch
@@ -16,15 +18,24 @@ from torch import Tensor, nn
 from solutions.neurons import context, neuron_activations, neuron_logit_effect, top_activating
 from solutions.neurons import top_tokens as _top_tokens
 
-
-def show_bytes(tokens: Tensor | list[int]) -> str:
-    """Bytes as a bytes literal shows them, without the b'...' around them."""
-    return repr(bytes(list(tokens)))[2:-1]
+Decode = Callable[[list[int]], str]
 
 
-def show_context(tokens: Tensor) -> str:
-    """A context with its last byte, the one the neuron fired on, marked ⟦ ⟧."""
-    return f"{show_bytes(tokens[:-1])}⟦{show_bytes(tokens[-1:])}⟧"
+def visible(text: str) -> str:
+    """Text with its backslashes and unprintable characters (newlines, control bytes) escaped
+    as Python writes them in a string literal, so that it prints on one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text.replace("\\", "\\\\"))
+
+
+def show_token(decode: Decode, token: int) -> str:
+    """One token's text, its spaces drawn as ␣."""
+    return visible(decode([int(token)])).replace(" ", "␣")
+
+
+def show_context(decode: Decode, tokens: Tensor) -> str:
+    """A context with its last token, the one the neuron fired on, marked ⟦ ⟧."""
+    ids = tokens.tolist()
+    return f"{visible(decode(ids[:-1]))}⟦{visible(decode(ids[-1:]))}⟧"
 
 
 def describe_neuron(
@@ -33,28 +44,30 @@ def describe_neuron(
     acts: Tensor,
     layer: int,
     neuron: int,
+    decode: Decode,
     k: int = 8,
     n_tokens: int = 6,
 ) -> dict:
     """What the page shows of one neuron. `acts` are the layer's activations on `windows`."""
-    promoted, suppressed = _top_tokens(neuron_logit_effect(model, layer, neuron), n_tokens)
+    with torch.no_grad():
+        promoted, suppressed = _top_tokens(neuron_logit_effect(model, layer, neuron), n_tokens)
     top = top_activating(acts[..., neuron], k)
     return {
         "name": f"L{layer}N{neuron}",
-        "promotes": [show_bytes([t]) for t in promoted.tolist()],
-        "suppresses": [show_bytes([t]) for t in suppressed.tolist()],
+        "promotes": [show_token(decode, t) for t in promoted.tolist()],
+        "suppresses": [show_token(decode, t) for t in suppressed.tolist()],
         "contexts": [
-            (round(acts[w, p, neuron].item(), 2), show_context(context(windows, w, p)))
+            (round(acts[w, p, neuron].item(), 2), show_context(decode, context(windows, w, p)))
             for w, p in top.tolist()
         ],
     }
 
 
 def neurons_html(descriptions: list[dict]) -> str:
-    """A table of neurons: promoted and suppressed bytes, then the top contexts."""
+    """A table of neurons: promoted and suppressed tokens, then the top contexts."""
 
-    def cell(items: list[str]) -> str:  # a space byte drawn as ␣, or it would not show
-        return " ".join(f"<code>{html.escape(s) if s != ' ' else '␣'}</code>" for s in items)
+    def cell(items: list[str]) -> str:
+        return " ".join(f"<code>{html.escape(s)}</code>" for s in items)
 
     rows = []
     for d in descriptions:
@@ -71,7 +84,7 @@ def neurons_html(descriptions: list[dict]) -> str:
     return f"<div style='overflow-x:auto'><table>{head}{''.join(rows)}</table></div>"
 
 
-def neuron_browser(model: nn.Module, windows: Tensor, k: int = 8) -> widgets.VBox:
+def neuron_browser(model: nn.Module, windows: Tensor, decode: Decode, k: int = 8) -> widgets.VBox:
     """A layer dropdown and a neuron slider over an HTML view of the chosen neuron."""
     with torch.no_grad():
         acts = [neuron_activations(model, windows, i) for i in range(len(model.blocks))]
@@ -81,7 +94,11 @@ def neuron_browser(model: nn.Module, windows: Tensor, k: int = 8) -> widgets.VBo
 
     def draw(_=None) -> None:
         view.value = neurons_html(
-            [describe_neuron(model, windows, acts[layer.value], layer.value, neuron.value, k)]
+            [
+                describe_neuron(
+                    model, windows, acts[layer.value], layer.value, neuron.value, decode, k
+                )
+            ]
         )
 
     layer.observe(draw, names="value")
