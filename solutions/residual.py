@@ -202,7 +202,7 @@ def patch_sweep(
     corrupted: Int[Tensor, "batch posn"],
     metric: Callable[[Tensor], Tensor | float],
     hook: str = "hook_resid_pre",
-) -> Float[Tensor, "n_layers posn"]:
+) -> Float[Tensor, "layer posn"]:
     """Activation patching over layers and positions: the corrupted run, with the clean run's
     `blocks.{layer}.{hook}` put back at one position (in every row of the batch), scored by
     `metric(logits)`. Normalised: 0 where the patch changes nothing (the corrupted run's
