@@ -4,7 +4,9 @@ The forward pass written out once more, with every intermediate activation passe
 hook under its TransformerLens name (`run_with_hooks`): recorded, that is a cache
 (`run_with_cache`); replaced, that is a patch (`run_with_patch`). From the cache, the final
 stream as a sum of parts, one per head, per MLP, per embedding (`decompose_resid`), and what
-each part adds to a prediction (`logit_lens`, `direct_logit_attribution`).
+each part adds to a prediction (`logit_lens`, `direct_logit_attribution`). And the causal
+test that attribution cannot give: activation patching, one layer and one position at a time
+(`patch_sweep`).
 
 Works for any model with the course's names (embed, pos_embed, blocks, ln_final, unembed;
 ln1, attn, ln2, mlp), attention-only ones included: a block whose `mlp` is missing or None
@@ -192,3 +194,29 @@ def direct_logit_attribution(
     b_U = model.unembed.b_U
     bias = ln.b @ direction + b_U[correct] - b_U[wrong]
     return torch.cat([shares, bias.expand_as(shares[:1])]), [*labels, "bias"]
+
+
+def patch_sweep(
+    model: nn.Module,
+    clean: Int[Tensor, "batch posn"],
+    corrupted: Int[Tensor, "batch posn"],
+    metric: Callable[[Tensor], Tensor | float],
+    hook: str = "hook_resid_pre",
+) -> Float[Tensor, "layer posn"]:
+    """Activation patching over layers and positions: the corrupted run, with the clean run's
+    `blocks.{layer}.{hook}` put back at one position (in every row of the batch), scored by
+    `metric(logits)`. Normalised: 0 where the patch changes nothing (the corrupted run's
+    metric), 1 where it restores the clean run's. `hook` names an activation whose second
+    axis is the position (hook_resid_pre, hook_attn_out, hook_mlp_out, ...)."""
+    clean_logits, clean_cache = run_with_cache(model, clean)
+    corrupted_logits, corrupted_cache = run_with_cache(model, corrupted)
+    low, high = float(metric(corrupted_logits)), float(metric(clean_logits))
+    sweep = torch.zeros(len(model.blocks), clean.shape[1])
+    for layer in range(len(model.blocks)):
+        name = f"blocks.{layer}.{hook}"
+        for pos in range(clean.shape[1]):
+            # Upstream of the patch the run is the corrupted one: its cache is what it computes.
+            value = corrupted_cache[name].clone()  # a copy: the cache serves every position
+            value[:, pos] = clean_cache[name][:, pos]
+            sweep[layer, pos] = float(metric(run_with_patch(model, corrupted, name, value)))
+    return (sweep - low) / (high - low)

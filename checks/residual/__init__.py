@@ -4,7 +4,8 @@ Models have every parameter random (LayerNorm w and b included, so that an activ
 before a LayerNorm never equals one taken after it), three layers or two, and come with and
 without MLPs (attention-only blocks record no ln2, MLP or resid_mid, as in TransformerLens).
 A recorded activation that is wrong is compared with every other activation of the run: if
-it equals one, the message says which TransformerLens name it belongs under.
+it equals one, the message says which TransformerLens name it belongs under. Activation
+patching (`patch_sweep`) is checked on models of its own, at several hook points.
 """
 
 # The cases and the model builder, which the tests import from here too.
@@ -24,6 +25,7 @@ from checks.residual.hooks import (
 )
 from checks.residual.decompose import check_decompose_resid, check_count_stream_vectors
 from checks.residual.lens import check_logit_lens, check_direct_logit_attribution
+from checks.residual.patch import check_patch_sweep
 # isort: on
 
 __all__ = [
@@ -35,4 +37,5 @@ __all__ = [
     "check_count_stream_vectors",
     "check_logit_lens",
     "check_direct_logit_attribution",
+    "check_patch_sweep",
 ]
