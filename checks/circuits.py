@@ -21,6 +21,7 @@ __all__ = [
     "check_induction_score",
     "check_prev_token_score",
     "check_composition_scores",
+    "check_ov_copying_score",
 ]
 
 SQUARE = Config(d_model=32, d_vocab=23, n_ctx=16, d_head=8, d_mlp=64, n_heads=4, n_layers=2)
@@ -306,3 +307,90 @@ def check_composition_scores(check, composition_scores):
                         ),
                     }
                 check.tensor(got, expected, what=f"{kind}-composition scores", mistakes=mistakes)
+
+
+def _copying_model(cfg: Config, seed: int) -> ref.AttnOnlyTransformer:
+    """A random model whose heads copy to different degrees: W_U is W_Eᵀ plus noise, and head
+    h's W_OV is c_h R Rᵀ plus noise (c_h from 0 up), so that its copying score lies anywhere
+    from near 0 to 1 and a slip changes it. Random weights alone copy no token."""
+    model = _model(cfg, seed)
+    gen = seeded(seed + 1)
+    noise = lambda *shape: torch.randn(*shape, generator=gen)  # noqa: E731
+    with torch.no_grad():
+        model.unembed.W_U.copy_(model.embed.W_E.T + 0.25 * noise(cfg.d_model, cfg.d_vocab))
+        for attn in (block.attn for block in model.blocks):
+            for h in range(cfg.n_heads):
+                strength = 2 * h / max(cfg.n_heads - 1, 1)
+                R = attn.W_V[h]
+                attn.W_O[h] = strength * R.T + 0.15 * noise(cfg.d_head, cfg.d_model)
+    return model
+
+
+def _copying_mistakes(model, layer: int, among: list[int] | None) -> dict[str, torch.Tensor]:
+    """The scores that the usual slips give (those whose shapes allow them)."""
+    d_vocab = model.cfg.d_vocab
+    ids = torch.arange(d_vocab) if among is None else torch.tensor(among)
+    attn, W_E, W_U = model.blocks[layer].attn, model.embed.W_E, model.unembed.W_U
+    diagonal = torch.arange(len(ids))
+
+    def fraction(full, axis=-1, targets=diagonal):
+        return (full.argmax(dim=axis) == targets).float().mean(dim=-1)
+
+    restricted = lambda m: W_E[ids] @ m @ W_U[:, ids]  # noqa: E731
+    mistakes = {
+        "transposed W_OV: ours is W_V W_O (row vectors times W_V, then W_O), so the OV "
+        "circuit is W_E W_V W_O W_U": fraction(restricted(w_ov(attn).transpose(-1, -2))),
+        "took the argmax over the wrong axis: row s (the source token attended to) is what "
+        "the head adds to each output token's logit, so the argmax runs along the row": (
+            fraction(restricted(w_ov(attn)), axis=-2)
+        ),
+        "read the logits out through W_Eᵀ: they come from W_U": fraction(
+            W_E[ids] @ w_ov(attn) @ W_E.T[:, ids]
+        ),
+        "used W_Q W_Kᵀ: the OV circuit goes through W_V W_O": fraction(restricted(w_qk(attn))),
+        "used the other layer's heads": fraction(restricted(w_ov(model.blocks[1 - layer].attn))),
+        "counted the copied tokens: the score is their fraction, the count divided by the "
+        "number of source tokens": fraction(restricted(w_ov(attn))) * len(ids),
+    }
+    if among is not None:
+        full_rows = W_E[ids] @ w_ov(attn) @ W_U
+        mistakes |= {
+            "took the argmax over every output token: read the rows over the tokens of `among` "
+            "only, as the columns of the same matrix": fraction(full_rows, targets=ids),
+            "ignored `among`: score only its tokens, rows and columns": fraction(
+                W_E @ w_ov(attn) @ W_U, targets=torch.arange(d_vocab)
+            ),
+            "compared the argmax with the token ids: once the columns are those of `among`, "
+            "column k is token among[k], so row k copies when its argmax is k": fraction(
+                restricted(w_ov(attn)), targets=ids
+            ),
+        }
+    return mistakes
+
+
+@exercise(ref.ov_copying_score)
+def check_ov_copying_score(check, ov_copying_score):
+    cases = [
+        (SQUARE, 0, None),
+        (SQUARE, 1, [17, 3, 9, 12, 0, 21, 5, 14, 8, 19, 2]),
+        (UNEVEN_HEADS_SMALL_VOCAB, 1, None),
+        (UNEVEN_HEADS_SMALL_VOCAB, 0, [4, 15, 1, 10, 7, 13, 2, 11]),
+    ]
+    for i, (cfg, layer, among) in enumerate(cases):
+        tokens = "every token" if among is None else f"{len(among)} tokens of `among`"
+        with check.case(
+            f"d_model {cfg.d_model}, {cfg.n_heads} heads, d_vocab {cfg.d_vocab}, layer {layer}, "
+            f"{tokens}"
+        ):
+            model = _copying_model(cfg, seed=70 + i)
+            with torch.no_grad():
+                expected = ref.ov_copying_score(model, layer, among)
+                got = check.call(ov_copying_score, model, layer, among, what="ov_copying_score")
+                mistakes = _copying_mistakes(model, layer, among)
+            check.tensor(
+                got,
+                expected,
+                what="copying scores",
+                mistakes={k: v for k, v in mistakes.items() if not torch.equal(v, expected)},
+                shapes=[((), "averaged over the heads: keep one score per head")],
+            )

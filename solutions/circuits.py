@@ -8,6 +8,8 @@ random tokens it learns induction: a previous-token head in layer 0 whose output
 induction head of layer 1 reads through its keys (K-composition).
 """
 
+import copy
+
 import einops
 import torch
 from jaxtyping import Float, Int
@@ -231,3 +233,26 @@ def composition_baseline(cfg: Config, kind: str, samples: int = 20, seed: int = 
         with torch.no_grad():
             scores = [composition_scores(AttnOnlyTransformer(cfg), kind) for _ in range(samples)]
     return torch.stack(scores).mean().item()
+
+
+def ov_copying_score(
+    model: AttnOnlyTransformer, layer: int = 0, among: list[int] | None = None
+) -> Float[Tensor, " n_heads"]:
+    """Per head, the fraction of source tokens s (from `among`, default all) whose row of the
+    OV circuit W_E W_OV W_U, read over the same tokens, is largest at s itself: attending to
+    s raises the logit of s above every other. 1 for a head that copies every token."""
+    ids = torch.arange(model.cfg.d_vocab) if among is None else torch.tensor(among)
+    # Only the rows and columns of `among`: d_vocab² entries per head can be too many to form.
+    W_E, W_U = model.embed.W_E[ids], model.unembed.W_U[:, ids]
+    ov = W_E @ w_ov(model.blocks[layer].attn) @ W_U  # n_heads source output
+    return (ov.argmax(dim=-1) == torch.arange(len(ids))).float().mean(dim=-1)
+
+
+def zero_ablated(model: AttnOnlyTransformer, heads: list[tuple[int, int]]) -> AttnOnlyTransformer:
+    """A copy of `model` in which each (layer, head) of `heads` writes nothing: its W_O is
+    zero, so neither its values nor its value bias reach the stream."""
+    ablated = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer, head in heads:
+            ablated.blocks[layer].attn.W_O[head] = 0
+    return ablated

@@ -18,6 +18,7 @@ from solutions.circuits import (
     direct_path,
     induction_score,
     ov_circuit,
+    ov_copying_score,
     path_expansion_logits,
     prev_token_score,
     qk_circuit,
@@ -452,3 +453,96 @@ def test_check_path_expansion_rejects_a_pattern_of_the_token_embeddings_alone():
         path_expansion_logits,
         "computed the pattern from the token embeddings alone",
     )
+
+
+# --- OV copying scores -------------------------------------------------------------------
+
+
+def _copying(model, layer=0, among=None, *, transpose=False, axis=-1, out="W_U", rows_only=False,
+             ignore_among=False, ids_as_targets=False, qk=False, count=False):  # fmt: skip
+    ids = torch.arange(model.cfg.d_vocab) if among is None or ignore_among else torch.tensor(among)
+    attn = model.blocks[layer].attn
+    middle = w_qk(attn) if qk else w_ov(attn)
+    middle = middle.transpose(-1, -2) if transpose else middle
+    W_U = model.embed.W_E.T if out == "W_E" else model.unembed.W_U
+    full = model.embed.W_E[ids] @ middle @ (W_U if rows_only else W_U[:, ids])
+    targets = ids if rows_only or ids_as_targets else torch.arange(len(ids))
+    hits = (full.argmax(dim=axis) == targets).float()
+    return hits.sum(-1) if count else hits.mean(-1)
+
+
+def test_check_ov_copying_score_accepts_the_reference_and_other_ways(capsys):
+    assert_accepts(checks.check_ov_copying_score, ov_copying_score, capsys)
+
+    def from_ov_circuit(model, layer=0, among=None):
+        ids = list(range(model.cfg.d_vocab)) if among is None else among
+        ov = ov_circuit(model, layer)[:, ids][:, :, ids]
+        return (ov.diagonal(dim1=-2, dim2=-1) == ov.max(dim=-1).values).float().mean(-1)
+
+    def head_by_head(model, layer=0, among=None):
+        ids = range(model.cfg.d_vocab) if among is None else among
+        attn, scores = model.blocks[layer].attn, []
+        for h in range(model.cfg.n_heads):
+            W_OV = attn.W_V[h] @ attn.W_O[h]
+            rows = [model.embed.W_E[s] @ W_OV @ model.unembed.W_U[:, list(ids)] for s in ids]
+            scores.append(sum(int(row.argmax()) == k for k, row in enumerate(rows)) / len(rows))
+        return torch.tensor(scores)
+
+    assert_accepts(checks.check_ov_copying_score, from_ov_circuit, capsys)
+    assert_accepts(checks.check_ov_copying_score, head_by_head, capsys)
+
+
+@pytest.mark.parametrize(
+    "switches, message",
+    [
+        (dict(transpose=True), "transposed W_OV"),
+        (dict(axis=-2), "wrong axis"),
+        (dict(out="W_E"), "come from W_U"),
+        (dict(qk=True), "W_V W_O"),
+        (dict(count=True), "fraction"),
+        (dict(rows_only=True), "every output token"),
+        (dict(ignore_among=True), "ignored `among`"),
+        (dict(ids_as_targets=True), "compared the argmax with the token ids"),
+    ],
+    ids=["W_OV-transposed", "axis", "W_E-out", "qk", "count", "rows-only", "no-among", "ids"],
+)
+def test_check_ov_copying_score_rejects(switches, message):
+    assert_rejects(
+        checks.check_ov_copying_score,
+        lambda m, layer=0, among=None: _copying(m, layer, among, **switches),
+        message,
+    )
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (lambda m, layer=0, among=None: None, "did you forget `return`"),
+        (lambda m, layer=0, among=None: ov_copying_score(m, layer, among).mean(), "over the heads"),
+        (lambda m, layer=0, among=None: ov_copying_score(m, 1 - layer, among), "other layer"),
+        (lambda m, layer=0, among=None: ov_copying_score(m, layer, among) + torch.nan, "NaN"),
+        (lambda m, layer=0, among=None: m.blocks[0].attn.W_OV, "raised AttributeError"),
+        (
+            lambda m, layer=0, among=None: (
+                (w_ov(m.blocks[layer].attn) @ m.unembed.W_U)
+                .argmax(-1)
+                .eq(torch.arange(m.cfg.d_vocab))
+                .float()
+                .mean(-1)
+            ),
+            "raised RuntimeError",
+        ),
+        (lambda m, layer=0, among=None: ov_copying_score(m, layer, among).double(), "dtype"),
+        (lambda m, layer=0, among=None: [0.5] * m.cfg.n_heads, "should be a torch.Tensor"),
+    ],
+    ids=["none", "mean", "other-layer", "nan", "raises", "no-W_E", "dtype", "list"],
+)
+def test_check_ov_copying_score_turns_broken_code_into_a_verdict(fn, message):
+    assert_rejects(checks.check_ov_copying_score, fn, message)
+
+
+def test_the_random_token_induction_heads_copy_every_token():
+    model = models.load_model("induction")
+    with torch.no_grad():
+        copying = ov_copying_score(model, layer=1, among=list(range(1, model.cfg.d_vocab)))
+    assert copying.min() == 1.0, copying
