@@ -45,7 +45,12 @@ def top_p_filter(
     logits: Float[Tensor, "batch d_vocab"], p: float
 ) -> Float[Tensor, "batch d_vocab"]:
     """Nucleus filtering: keep the most probable tokens until their probabilities add up to
-    at least p, set the rest to -inf. The most probable token is always kept."""
+    at least p, set the rest to -inf. The most probable token is always kept; p >= 1 keeps
+    them all."""
+    if p >= 1:
+        # Every token. The rule below would drop some: float32's running total of 50,257
+        # sorted probabilities reaches 1.0 thousands of tokens before the last.
+        return logits
     sorted_logits, order = logits.sort(dim=-1, descending=True)
     probs = sorted_logits.softmax(dim=-1)
     # A token is kept while the tokens more probable than it hold less than p between them.

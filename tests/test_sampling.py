@@ -228,6 +228,8 @@ def test_checkers_accept_other_correct_samplers(capsys):
         return torch.where(logits >= threshold, logits, torch.finfo(logits.dtype).min)
 
     def top_p_by_loop(logits, p):
+        if p >= 1:
+            return logits.clone()
         out = torch.full_like(logits, float("-inf"))
         for row in range(logits.shape[0]):
             probs = logits[row].softmax(-1)
@@ -238,6 +240,14 @@ def test_checkers_accept_other_correct_samplers(capsys):
                 if total >= p:
                     break
         return out
+
+    def top_p_as_huggingface(logits, p):
+        # HuggingFace's TopPLogitsWarper: sort ascending, drop while the running total of the
+        # least probable is at most 1 - p. Summed smallest first, p = 1 drops nothing.
+        sorted_logits, order = logits.sort(dim=-1)
+        drop = sorted_logits.softmax(-1).cumsum(-1) <= 1 - p
+        drop[:, -1] = False
+        return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
 
     def sample_by_gumbel_free_categorical(logits, temperature=1.0, top_k=None, top_p=None,
                                           generator=None):  # fmt: skip
@@ -263,6 +273,7 @@ def test_checkers_accept_other_correct_samplers(capsys):
 
     assert_accepts(checks.check_top_k_filter, top_k_by_sort, capsys)
     assert_accepts(checks.check_top_p_filter, top_p_by_loop, capsys)
+    assert_accepts(checks.check_top_p_filter, top_p_as_huggingface, capsys)
     assert_accepts(checks.check_sample_next_token, sample_by_gumbel_free_categorical, capsys)
     assert_accepts(checks.check_apply_penalties, penalties_by_bincount, capsys)
 
@@ -298,6 +309,16 @@ def test_check_top_k_filter_names_mistakes():
     assert_rejects(checks.check_top_k_filter, exactly_k, "tied with the k-th")
 
 
+def test_top_p_filter_keeps_every_token_at_p_1():
+    # GPT-2's vocabulary at logit scale 3: float32's running total of the sorted probabilities
+    # reaches 1.0 thousands of tokens before the last, which the rule alone would drop.
+    logits = torch.randn(4, 50_257, generator=torch.Generator().manual_seed(0)) * 3
+    assert torch.equal(top_p_filter(logits, 1.0), logits)
+    probs = logits.softmax(-1).sort(-1, descending=True).values
+    assert (probs.cumsum(-1) - probs >= 1.0).any()  # what the rule alone would drop
+    assert top_p_filter(logits, 0.999).isinf().any()  # below 1, the tail still goes
+
+
 def test_check_top_p_filter_names_mistakes():
     def drops_the_crossing_token(logits, p):
         probs = logits.softmax(-1)
@@ -319,6 +340,13 @@ def test_check_top_p_filter_names_mistakes():
         drop = sorted_probs.cumsum(-1) - sorted_probs > p
         return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
 
+    def float32_total_at_p_1(logits, p):
+        # The rule alone, without p >= 1's early return: the running total reaches 1.0 early.
+        sorted_probs, order = logits.softmax(-1).sort(-1, descending=True)
+        drop = sorted_probs.cumsum(-1) - sorted_probs >= p
+        return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+
+    assert_rejects(checks.check_top_p_filter, float32_total_at_p_1, "reaches 1.0")
     assert_rejects(checks.check_top_p_filter, drops_the_crossing_token, "crosses p")
     assert_rejects(checks.check_top_p_filter, keeps_a_token_at_exactly_p, ">= p, not > p")
     assert_rejects(checks.check_top_p_filter, vocabulary_order, "tokens kept")

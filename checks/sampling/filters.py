@@ -2,7 +2,7 @@
 hand-made logits whose kept tokens are worked out by hand, then on random ones. Dropped tokens
 are compared as a set (-inf, or anything below -1e8) and kept ones by value; a wrong set that
 matches a usual mistake (the k smallest, one token too many, a token tied with the k-th
-dropped, the nucleus summed unsorted or returned sorted) is named."""
+dropped, the nucleus summed unsorted or returned sorted, tokens dropped at p = 1) is named."""
 
 import torch
 
@@ -83,6 +83,14 @@ def check_top_p_filter(check, top_p_filter):
         (known, 0.9, [[0, 1, 3]], "0.5 + 0.3 + 0.15 is the first total ≥ 0.9"),
         (known, 0.01, [[1]], "the top token is always kept"),
         (known, 1.0, [[0, 1, 2, 3]], "p = 1 keeps every token"),
+        # GPT-2's vocabulary: float32's running total of the sorted probabilities reaches 1.0
+        # thousands of tokens before the last, so the rule alone drops them at p = 1.
+        (
+            torch.randn(2, 50_257, generator=seeded(3)) * 3,
+            1.0,
+            [list(range(50_257))] * 2,
+            "p = 1 keeps every one of GPT-2's 50,257 tokens",
+        ),
     ]
     cases += [(torch.randn(3, 13, generator=seeded(2)) * 2, p, None, "") for p in (0.3, 0.8)]
     for logits, p, kept, why in cases:
@@ -91,7 +99,15 @@ def check_top_p_filter(check, top_p_filter):
             expected = ref.top_p_filter(logits, p)
             assert kept is None or _kept(expected) == kept  # the answer worked out by hand
             got = check.call(top_p_filter, logits, p)
-            if kept is not None and isinstance(got, torch.Tensor) and got.shape == logits.shape:
+            fits = isinstance(got, torch.Tensor) and got.shape == logits.shape
+            if p >= 1 and fits and (got < -1e8).any():
+                check.fail(
+                    f"p = 1 keeps every token, yet {int((got < -1e8).sum()):,} of "
+                    f"{logits.numel():,} are -inf. With many tokens, float32's running total of "
+                    "the sorted probabilities reaches 1.0 before the last of them: return the "
+                    "logits as they are when p >= 1."
+                )
+            if kept is not None and fits:
                 if _kept(got) == [[1]] and p == 0.75:
                     check.fail(
                         "you kept only token 1 (probability 0.5): the nucleus is the smallest "
