@@ -40,14 +40,17 @@ def _shape_hint(got: tuple[int, ...], expected: tuple[int, ...]) -> str:
     return ""
 
 
-def _difference(got: Tensor, expected: Tensor) -> str:
+def _difference(got: Tensor, expected: Tensor, inputs: tuple = ()) -> str:
+    """Where and how far `got` is off: the largest error, a constant factor if there is one,
+    and the entries around the largest error (with the input there, for any input of the
+    output's shape), since the first entries can agree while the error sits elsewhere."""
     error = (got.double() - expected.double()).abs()
     worst = torch.unravel_index(error.argmax(), error.shape) if error.ndim else ()
     index = tuple(int(i) for i in worst)
     lines = [f"  max abs error {error.max().item():.3g} at index {list(index)}"]
     flat_got, flat_exp = got.double().flatten(), expected.double().flatten()
     nonzero = flat_exp.abs() > 1e-8
-    if nonzero.any():
+    if nonzero.sum() > 1:  # one entry is always "a constant factor" off
         ratio = flat_got[nonzero] / flat_exp[nonzero]
         constant = torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-3)
         if constant and ratio[0].abs() > 1e-6:
@@ -55,11 +58,28 @@ def _difference(got: Tensor, expected: Tensor) -> str:
                 f"  your values are the expected ones times {ratio[0].item():.4g}: "
                 "look for an extra or missing scale factor."
             )
-    row = index[:-1] if len(index) > 1 else ()
-    # flatten: a 0-dim result (a dot product, a trace) has no [:4] of its own
-    lines.append(f"  expected{list(row) if row else ''}[:4] = {_fmt(expected[row].flatten()[:4])}")
-    lines.append(f"  got     {list(row) if row else ''}[:4] = {_fmt(got[row].flatten()[:4])}")
+    shown = [("expected", expected), ("got", got)]
+    shown += [
+        ("input" if len(inputs) == 1 else f"input {i + 1}", x)
+        for i, x in enumerate(inputs)
+        if isinstance(x, Tensor) and x.shape == got.shape
+    ]
+    where, pick = _around(index, got.shape)
+    width = max(len(name) for name, _ in shown)
+    for name, values in shown:
+        lines.append(f"  {name:<{width}}{where} = {_fmt(pick(values))}")
     return "\n".join(lines)
+
+
+def _around(index: tuple[int, ...], shape: torch.Size, n: int = 4):
+    """The index text and the selector of `n` entries along the last axis around `index`."""
+    if not index:
+        return "", lambda t: t
+    last = shape[-1]
+    start = max(0, min(index[-1] - n // 2 + 1, last - n))
+    stop = min(last, start + n)
+    where = "[" + ", ".join([*map(str, index[:-1]), f"{start}:{stop}"]) + "]"
+    return where, lambda t: t.detach()[index[:-1]][start:stop]
 
 
 def _fmt(t: Tensor) -> str:

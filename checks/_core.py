@@ -229,6 +229,7 @@ class Check:
     count: int = 0
     _case: str = ""
     not_implemented: bool = False  # the learner's code raised NotImplementedError: a stub
+    _inputs: tuple = ()  # the last call's arguments, which a wrong-values verdict quotes
 
     def fail(self, message: str) -> None:
         """Fail the current case; `message` is the diagnosis (its own line under the case)."""
@@ -244,7 +245,7 @@ class Check:
     @contextmanager
     def case(self, description: str) -> Iterator[None]:
         """A named case; it counts towards the success line once its block ends cleanly."""
-        self._case = description
+        self._case, self._inputs = description, ()
         yield
         self._case = ""
         self.count += 1
@@ -259,6 +260,7 @@ class Check:
         if not callable(fn):
             self.fail(f"expected something callable for {what}, got {type(fn).__name__}.")
         before = [a.clone() if isinstance(a, Tensor) else None for a in args]
+        self._inputs = before
         try:
             out = fn(*args)
         except NotImplementedError:
@@ -359,7 +361,8 @@ class Check:
             if wrong.shape == got.shape and _close(got, wrong, rtol, atol):
                 self.fail(f"the {what} {is_} wrong: it looks like you {mistake}.")
         self.fail(
-            f"the {what} {has} the right shape but wrong values.\n{_difference(got, expected)}"
+            f"the {what} {has} the right shape but wrong values.\n"
+            f"{_difference(got, expected, self._inputs)}"
         )
 
     def equal(self, got: Any, expected: Any, *, what: str, hint: str = "") -> None:

@@ -15,6 +15,7 @@ from checks._core import (
     PASSED,
     REFERENCE,
     WIDTH,
+    Check,
     exercise,
     is_fallback,
 )
@@ -134,6 +135,23 @@ def test_constant_factor_is_diagnosed():
         return (x * self.scale + self.bias) * 3
 
     assert_rejects(check_double, variant(forward), "times 3")
+
+
+def test_wrong_values_show_the_entries_around_the_largest_error_and_the_input_there():
+    def relu(x):
+        return x.abs() * (x != 0)  # wrong for negative inputs only
+
+    check = Check("relu")
+    x = torch.zeros(2, 200)
+    x[1, 93] = -3.0  # the first entries agree; the error sits here alone
+    with pytest.raises(CheckFailed) as failure, check.case("200 values"):
+        check.tensor(check.call(relu, x), torch.relu(x))
+    message = str(failure.value)
+    assert "max abs error 3 at index [1, 93]" in message
+    assert "expected[1, 92:96] = [0, 0, 0, 0]" in message
+    assert "got     [1, 92:96] = [0, 3, 0, 0]" in message
+    assert "input   [1, 92:96] = [0, -3, 0, 0]" in message
+    assert "times" not in message  # a single nonzero entry is no evidence of a scale factor
 
 
 def test_not_a_class_still_gets_a_verdict():
