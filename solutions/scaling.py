@@ -31,11 +31,11 @@ LLAMA3_8B_KV_HEADS = 8
 
 
 def approx_params(cfg: Config) -> int:
-    """P ≈ V·d + L·(4 + 2k)·d², k = d_mlp / d_model: the weight matrices a token meets.
+    """About how many parameters a GPT-2-shaped cfg has: the weight matrices a token meets.
 
-    V·d is the embedding (the unembedding too, when it is tied); per layer, 4·d² are W_Q,
-    W_K, W_V, W_O (when n_heads·d_head = d_model) and 2·k·d² are W_in and W_out. Left out:
-    positions (n_ctx·d), biases and LayerNorms, which grow like d, not d².
+    The embedding (the unembedding too, when it is tied) and each layer's attention and MLP
+    matrices, with n_heads·d_head = d_model. Left out: positions, biases and LayerNorms, which
+    grow like d_model, not d_model².
     """
     d = cfg.d_model
     # (4 + 2k)·d² = 4·d² + 2·d·d_mlp, an integer whatever k is.
@@ -55,14 +55,14 @@ def exact_params(cfg: Config, tied: bool = False) -> int:
 
 
 def training_flops(n_params: int | float, n_tokens: int | float) -> int | float:
-    """C ≈ 6·N·D: per token and parameter, 2 FLOPs forward (a multiply-add) and 4 backward
-    (the gradients of both the input and the weight of every matmul)."""
+    """The FLOPs of training n_params parameters on n_tokens tokens, forward and backward
+    passes: those of the products with the weights (attention's QKᵀ and AV left out)."""
     return 6 * n_params * n_tokens
 
 
 def chinchilla_optimal(compute: int | float) -> tuple[float, float]:
-    """The (parameters, tokens) that spend `compute` FLOPs compute-optimally: C = 6·N·D
-    with Chinchilla's D = 20·N."""
+    """The (parameters, tokens) that spend `compute` FLOPs compute-optimally, by Chinchilla's
+    rule of TOKENS_PER_PARAM tokens per parameter."""
     # C = 6·N·(20·N) = 120·N².
     n_params = math.sqrt(compute / (6 * TOKENS_PER_PARAM))
     return n_params, TOKENS_PER_PARAM * n_params
@@ -108,18 +108,19 @@ def propose_config(n_params: int | float, d_vocab: int = 50257) -> Config:
 
 
 def kv_bytes_per_token(cfg: Config, n_kv_heads: int | None = None, bytes_per_value: int = 2) -> int:
-    """Bytes the KV cache grows by with each token: a key and a value per KV head per layer.
+    """Bytes the KV cache grows by with each token.
 
-    With grouped-query attention, n_kv_heads < n_heads: each key/value head serves
-    n_heads / n_kv_heads query heads, and the cache shrinks by that factor. None means
-    n_kv_heads = n_heads, GPT-2's multi-head attention. 2 bytes: bf16 or fp16.
+    With grouped-query attention, n_kv_heads < n_heads: several query heads share each
+    key/value head. None means n_kv_heads = n_heads, GPT-2's multi-head attention. 2 bytes
+    per value: bf16 or fp16.
     """
     n_kv_heads = cfg.n_heads if n_kv_heads is None else n_kv_heads
     return 2 * cfg.n_layers * n_kv_heads * cfg.d_head * bytes_per_value
 
 
 def count_training_flops(model: nn.Module, tokens: Int[Tensor, "batch posn"]) -> int:
-    """The FLOPs of one training step's forward and backward pass, as torch counts them.
+    """The FLOPs of one training step (forward pass, lm_loss, backward pass), as torch
+    counts them.
 
     FlopCounterMode counts the matrix products (the whole of a model's FLOPs, bar a few per
     element); on the meta device it counts them without computing anything.
@@ -130,10 +131,8 @@ def count_training_flops(model: nn.Module, tokens: Int[Tensor, "batch posn"]) ->
 
 
 def fit_power_law(x, y) -> tuple[float, float]:
-    """(a, b) of the least-squares line through (log x, log y): y ≈ b·x^a.
-
-    On log-log axes a power law is a straight line whose slope is its exponent.
-    """
+    """(a, b) of the power law y ≈ b·x^a closest to the points, by least squares on
+    log-log axes."""
     a, log_b = np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)
     return float(a), float(np.exp(log_b))
 

@@ -5,6 +5,7 @@ what the chapter says of the fits follows from the shipped numbers."""
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -85,6 +86,27 @@ def test_what_the_chapter_says_of_the_fits(results):
     # N_opt and D_opt grow as powers of C whose exponents add up to about 1 (C ≈ 6·N·D).
     assert fits["n_exponent"] + fits["d_exponent"] == pytest.approx(1, abs=0.1)
     assert 0 < fits["alpha_n"] < 1 and 0 < fits["alpha_c"] < 1
+
+
+def test_the_exponent_under_each_count_and_over_the_seed_noise(results):
+    exponents = {name: law.law_fits(results, key)["n_exponent"] for name, key in law.COUNTS.items()}
+    assert exponents["course"] == law.law_fits(results)["n_exponent"]
+    # Fewer parameters counted, the faster N_opt grows: the embeddings weigh most when small.
+    assert exponents["total"] < exponents["course"] < exponents["non-embedding"]
+    noise = law.seed_noise(results)
+    assert 0.01 < noise < 0.04
+    for name, key in law.COUNTS.items():
+        refits = law.refit_exponents(results, noise, draws=20_000, count=key)
+        assert len(refits) > 19_000  # nearly every draw keeps a bottom in every valley
+        low, high = np.percentile(refits, [5, 95])
+        # What the chapter says: above Chinchilla's 0.5 whatever is counted, Kaplan's 0.73 inside.
+        assert 0.5 < low < 0.73 < high, name
+        assert low < exponents[name] < high
+
+
+def test_refits_without_noise_are_the_fit(results):
+    refits = law.refit_exponents(results, 0.0, draws=3)
+    np.testing.assert_allclose(refits, law.law_fits(results)["n_exponent"], rtol=1e-9)
 
 
 def test_results_are_small():

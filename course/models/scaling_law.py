@@ -115,15 +115,21 @@ def load_results(path: Path = RESULTS) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def law_fits(results: dict) -> dict:
+# The three ways of counting N that the runs record: Chinchilla's (every parameter), the
+# course's (approx_params, the fits' N) and Kaplan's (no embeddings, no unembedding).
+COUNTS = {"total": "params_total", "course": "params", "non-embedding": "params_non_embedding"}
+
+
+def law_fits(results: dict, count: str = "params") -> dict:
     """What the sweep measures: at each budget the bottom of the IsoFLOP valley (N_opt, its
     loss, the tokens D_opt a model of N_opt parameters gets for the budget, and D_opt / N_opt),
     then power laws through the bottoms: N_opt ∝ C^n_exponent, D_opt ∝ C^d_exponent, and the
-    loss ∝ N_opt^-alpha_n and ∝ C^-alpha_c (no irreducible term: three points cannot fix one)."""
+    loss ∝ N_opt^-alpha_n and ∝ C^-alpha_c (no irreducible term: three points cannot fix one).
+    `count` is the runs' key for N (one of COUNTS' values)."""
     minima = []
     for budget in results["budgets"]:
         runs = [r for r in results["runs"] if r["budget"] == budget]
-        n_params = np.array([r["params"] for r in runs], float)
+        n_params = np.array([r[count] for r in runs], float)
         n_opt, loss_opt = isoflop_minimum(n_params, [r["val_loss"] for r in runs])
         # D falls smoothly with N at a fixed budget (as 1/N, bar attention): interpolated.
         log_d = np.interp(math.log(n_opt), np.log(n_params), [math.log(r["tokens"]) for r in runs])
@@ -147,3 +153,39 @@ def law_fits(results: dict) -> dict:
         "alpha_n": -fit_power_law(n_opt, loss_opt)[0],
         "alpha_c": -fit_power_law(budgets, loss_opt)[0],
     }
+
+
+def seed_noise(results: dict) -> float:
+    """The standard deviation of a run's validation loss over seeds, pooled over the sizes
+    trained again with other seeds (SEED_RUNS: 3 seeds each, 2 degrees of freedom a size)."""
+    squares, dof = 0.0, 0
+    for budget, d_model in sorted({(r["budget"], r["d_model"]) for r in results["seed_runs"]}):
+        losses = [
+            r["val_loss"]
+            for r in results["runs"] + results["seed_runs"]
+            if (r["budget"], r["d_model"]) == (budget, d_model)
+        ]
+        squares += float(np.sum((np.array(losses) - np.mean(losses)) ** 2))
+        dof += len(losses) - 1
+    return math.sqrt(squares / dof)
+
+
+def refit_exponents(
+    results: dict, noise: float, draws: int = 100_000, seed: int = 0, count: str = "params"
+) -> np.ndarray:
+    """The exponent of N_opt ∝ C^a, refitted `draws` times with every run's loss moved by
+    Gaussian noise of standard deviation `noise` (seeded): how far seed noise alone moves it.
+    Draws in which a budget's parabola has no bottom (it opens downwards) are left out."""
+    runs = results["runs"]
+    rng = np.random.default_rng(seed)
+    moved = rng.normal(0, noise, (len(runs), draws))
+    losses = np.array([r["val_loss"] for r in runs])[:, None] + moved  # [run, draw]
+    log_n_opt, valley = [], np.ones(draws, bool)
+    for budget in results["budgets"]:
+        rows = [i for i, r in enumerate(runs) if r["budget"] == budget]
+        # One least-squares parabola per column (draw), in x = log N.
+        a, b, _ = np.polyfit(np.log([runs[i][count] for i in rows]), losses[rows], 2)
+        valley &= a > 0
+        log_n_opt.append(-b / (2 * a))
+    slopes = np.polyfit(np.log(results["budgets"]), np.array(log_n_opt), 1)[0]
+    return slopes[valley]
