@@ -92,6 +92,13 @@ def test_no_page_runs_an_inline_script_twice(html):
         assert not repeated, f"{page.relative_to(html)} runs these twice: {sorted(repeated)}"
 
 
+@pytest.mark.slow
+def test_the_setup_page_speaks_plainly_of_an_unset_repository_address(html):
+    page = (html / "book" / "setup.html").read_text(encoding="utf-8")
+    assert "[[" not in page and "Clone this repository" in page
+    assert "git clone ADDRESS residual-stream" in re.sub(r"<[^>]+>", "", page)
+
+
 def test_solutions_hide_under_show_solution(html):
     page = (html / "book" / "solved" / "01_embeddings.html").read_text()
     assert "Show solution" in page

@@ -87,6 +87,28 @@ def test_launch_buttons_only_where_a_github_repository_is_configured():
     assert "course.book.launch" in shipped["sphinx"]["extra_extensions"]
 
 
+def test_the_setup_page_takes_the_clone_and_issue_addresses_from_the_repository_url():
+    tokens = set(re.findall(r"\[\[[\w-]+\]\]", SETUP))
+    assert tokens == {"[[clone]]", "[[git-url]]", "[[colab-address]]", "[[report]]"}
+    assert "OWNER" not in SETUP and "maintainers" not in SETUP
+
+    def filled(url: str) -> str:
+        source = [SETUP]
+        app = SimpleNamespace(config=theme(url))
+        sphinx_launch.fill_repository(app, "book/setup", source)
+        assert "[[" not in source[0]
+        return source[0]
+
+    mine = filled("https://github.com/someone/residual-stream")
+    assert "git clone https://github.com/someone/residual-stream.git residual-stream" in mine
+    assert "github/someone/residual-stream/blob/main/exercises/00_toolkit.ipynb" in mine
+    assert "(https://github.com/someone/residual-stream/issues)" in mine
+    assert "ADDRESS" not in mine and "OWNER" not in mine
+    plain = filled("")
+    assert "Clone this repository" in plain and "git clone ADDRESS residual-stream" in plain
+    assert "github.com" not in plain.split("## In Google Colab")[0]
+
+
 def test_a_chapters_colab_button_opens_its_exercise_notebook():
     colab = f"{sphinx_launch.COLAB}/github/o/n/blob/main/book/solved/00_toolkit.ipynb"
     binder = "https://mybinder.org/v2/gh/o/n/main?urlpath=lab/tree/book/solved/00_toolkit.ipynb"
@@ -109,7 +131,7 @@ def test_a_book_with_a_repository_address_links_chapters_to_colab(tmp_path):
     (tmp_path / "_toc.yml").write_text(
         "format: jb-book\nroot: intro\nchapters:\n  - file: book/solved/00_toolkit\n"
     )
-    (tmp_path / "intro.md").write_text("# Intro\n\nA page without a notebook.\n")
+    (tmp_path / "intro.md").write_text("# Intro\n\nA page without a notebook. [[clone]] now.\n")
     nb = nbformat.v4.new_notebook(
         cells=[nbformat.v4.new_markdown_cell("# Chapter 0"), nbformat.v4.new_code_cell("1 + 1")]
     )
@@ -138,4 +160,6 @@ def test_a_book_with_a_repository_address_links_chapters_to_colab(tmp_path):
     links = re.findall(r'href="(https://colab[^"]+)"', page)
     target = "https://colab.research.google.com/github/someone/residual-stream/blob/main/"
     assert links == [target + "exercises/00_toolkit.ipynb"], links
+    intro = (html / "intro.html").read_text()
+    assert 'href="https://github.com/someone/residual-stream"' in intro and "[[" not in intro
     assert "colab" not in (html / "intro.html").read_text().lower()

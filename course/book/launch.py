@@ -10,12 +10,17 @@ shipped (url "") gets none.
 A launch button opens the page's own source: on a chapter that is the prose page
 (`book/NN_*.md`, which Colab cannot open) or the solved notebook (`book/solved/NN_*.ipynb`,
 the answers). Both buttons are pointed at the chapter's exercise notebook instead.
+
+The same address fills in the pages' `[[clone]]`, `[[git-url]]`, `[[colab-address]]`
+and `[[report]]`: the repository's own words where it is set, plain ones ("clone this
+repository") where it is not.
 """
 
 import re
 from pathlib import Path
 
 COLAB = "https://colab.research.google.com"
+TOOLKIT = "exercises/00_toolkit.ipynb"
 PROVIDERS = ("colab_url", "binderhub_url", "jupyterhub_url", "deepnote_url", "thebe")
 
 
@@ -53,8 +58,43 @@ def point_at_exercises(app, pagename, templatename, context, doctree) -> None:
                 button["url"] = re.sub(r"(/blob/[^/]+/).*$", rf"\g<1>{notebook}", button["url"])
 
 
+def repository_words(url: str) -> dict[str, str]:
+    """What each `[[...]]` of a page says, for the repository at `url` (or none)."""
+    repo = github_repository(url)
+    if repo:
+        home = f"https://github.com/{repo}"
+        return {
+            "[[clone]]": f"Clone the course from [{home}]({home}), or your fork of it,",
+            "[[git-url]]": f"{home}.git",
+            "[[colab-address]]": (
+                f"The address works too:\n`{COLAB}/github/{repo}/blob/main/{TOOLKIT}`."
+            ),
+            "[[report]]": f"report it [on the course's issue tracker]({home}/issues)",
+        }
+    return {
+        "[[clone]]": (
+            "Clone this repository, the course's or your fork of it (`ADDRESS` below stands "
+            "for its address, as `git clone` takes it),"
+        ),
+        "[[git-url]]": "ADDRESS",
+        "[[colab-address]]": (
+            "The address pattern works too, with the repository's path on GitHub for "
+            f"`OWNER/NAME`:\n`{COLAB}/github/OWNER/NAME/blob/main/{TOOLKIT}`."
+        ),
+        "[[report]]": "report it on the issue tracker of the repository you cloned",
+    }
+
+
+def fill_repository(app, docname: str, source: list[str]) -> None:
+    for token, words in repository_words(
+        app.config.html_theme_options.get("repository_url") or ""
+    ).items():
+        source[0] = source[0].replace(token, words)
+
+
 def setup(app):
     app.connect("config-inited", configure)
+    app.connect("source-read", fill_repository)
     # After sphinx-book-theme's add_launch_buttons (priority 501) has drawn the buttons.
     app.connect("html-page-context", point_at_exercises, priority=502)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
