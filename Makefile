@@ -25,7 +25,7 @@ book: venv
 LAB_ARGS ?=
 LAB_USER_ID ?= $(shell id -u)
 lab: venv
-	$(BIN)/jupyter lab exercises/ $(if $(filter 0,$(LAB_USER_ID)),--allow-root) $(LAB_ARGS)
+	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/exercises $(if $(filter 0,$(LAB_USER_ID)),--allow-root) $(LAB_ARGS)
 
 # Run a copy of every exercise notebook and show, chapter by chapter, which exercises pass.
 # `make grade GRADE_ARGS="--markdown summary.md"` also writes the tables in Markdown (the

@@ -181,7 +181,7 @@ def render(front: dict[str, str], blocks: list[Block], solved: bool) -> nbformat
     cells = []
     for block in blocks:
         if block.kind == "markdown":
-            cells.append(nbformat.v4.new_markdown_cell(block.text))
+            cells.append(nbformat.v4.new_markdown_cell(_links(block.text, solved)))
         elif block.kind == "code":
             cells.append(_code(block.text, block.tags))
         elif block.kind == "given":
@@ -199,6 +199,13 @@ def render(front: dict[str, str], blocks: list[Block], solved: bool) -> nbformat
     nb.metadata["residual_stream"] = {"source": f"notebooks/{front['stem']}.md"}
     nb.metadata["residual_stream"]["cells_sha"] = cells_sha(nb)
     return nb
+
+
+def _links(text: str, solved: bool) -> str:
+    """Sources link to the prose pages as exercises/ sees them (`../book/NN.md`: JupyterLab
+    opens it, rooted at the repository by `make lab`); a solved notebook sits in
+    book/solved/, one level under those pages."""
+    return text.replace("](../book/", "](../") if solved else text
 
 
 def _banner(front: dict[str, str], solved: bool) -> str:

@@ -293,9 +293,10 @@ def test_make_grade_fails_on_unfinished_work_only_under_ci_or_strict(tmp_path):
 def test_make_lab_allows_root_and_passes_options_on(tmp_path):
     as_root = _make("lab", tmp_path, "LAB_USER_ID=0", "LAB_ARGS=--port 8889 --no-browser")
     assert as_root.returncode == 0, as_root.stderr
-    assert "ran: lab exercises/ --allow-root --port 8889 --no-browser" in as_root.stdout
+    lab = "ran: lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/exercises"
+    assert f"{lab} --allow-root --port 8889 --no-browser" in as_root.stdout
     as_user = _make("lab", tmp_path, "LAB_USER_ID=1000")
-    assert "ran: lab exercises/" in as_user.stdout and "--allow-root" not in as_user.stdout
+    assert lab in as_user.stdout and "--allow-root" not in as_user.stdout
 
 
 def test_progress_view_skips_the_generators_updated_copies(tmp_path):

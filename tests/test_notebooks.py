@@ -2,6 +2,7 @@
 the generator never overwrites a notebook someone edited."""
 
 import json
+import re
 
 import nbformat
 import pytest
@@ -36,6 +37,22 @@ def test_notebooks_store_the_kernel_as_jupyter_describes_it():
         stored = {k: v for k, v in metadata.language_info.items() if k != "version"}
         expected = {k: v for k, v in IPythonKernel.language_info.items() if k != "version"}
         assert stored == expected, path
+
+
+def test_every_link_to_a_file_opens_from_where_its_notebook_sits():
+    # JupyterLab (rooted at the repository by `make lab`) opens an exercise notebook's
+    # `../book/NN.md`; the book resolves a solved notebook's `../NN.md`.
+    linked = 0
+    for path in [*EXERCISES.glob("*.ipynb"), *notebooks.SOLVED.glob("*.ipynb")]:
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type != "markdown":
+                continue
+            for target in re.findall(r"\]\(([^)\s#]+)(?:#[^)]*)?\)", cell.source):
+                if "://" in target or target.startswith("mailto:"):
+                    continue
+                assert (path.parent / target).exists(), f"{path.name} links to {target}"
+                linked += 1
+    assert linked >= 2 * len(STEMS) - 4  # each chapter but the first links its prose page
 
 
 def test_solved_notebooks_are_stored_executed():
