@@ -92,7 +92,8 @@ class AdamW(torch.optim.Optimizer):
     Each parameter keeps two running averages: m of its gradient, v of its squared gradient.
     Both start at 0, so early on they are too small by a factor 1 - beta**t: dividing by it
     (bias correction, m_hat and v_hat) undoes that. The step, lr * m_hat / (sqrt(v_hat) + eps),
-    is about lr in size whatever the gradient's scale. The decay shrinks the weights directly,
+    is about lr in size while the gradient holds steady, whatever its scale, and smaller where
+    the gradient is noisy. The decay shrinks the weights directly,
     by a factor 1 - lr * weight_decay, apart from the gradient, so that it does not pass
     through Adam's rescaling.
     """
