@@ -6,7 +6,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from checks import training as checks
+from checks import ddp as checks
 from solutions import ddp as ref
 from support import assert_accepts, assert_rejects
 

@@ -18,7 +18,6 @@ from checks.training.optimizer import check_adam_w, check_param_groups
 from checks.training.schedule import check_clip_grad_norm, check_learning_rate
 from checks.training.step import check_evaluate, check_train_step
 from checks.training.checkpoint import check_load_checkpoint, check_save_checkpoint
-from checks.training.ddp import check_accumulate_gradients, check_average_gradients
 # isort: on
 
 __all__ = [
@@ -31,6 +30,4 @@ __all__ = [
     "check_evaluate",
     "check_save_checkpoint",
     "check_load_checkpoint",
-    "check_average_gradients",
-    "check_accumulate_gradients",
 ]

@@ -1,4 +1,4 @@
-"""The checkers of chapter 6b's two ways to take one batch in pieces: averaging gradients over
+"""The checkers of chapter 6b's data-parallel training (solutions/ddp.py): its two ways to take one batch in pieces: averaging gradients over
 processes (run in two real gloo processes, forked from this one) and accumulating them over
 micro-batches in one process. Both are held to one process's gradient on the whole batch."""
 
@@ -8,6 +8,8 @@ from checks._core import _learner_line, exercise, seeded
 from checks.training._common import SMALL, _as_float, _model, _number
 from solutions import ddp as ref
 from solutions.training import window_loss
+
+__all__ = ["check_average_gradients", "check_accumulate_gradients"]
 
 # --- Averaging over processes ------------------------------------------------------------------
 
