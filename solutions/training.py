@@ -19,6 +19,10 @@ from jaxtyping import Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from solutions.attention import attention_flops
+from solutions.config import Config
+from solutions.scaling import approx_params, training_flops
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -236,6 +240,49 @@ def load_checkpoint(path, model, optimizer, generator) -> dict:
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
     return state
+
+
+def model_flops_utilisation(cfg: Config, tokens_per_s: float, peak_flops: float) -> float:
+    """The fraction of the machine's peak (FLOPs per second) that training at `tokens_per_s`
+    spends on the arithmetic the model needs, counted as chapter 6 counts a training step's
+    FLOPs (matrix products, attention's included, forward and backward), for windows of
+    cfg.n_ctx tokens. Work a kernel does beyond that (a causal kernel's skipped half, a
+    recomputation) does not count: MFU measures the model, not the kernels."""
+    per_token = (
+        training_flops(approx_params(cfg), 1) + 3 * attention_flops(cfg, cfg.n_ctx) / cfg.n_ctx
+    )
+    return tokens_per_s * per_token / peak_flops
+
+
+def training_memory(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batch: Int[Tensor, "batch posn"]
+) -> dict[str, int]:
+    """Bytes that one training step on `batch` holds, as PyTorch's tensors report them:
+    "parameters", "gradients", "optimizer" (its state) and "activations" (what the forward
+    pass keeps for backward, beyond the parameters). Takes the step, so that the optimizer's
+    state exists."""
+    size = lambda tensors: sum(t.numel() * t.element_size() for t in tensors)  # noqa: E731
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}  # one entry per block of memory: views share their storage
+
+    def pack(t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = window_loss(model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, Tensor)]
+    return {
+        "parameters": size(model.parameters()),
+        "gradients": size(p.grad for p in model.parameters() if p.grad is not None),
+        "optimizer": size(state),
+        "activations": sum(saved.values()),
+    }
 
 
 def pick_device() -> torch.device:
