@@ -93,13 +93,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 class AdamW(torch.optim.Optimizer):
     """Adam with decoupled weight decay (Loshchilov and Hutter), as torch.optim.AdamW computes it.
 
-    Each parameter keeps two running averages: m of its gradient, v of its squared gradient.
-    Both start at 0, so early on they are too small by a factor 1 - beta**t: dividing by it
-    (bias correction, m_hat and v_hat) undoes that. The step, lr * m_hat / (sqrt(v_hat) + eps),
-    is about lr in size while the gradient holds steady, whatever its scale, and smaller where
-    the gradient is noisy. The decay shrinks the weights directly,
-    by a factor 1 - lr * weight_decay, apart from the gradient, so that it does not pass
-    through Adam's rescaling.
+    Each parameter keeps two running averages, of its gradient and of its squared gradient,
+    both corrected for starting at 0. The step is about lr in size while the gradient holds
+    steady, whatever its scale, and smaller where the gradient is noisy. The decay shrinks the
+    weights directly, apart from the gradient, so that it does not pass through Adam's
+    rescaling.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
