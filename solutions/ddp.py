@@ -10,7 +10,9 @@ being sent.
     torchrun --standalone --nproc_per_node 2 -m solutions.ddp --wrapper  # the same, with DDP
 
 On a machine with GPUs the same command runs one process per GPU (nproc_per_node = the number
-of GPUs) over NCCL: the backend and the device are chosen from what the machine has.
+of GPUs) over NCCL: the backend and the device are chosen from what the machine has. In a
+notebook, run_on_ranks forks the processes instead, and accumulate_gradients takes a batch in
+micro-batches within one process.
 """
 
 import argparse

@@ -244,8 +244,8 @@ def model_flops_utilisation(cfg: Config, tokens_per_s: float, peak_flops: float)
     """The fraction of the machine's peak (FLOPs per second) that training at `tokens_per_s`
     spends on the arithmetic the model needs, counted as chapter 6 counts a training step's
     FLOPs (matrix products, attention's included, forward and backward), for windows of
-    cfg.n_ctx tokens. Work a kernel does beyond that (a causal kernel's skipped half, a
-    recomputation) does not count: MFU measures the model, not the kernels."""
+    cfg.n_ctx tokens. What the kernels run beyond that count (a recomputation) is not counted:
+    MFU measures the model's needs, not the kernels' work."""
     per_token = (
         training_flops(approx_params(cfg), 1) + 3 * attention_flops(cfg, cfg.n_ctx) / cfg.n_ctx
     )

@@ -79,7 +79,8 @@ def test_average_gradients_answers_in_a_few_seconds():
 
     start = time.perf_counter()
     checks.check_average_gradients(ref.average_gradients)
-    assert time.perf_counter() - start < 5
+    # It takes about a second; 10 s leave room for a busy machine.
+    assert time.perf_counter() - start < 10
 
 
 # --- Accumulation over micro-batches -----------------------------------------------------------
