@@ -10,15 +10,25 @@ being sent.
     torchrun --standalone --nproc_per_node 2 -m solutions.ddp --wrapper  # the same, with DDP
 
 On a machine with GPUs the same command runs one process per GPU (nproc_per_node = the number
-of GPUs) over NCCL: the backend and the device are chosen from what the machine has.
+of GPUs) over NCCL: the backend and the device are chosen from what the machine has. In a
+notebook, run_on_ranks forks the processes instead, and accumulate_gradients takes a batch in
+micro-batches within one process.
 """
 
 import argparse
+import datetime
+import multiprocessing as mp
 import os
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from solutions.config import TINY
@@ -39,13 +49,86 @@ def setup() -> torch.device:
 
 
 def average_gradients(model: nn.Module) -> None:
-    """Replace every gradient by its mean over the ranks: all_reduce sums it in place on every
-    rank, then divide by the number of ranks."""
+    """Leave in every p.grad, on every rank, the mean of that gradient over all the ranks."""
     world = dist.get_world_size()
     for p in model.parameters():
         if p.grad is not None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad /= world
+
+
+def accumulate_gradients(model: nn.Module, micro_batches: list[Tensor]) -> float:
+    """Backpropagate the micro-batches one after the other, adding into p.grad, so that the
+    gradients end as those of one batch made of all their windows; return that batch's loss.
+
+    The way to train on a batch too large for memory: the same gradient, in several passes.
+    """
+    total = sum(len(batch) for batch in micro_batches)
+    whole = 0.0
+    for batch in micro_batches:
+        # The whole batch's loss is the mean over all its windows: each micro-batch's mean
+        # counts in proportion to its windows, whatever their sizes.
+        loss = window_loss(model, batch) * (len(batch) / total)
+        loss.backward()
+        whole += loss.item()
+    return whole
+
+
+def run_on_ranks(fn: Callable[[int, int], Any], world_size: int = 2, timeout: float = 60.0):
+    """[fn(rank, world_size) for each rank], each run in its own process, forked from this one
+    and joined to the others in one gloo process group (on the CPU, over a file: no network).
+
+    Fork, unlike spawn, hands each process `fn` as it is, even one defined in a notebook,
+    without pickling it; Windows has no fork (use WSL, or torchrun and a script).
+    """
+    if "fork" not in mp.get_all_start_methods():
+        raise RuntimeError("run_on_ranks needs the fork start method, which this system lacks")
+    context = mp.get_context("fork")
+    with tempfile.TemporaryDirectory() as folder:
+        outs = [os.path.join(folder, f"rank{rank}.pt") for rank in range(world_size)]
+        store = os.path.join(folder, "store")
+        args = [(fn, rank, world_size, store, outs[rank], timeout) for rank in range(world_size)]
+        with warnings.catch_warnings():  # "use of fork() may lead to deadlocks": not here,
+            warnings.simplefilter("ignore", DeprecationWarning)  # the children use no threads
+            ranks = [context.Process(target=_rank, args=a, daemon=True) for a in args]
+            for process in ranks:
+                process.start()
+        deadline = time.monotonic() + timeout
+        for process in ranks:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in ranks:
+            if process.is_alive():
+                process.kill()
+                process.join()
+        results = []
+        for rank, out in enumerate(outs):
+            if not os.path.exists(out):
+                raise TimeoutError(f"rank {rank} did not finish within {timeout:g} s")
+            result = torch.load(out, weights_only=False)
+            if "error" in result:
+                raise RuntimeError(f"rank {rank} failed:\n{result['error']}")
+            results.append(result["value"])
+    return results
+
+
+def _rank(fn, rank: int, world_size: int, store: str, out: str, timeout: float) -> None:
+    """One forked process of run_on_ranks: join the group, run fn, save what it returned."""
+    torch.set_num_threads(1)  # two processes on the cores the parent had
+    try:
+        dist.init_process_group(
+            "gloo",
+            store=dist.FileStore(store, world_size),
+            rank=rank,
+            world_size=world_size,
+            timeout=datetime.timedelta(seconds=timeout / 2),
+        )
+        try:
+            result = {"value": fn(rank, world_size)}
+        finally:
+            dist.destroy_process_group()
+    except BaseException:  # noqa: BLE001 (the parent reports it)
+        result = {"error": traceback.format_exc()}
+    torch.save(result, out)
 
 
 def data_parallel_step(

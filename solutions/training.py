@@ -19,6 +19,10 @@ from jaxtyping import Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from solutions.attention import attention_flops
+from solutions.config import Config
+from solutions.scaling import approx_params, training_flops
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -89,12 +93,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 class AdamW(torch.optim.Optimizer):
     """Adam with decoupled weight decay (Loshchilov and Hutter), as torch.optim.AdamW computes it.
 
-    Each parameter keeps two running averages: m of its gradient, v of its squared gradient.
-    Both start at 0, so early on they are too small by a factor 1 - beta**t: dividing by it
-    (bias correction, m_hat and v_hat) undoes that. The step, lr * m_hat / (sqrt(v_hat) + eps),
-    is about lr in size whatever the gradient's scale. The decay shrinks the weights directly,
-    by a factor 1 - lr * weight_decay, apart from the gradient, so that it does not pass
-    through Adam's rescaling.
+    Each parameter keeps two running averages, of its gradient and of its squared gradient,
+    both corrected for starting at 0. The step is about lr in size while the gradient holds
+    steady, whatever its scale, and smaller where the gradient is noisy. The decay shrinks the
+    weights directly, apart from the gradient, so that it does not pass through Adam's
+    rescaling.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
@@ -235,6 +238,49 @@ def load_checkpoint(path, model, optimizer, generator) -> dict:
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
     return state
+
+
+def model_flops_utilisation(cfg: Config, tokens_per_s: float, peak_flops: float) -> float:
+    """The fraction of the machine's peak (FLOPs per second) that training at `tokens_per_s`
+    spends on the arithmetic the model needs, counted as chapter 6 counts a training step's
+    FLOPs (matrix products, attention's included, forward and backward), for windows of
+    cfg.n_ctx tokens. What the kernels run beyond that count (a recomputation) is not counted:
+    MFU measures the model's needs, not the kernels' work."""
+    per_token = (
+        training_flops(approx_params(cfg), 1) + 3 * attention_flops(cfg, cfg.n_ctx) / cfg.n_ctx
+    )
+    return tokens_per_s * per_token / peak_flops
+
+
+def training_memory(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batch: Int[Tensor, "batch posn"]
+) -> dict[str, int]:
+    """Bytes that one training step on `batch` holds, as PyTorch's tensors report them:
+    "parameters", "gradients", "optimizer" (its state) and "activations" (what the forward
+    pass keeps for backward, beyond the parameters). Takes the step, so that the optimizer's
+    state exists."""
+    size = lambda tensors: sum(t.numel() * t.element_size() for t in tensors)  # noqa: E731
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}  # one entry per block of memory: views share their storage
+
+    def pack(t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = window_loss(model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, Tensor)]
+    return {
+        "parameters": size(model.parameters()),
+        "gradients": size(p.grad for p in model.parameters() if p.grad is not None),
+        "optimizer": size(state),
+        "activations": sum(saved.values()),
+    }
 
 
 def pick_device() -> torch.device:

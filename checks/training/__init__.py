@@ -18,6 +18,7 @@ from checks.training.optimizer import check_adam_w, check_param_groups
 from checks.training.schedule import check_clip_grad_norm, check_learning_rate
 from checks.training.step import check_evaluate, check_train_step
 from checks.training.checkpoint import check_load_checkpoint, check_save_checkpoint
+from checks.training.measure import check_model_flops_utilisation, check_training_memory
 # isort: on
 
 __all__ = [
@@ -30,4 +31,6 @@ __all__ = [
     "check_evaluate",
     "check_save_checkpoint",
     "check_load_checkpoint",
+    "check_model_flops_utilisation",
+    "check_training_memory",
 ]
