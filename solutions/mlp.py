@@ -73,19 +73,27 @@ def mlp_jacobian(mlp: MLP, x: Float[Tensor, " d_model"]) -> Float[Tensor, "d_mod
 
 
 # --- Mixture of experts ------------------------------------------------------------------
-# Softmax over all experts first, then keep the top k, then renormalise those k to sum to 1.
-# The k weights equal a softmax over the k selected logits; the full softmax is kept because
-# the balance loss needs every expert's probability, chosen or not.
+# Softmax over all experts first, then keep the top k. For k >= 2 the k kept weights are
+# renormalised to sum to 1 (GShard, Mixtral); they then equal a softmax over the k selected
+# logits. For k = 1 the one weight would be exactly 1 whatever the logits, so the router
+# would get no gradient from the task: the Switch Transformer keeps the probability itself.
+# The full softmax is returned too, because the balance loss needs every expert's
+# probability, chosen or not.
 
 
 def route(
     logits: Float[Tensor, "posn n_experts"], k: int
 ) -> tuple[Float[Tensor, "posn n_experts"], Float[Tensor, "posn n_experts"]]:
-    """(probs, R): the router's softmax, and the routing matrix R whose row holds the top-k
-    experts' renormalised weights and zeros elsewhere."""
+    """(probs, R): the router's softmax over all experts, and the routing matrix R, each row
+    zero but for the weights of the k experts the position is sent to.
+
+    For k >= 2 the kept weights sum to 1 in each row; for k = 1 the weight is the chosen
+    expert's probability (the Switch Transformer's top-1), so that the router can learn.
+    """
     probs = logits.softmax(dim=-1)
     top, chosen = probs.topk(k, dim=-1)
-    R = torch.zeros_like(probs).scatter(-1, chosen, top / top.sum(-1, keepdim=True))
+    weights = top / top.sum(-1, keepdim=True) if k > 1 else top
+    R = torch.zeros_like(probs).scatter(-1, chosen, weights)
     return probs, R
 
 
@@ -109,7 +117,8 @@ class MixtureOfExperts(nn.Module):
 
 
 def load_balance(R: Float[Tensor, "posn n_experts"]) -> Float[Tensor, "n_experts n_experts"]:
-    """RᵀR: entry (i, j) sums over positions the product of their weights for experts i and j.
+    """How the experts share the work: entry (i, j) sums, over the positions, the product of
+    the weights a position gives experts i and j.
 
     Off the diagonal, how much two experts serve the same positions. The diagonal is each
     expert's sum of squared weights, not its load: that is R.sum(0) (weight carried) or
