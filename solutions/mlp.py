@@ -14,16 +14,17 @@ from solutions.config import Config
 
 
 def gelu_new(x: Float[Tensor, "..."]) -> Float[Tensor, "..."]:
-    """GPT-2's GELU, the tanh approximation: 0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³))).
+    """GPT-2's GELU: the tanh approximation of the exact GELU, x Φ(x).
 
-    GPT-2 was trained with this form, so its weights expect it; the exact GELU, x Φ(x),
-    differs from it by less than 0.001 everywhere.
+    GPT-2 was trained with this form, so its weights expect it; the exact GELU differs from
+    it by less than 0.001 everywhere.
     """
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
 
 
 class MLP(nn.Module):
-    """gelu_new(x W_in + b_in) W_out + b_out, at every position alike."""
+    """GPT-2's MLP: up from d_model to d_mlp neurons, through gelu_new, and back down, at
+    every position alike."""
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -65,27 +66,35 @@ def gelu_new_grad(x: Float[Tensor, "..."]) -> Float[Tensor, "..."]:
 def mlp_jacobian(mlp: MLP, x: Float[Tensor, " d_model"]) -> Float[Tensor, "d_model d_model"]:
     """d MLP(x) / dx at one position, rows the output's coordinates (as autograd lays it out).
 
-    Near x the MLP is linear: x W_in diag(φ'(h)) W_out, with h = x W_in + b_in its
-    pre-activations. Autograd writes the map a column vector sees, the transpose.
+    Autograd writes the map that a column vector sees: the transpose of the one that acts
+    on x as a row, x's own layout here.
     """
     h = x @ mlp.W_in + mlp.b_in
     return (mlp.W_in * gelu_new_grad(h) @ mlp.W_out).T
 
 
 # --- Mixture of experts ------------------------------------------------------------------
-# Softmax over all experts first, then keep the top k, then renormalise those k to sum to 1.
-# The k weights equal a softmax over the k selected logits; the full softmax is kept because
-# the balance loss needs every expert's probability, chosen or not.
+# Softmax over all experts first, then keep the top k. For k >= 2 the k kept weights are
+# renormalised to sum to 1 (GShard, Mixtral); they then equal a softmax over the k selected
+# logits. For k = 1 the one weight would be exactly 1 whatever the logits, so the router
+# would get no gradient from the task: the Switch Transformer keeps the probability itself.
+# The full softmax is returned too, because the balance loss needs every expert's
+# probability, chosen or not.
 
 
 def route(
     logits: Float[Tensor, "posn n_experts"], k: int
 ) -> tuple[Float[Tensor, "posn n_experts"], Float[Tensor, "posn n_experts"]]:
-    """(probs, R): the router's softmax, and the routing matrix R whose row holds the top-k
-    experts' renormalised weights and zeros elsewhere."""
+    """(probs, R): the router's softmax over all experts, and the routing matrix R, each row
+    zero but for the weights of the k experts the position is sent to.
+
+    For k >= 2 the kept weights sum to 1 in each row; for k = 1 the weight is the chosen
+    expert's probability (the Switch Transformer's top-1), so that the router can learn.
+    """
     probs = logits.softmax(dim=-1)
     top, chosen = probs.topk(k, dim=-1)
-    R = torch.zeros_like(probs).scatter(-1, chosen, top / top.sum(-1, keepdim=True))
+    weights = top / top.sum(-1, keepdim=True) if k > 1 else top
+    R = torch.zeros_like(probs).scatter(-1, chosen, weights)
     return probs, R
 
 
@@ -109,7 +118,8 @@ class MixtureOfExperts(nn.Module):
 
 
 def load_balance(R: Float[Tensor, "posn n_experts"]) -> Float[Tensor, "n_experts n_experts"]:
-    """RᵀR: entry (i, j) sums over positions the product of their weights for experts i and j.
+    """How the experts share the work: entry (i, j) sums, over the positions, the product of
+    the weights a position gives experts i and j.
 
     Off the diagonal, how much two experts serve the same positions. The diagonal is each
     expert's sum of squared weights, not its load: that is R.sum(0) (weight carried) or
@@ -121,8 +131,9 @@ def load_balance(R: Float[Tensor, "posn n_experts"]) -> Float[Tensor, "n_experts
 def balance_loss(
     probs: Float[Tensor, "posn n_experts"], R: Float[Tensor, "posn n_experts"]
 ) -> Float[Tensor, ""]:
-    """Switch Transformer's auxiliary loss, n_experts · Σ_i f_i P_i: f_i the fraction of the
-    routing slots (posn · k) that went to expert i, P_i its mean probability. Uniform gives 1."""
+    """The Switch Transformer's auxiliary loss: 1 for a router that spreads its choices and
+    its probabilities evenly over the experts, more for one that crowds; differentiable in
+    every expert's probability, chosen or not."""
     f = (R > 0).float().sum(0) / (R > 0).sum()
     P = probs.mean(0)
     return probs.shape[-1] * (f * P).sum()
@@ -141,8 +152,8 @@ def moe_flops_saved(cfg: Config, n_experts: int, k: int) -> int:
 
 
 class Highway(nn.Module):
-    """y = H(x)·T(x) + x·(1 - T(x)): a gate T in (0, 1) per coordinate mixes a transform H
-    of x with x itself. T = 0 passes x through; T = 1 is the plain transform."""
+    """A highway block: a gate T in (0, 1) per coordinate mixes a transform H of x with x
+    itself. T = 0 passes x through; T = 1 is the plain transform."""
 
     def __init__(self, cfg: Config):
         super().__init__()

@@ -14,11 +14,9 @@ from torch import Tensor, nn
 def neuron_logit_effect(model: nn.Module, layer: int, neuron: int) -> Float[Tensor, " d_vocab"]:
     """The logits the neuron's value adds by the direct path, per unit of activation.
 
-    ln_final stands between the stream and W_U. Frozen at its scale (which depends on the
-    whole stream, so it is left out: it divides every logit alike), it is linear: it centres
-    the value, multiplies by w, and adds b, which is the same for every neuron and so no
-    part of this one's effect. Chapter 5's direct logit attribution does the same, scale
-    included.
+    The value meets ln_final, with its scale left out (it depends on the whole stream and
+    divides every logit alike) and without what it adds whatever the neuron does, and then
+    the unembedding. Chapter 5's direct logit attribution does the same, scale included.
     """
     value = model.blocks[layer].mlp.W_out[neuron]  # row n: its value
     centred = value - value.mean()

@@ -1,7 +1,7 @@
-"""The chapter 3 checkers of gelu_new, the MLP, its Jacobian and the highway layer accept each
-however it is written, and name each usual mistake (ReLU or the exact GELU, a missing bias, the
-activation in the wrong place, W_in and W_out confused, a swapped gate); and every chapter 3
-checker accepts its reference."""
+"""The chapter 3 checkers of gelu_new, the MLP, gelu_new's slope, the MLP's Jacobian and the
+highway layer accept each however it is written, and name each usual mistake (ReLU or the exact
+GELU, a missing bias, the activation in the wrong place, W_in and W_out confused, a slip of the
+product or chain rule, a swapped gate); and every chapter 3 checker accepts its reference."""
 
 import math
 
@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from checks import mlp as checks
+from checks.mlp._common import exact_gelu_grad
 from solutions import mlp as ref
 from solutions.mlp import MLP, Highway, MixtureOfExperts
 from support import assert_accepts, assert_rejects
@@ -131,6 +132,78 @@ def test_check_mlp_rejects_the_stub_and_renamed_parameters():
     assert_rejects(checks.check_mlp, Renamed, "parameters differ")
 
 
+# --- gelu_new's slope ------------------------------------------------------------------------
+
+C, A = math.sqrt(2 / math.pi), 0.044715
+
+
+def test_check_gelu_new_grad_accepts_autograd_through_the_fused_kernel(capsys):
+    def gelu_new_grad(x):
+        x = x.detach().requires_grad_()
+        (grad,) = torch.autograd.grad(F.gelu(x, approximate="tanh").sum(), x)
+        return grad
+
+    assert_accepts(checks.check_gelu_new_grad, gelu_new_grad, capsys)
+
+
+def test_check_gelu_new_grad_accepts_torch_func_and_sech_squared(capsys):
+    def by_vmap(x):
+        return torch.vmap(torch.func.grad(ref.gelu_new))(x.flatten()).view_as(x)
+
+    def by_sech(x):
+        u = C * (x + A * x**3)
+        return 0.5 * (1 + torch.tanh(u)) + 0.5 * x * C * (1 + 3 * A * x**2) / torch.cosh(u) ** 2
+
+    assert_accepts(checks.check_gelu_new_grad, by_vmap, capsys)
+    assert_accepts(checks.check_gelu_new_grad, by_sech, capsys)
+
+
+def _slope(*, first=True, second=True, dtanh="sech2", inner="full", half=0.5):
+    """gelu_new's slope by the product rule, term by term, one slip switched on."""
+
+    def gelu_new_grad(x):
+        t = torch.tanh(C * (x + A * x**3))
+        d = {"sech2": 1 - t**2, "tanh2": t**2, "1-tanh": 1 - t}[dtanh]
+        du = {"full": C * (1 + 3 * A * x**2), "none": 1, "no 3": C * (1 + A * x**2)}[inner]
+        return first * 0.5 * (1 + t) + second * half * x * d * du
+
+    return gelu_new_grad
+
+
+GRAD_MISTAKES = {
+    "exact GELU": (exact_gelu_grad, "slope of the exact GELU"),
+    "no second term": (_slope(second=False), "only the product rule's first term"),
+    "no first term": (_slope(first=False), "only the product rule's second term"),
+    "tanh squared": (_slope(dtanh="tanh2"), "tanh'(u) as tanh²(u)"),
+    "1 - tanh": (_slope(dtanh="1-tanh"), "tanh'(u) as 1 - tanh(u)"),
+    "no inner derivative": (_slope(inner="none"), "inner derivative"),
+    "no factor 3": (_slope(inner="no 3"), "the power's 3"),
+    "no half": (_slope(half=1.0), "dropped the 0.5"),
+    "gelu_new itself": (ref.gelu_new, "not its slope"),
+}
+
+
+@pytest.mark.parametrize("mistake", GRAD_MISTAKES)
+def test_check_gelu_new_grad_rejects_and_names(mistake):
+    learner, diagnosis = GRAD_MISTAKES[mistake]
+    assert_rejects(checks.check_gelu_new_grad, learner, diagnosis)
+
+
+def test_check_gelu_new_grad_reports_tanh_by_hand_overflowing_at_large_x():
+    def gelu_new_grad(x):
+        e = torch.exp(2 * C * (x + A * x**3))
+        t = (e - 1) / (e + 1)  # inf / inf at large x
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t**2) * C * (1 + 3 * A * x**2)
+
+    assert_rejects(checks.check_gelu_new_grad, gelu_new_grad, "large |x|", "NaN")
+
+
+@pytest.mark.parametrize("bad", BAD)
+def test_check_gelu_new_grad_survives_broken_code(bad):
+    learner, diagnosis = BAD[bad]
+    assert_rejects(checks.check_gelu_new_grad, learner, diagnosis)
+
+
 # --- the linearised MLP --------------------------------------------------------------------
 
 
@@ -235,9 +308,11 @@ def test_every_checker_accepts_its_reference(capsys):
         reference = {
             "check_gelu_new": ref.gelu_new,
             "check_mlp": MLP,
+            "check_gelu_new_grad": ref.gelu_new_grad,
             "check_mlp_jacobian": ref.mlp_jacobian,
             "check_route": ref.route,
             "check_mixture_of_experts": MixtureOfExperts,
+            "check_load_balance": ref.load_balance,
             "check_balance_loss": ref.balance_loss,
             "check_moe_flops_saved": ref.moe_flops_saved,
             "check_highway": Highway,

@@ -1,8 +1,11 @@
-"""The chapter 3 checkers of the mixture of experts (route, MixtureOfExperts, balance_loss,
-moe_flops_saved) accept each however it is written, and name each usual mistake: weights not
-renormalised, the softmax after the top-k, the wrong k, a router that gets no gradient, f and P
-of the balance loss computed wrongly, a forgotten gate; and they survive broken code."""
+"""The chapter 3 checkers of the mixture of experts (route, MixtureOfExperts, load_balance,
+balance_loss, moe_flops_saved) accept each however it is written, and name each usual mistake:
+weights not renormalised at k ≥ 2 or renormalised at k = 1 (where the router then learns
+nothing), the softmax after the top-k, the wrong k, a router that gets no gradient, the 0/1 mask
+or the load where RᵀR's weights belong, f and P of the balance loss computed wrongly, a
+forgotten gate; and they survive broken code."""
 
+import einops
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,7 +18,7 @@ from support import assert_accepts, assert_rejects
 # --- mixture of experts --------------------------------------------------------------------
 
 
-def learner_route(*, order="before", renormalise=True, k_offset=0):
+def learner_route(*, order="before", renormalise=True, renormalise_at_1=False, k_offset=0):
     def route(logits, k):
         k = k + k_offset
         probs = logits.softmax(-1)
@@ -24,7 +27,8 @@ def learner_route(*, order="before", renormalise=True, k_offset=0):
             R = torch.zeros_like(logits).scatter(-1, top.indices, top.values.softmax(-1))
             return R, R
         top = probs.topk(k, dim=-1)
-        weights = top.values / top.values.sum(-1, keepdim=True) if renormalise else top.values
+        divide = renormalise and (k > 1 or renormalise_at_1)
+        weights = top.values / top.values.sum(-1, keepdim=True) if divide else top.values
         return probs, torch.zeros_like(probs).scatter(-1, top.indices, weights)
 
     return route
@@ -39,13 +43,26 @@ def test_check_route_accepts_a_mask_then_divide(capsys):
         probs = F.softmax(logits, dim=-1)
         threshold = probs.topk(k, dim=-1).values[:, -1:]
         kept = torch.where(probs >= threshold, probs, 0.0)
-        return probs, kept / kept.sum(-1, keepdim=True)
+        return probs, kept / kept.sum(-1, keepdim=True) if k > 1 else kept
+
+    assert_accepts(checks.check_route, route, capsys)
+
+
+def test_check_route_accepts_a_softmax_over_the_top_k_and_a_one_hot_at_k_1(capsys):
+    def route(logits, k):
+        probs = logits.softmax(-1)
+        if k == 1:
+            top = probs.max(-1)
+            return probs, F.one_hot(top.indices, probs.shape[-1]) * top.values[:, None]
+        top = logits.topk(k, dim=-1)
+        return probs, torch.zeros_like(probs).scatter(-1, top.indices, top.values.softmax(-1))
 
     assert_accepts(checks.check_route, route, capsys)
 
 
 ROUTE_MISTAKES = {
-    "not renormalised": (dict(renormalise=False), "renormalise"),
+    "not renormalised": (dict(renormalise=False), "did not renormalise"),
+    "renormalised at k = 1": (dict(renormalise_at_1=True), "renormalised the one weight at k = 1"),
     "softmax after selection": (dict(order="after"), "softmax after the top-k"),
     "k + 1": (dict(k_offset=1), "experts per position instead of k"),
     "k - 1": (dict(k_offset=-1), "experts per position instead of k"),
@@ -67,11 +84,12 @@ def test_softmax_after_selection_gives_the_same_routing_matrix():
     torch.testing.assert_close(R, after)
 
 
-def learner_moe(*, renormalise=True, k_offset=0):
+def learner_moe(*, renormalise=True, renormalise_at_1=False, k_offset=0):
     def forward(self, x):
         probs = (x @ self.W_gate).softmax(-1)
         top = probs.topk(self.k + k_offset, dim=-1)
-        w = top.values / top.values.sum(-1, keepdim=True) if renormalise else top.values
+        divide = renormalise and (self.k + k_offset > 1 or renormalise_at_1)
+        w = top.values / top.values.sum(-1, keepdim=True) if divide else top.values
         out = torch.zeros_like(x)
         for slot in range(top.indices.shape[-1]):
             for e, expert in enumerate(self.experts):
@@ -111,6 +129,55 @@ def test_check_route_rejects_a_detached_R():
     assert_rejects(checks.check_route, route, "no gradient flows from your R")
 
 
+def test_check_load_balance_accepts_einsum_and_a_sum_of_outer_products(capsys):
+    def by_einsum(R):
+        return einops.einsum(R, R, "posn i, posn j -> i j")
+
+    def by_positions(R):
+        return sum(torch.outer(row, row) for row in R)
+
+    assert_accepts(checks.check_load_balance, by_einsum, capsys)
+    assert_accepts(checks.check_load_balance, by_positions, capsys)
+
+
+LOAD_MISTAKES = {
+    "R Rᵀ": (lambda R: R @ R.T, "R Rᵀ"),
+    "0/1 mask": (lambda R: (R > 0).float().T @ (R > 0).float(), "0/1 routing mask"),
+    "weight carried on the diagonal": (
+        lambda R: R.T @ R - torch.diag((R**2).sum(0)) + torch.diag(R.sum(0)),
+        "R.sum(0), on the diagonal",
+    ),
+    "positions served on the diagonal": (
+        lambda R: (R.T @ R).fill_diagonal_(0) + torch.diag((R > 0).float().sum(0)),
+        "(R > 0).sum(0), on the diagonal",
+    ),
+    "outer product of the loads": (lambda R: torch.outer(R.sum(0), R.sum(0)), "total weights"),
+    "mean over positions": (lambda R: R.T @ R / len(R), "averaged over the positions"),
+    "diagonal only": (lambda R: (R**2).sum(0), "only the diagonal"),
+}
+
+
+@pytest.mark.parametrize("mistake", LOAD_MISTAKES)
+def test_check_load_balance_rejects_and_names(mistake):
+    learner, words = LOAD_MISTAKES[mistake]
+    assert_rejects(checks.check_load_balance, learner, words)
+
+
+def test_renormalised_top_1_would_make_rtr_the_masks_and_switchs_does_not():
+    """Renormalised, k = 1 routes with weight 1, so RᵀR would equal the 0/1 mask's; Switch's
+    weights keep the k = 1 case of the checker able to tell the two apart."""
+    R = ref.route(torch.randn(10, 6), 1)[1]
+    mask = (R > 0).float()
+    torch.testing.assert_close(R / R.sum(-1, keepdim=True), mask)
+    assert not torch.allclose(ref.load_balance(R), mask.T @ mask)
+
+
+def test_check_load_balance_survives_broken_code():
+    assert_rejects(checks.check_load_balance, lambda R: None, "forget `return`")
+    assert_rejects(checks.check_load_balance, lambda R: (R.T @ R).numpy(), "torch.Tensor")
+    assert_rejects(checks.check_load_balance, lambda R: R.T @ R.T, "raised RuntimeError")
+
+
 def test_check_balance_loss_rejects_a_loss_without_gradient():
     def balance_loss(probs, R):
         return torch.tensor(ref.balance_loss(probs, R).item())
@@ -134,6 +201,23 @@ def test_check_moe_accepts_the_dense_computation(capsys):
 def test_check_moe_rejects_unrenormalised_weights_and_the_wrong_k():
     assert_rejects(checks.check_mixture_of_experts, learner_moe(renormalise=False), "renormalise")
     assert_rejects(checks.check_mixture_of_experts, learner_moe(k_offset=1), "not self.k")
+
+
+def test_check_moe_names_renormalising_at_k_1():
+    learner = learner_moe(renormalise_at_1=True)
+    assert_rejects(checks.check_mixture_of_experts, learner, "at k = 1", "Switch Transformer")
+
+
+def test_renormalised_top_1_gives_the_router_no_gradient_and_switch_does():
+    """The claim the chapter measures: at k = 1, p / p = 1 carries no gradient to the logits."""
+    logits = torch.randn(16, 8, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(16, 8, dtype=torch.float64)
+    R = ref.route(logits, 1)[1]
+    renormalised = R / R.sum(-1, keepdim=True)
+    (zero,) = torch.autograd.grad((renormalised * weights).sum(), logits, retain_graph=True)
+    (switch,) = torch.autograd.grad((R * weights).sum(), logits)
+    assert zero.abs().max() < 1e-12 and switch.abs().max() > 1e-3
+    torch.testing.assert_close(R.sum(-1), logits.softmax(-1).amax(-1))
 
 
 def test_check_balance_loss_names_a_missing_factor(capsys):
