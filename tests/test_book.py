@@ -45,6 +45,56 @@ def test_no_formula_escapes_an_underscore_inside_text():
     assert not found, "\n".join(found)
 
 
+def test_chapter_5s_stacked_chart_gives_each_part_its_own_colour():
+    # 14 parts on plotly's 10 default colours drew "L1 MLP" and "L0H1" alike.
+    nb = json.loads((ROOT / "book" / "solved" / "05_residual_stream.ipynb").read_text())
+    figures = [
+        output["data"]["application/vnd.plotly.v1+json"]
+        for cell in nb["cells"]
+        for output in cell.get("outputs", [])
+        if "application/vnd.plotly.v1+json" in output.get("data", {})
+    ]
+    charts = [f for f in figures if f.get("layout", {}).get("barmode") == "stack"]
+    assert len(charts) == 1
+    traces = charts[0]["data"]
+    colors = [trace.get("marker", {}).get("color") for trace in traces]
+    assert len(traces) == 14 and None not in colors, colors
+    names = [trace["name"] for trace in traces]
+    assert len(set(colors)) == len(colors), dict(zip(names, colors, strict=True))
+
+
+def test_part_colors_give_every_part_of_a_stream_its_own_colour():
+    from course.display.plotting import part_colors
+
+    labels = ["embed", "pos_embed"]
+    for layer in range(4):  # the course model: 4 layers of 4 heads
+        labels += [f"L{layer}H{h}" for h in range(4)] + [f"L{layer} b_O", f"L{layer} MLP"]
+    colors = part_colors([*labels, "bias"])
+    assert len(set(colors)) == len(colors) == len(labels) + 1
+    with pytest.raises(ValueError, match="L0 attn"):
+        part_colors(["L0 attn"])
+
+
+def test_names_in_a_table_break_after_their_dots_only():
+    from docutils.core import publish_doctree
+    from docutils.nodes import literal, raw
+
+    from course.book.names import break_names_at_dots
+
+    doctree = publish_doctree(
+        "``outside.a.table``\n\n"
+        "+-------------------------------+------------+\n"
+        "| ``blocks.{i}.hook_resid_pre`` | ``x[...]`` |\n"
+        "+-------------------------------+------------+\n"
+    )
+    break_names_at_dots(doctree)
+    outside, name, ellipsis = doctree.findall(literal)
+    assert [str(n) for n in outside.children] == ["outside.a.table"]
+    pieces = [n.astext() if isinstance(n, raw) else str(n) for n in name.children]
+    assert pieces == ["blocks.", "<wbr>", "{i}.", "<wbr>", "hook_resid_pre"]
+    assert [str(n) for n in ellipsis.children] == ["x[...]"]
+
+
 @pytest.fixture(scope="module")
 def html(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("book")

@@ -14,9 +14,11 @@ structure, so it too is the same on every machine.
 import base64
 import hashlib
 import json
+import re
 from typing import Any
 
 import numpy as np
+import plotly.colors
 import plotly.graph_objects as go
 import plotly.io as pio
 
@@ -61,6 +63,40 @@ def heatmap(
     fig = go.Figure(go.Heatmap(z=np.asarray(z), x=x, y=y, colorscale="RdBu", zmid=0))
     fig.update_layout(title=title, yaxis_autorange="reversed", width=560, height=480, **layout)
     return fig
+
+
+# One hue per layer for the parts of the residual stream; past five layers they repeat.
+LAYER_HUES = ["Blues", "Oranges", "Greens", "Purples", "Reds"]
+# The parts no layer wrote: the two embeddings and, in a logit attribution, the biases.
+UNLAYERED_COLORS = {"embed": "#4d4d4d", "pos_embed": "#a6a6a6", "bias": "#000000"}
+
+
+def part_colors(labels: list[str]) -> list[str]:
+    """A colour for each part of the stream, as chapter 5's `decompose_resid` (and
+    `direct_logit_attribution`) label them: the embeddings grey, then one hue per layer, its
+    heads in middle shades, `b_O` pale and the MLP darkest. Every part gets its own colour,
+    and a layer's parts read as one family in a stacked bar."""
+    heads: dict[int, list[int]] = {}
+    for label in labels:
+        if found := re.fullmatch(r"L(\d+)H(\d+)", label):
+            heads.setdefault(int(found[1]), []).append(int(found[2]))
+    colors = []
+    for label in labels:
+        if label in UNLAYERED_COLORS:
+            colors.append(UNLAYERED_COLORS[label])
+            continue
+        found = re.fullmatch(r"L(\d+)(?:H(\d+)| (b_O|MLP))", label)
+        if not found:
+            raise ValueError(f"not a part of the stream: {label!r}")
+        layer, head, other = int(found[1]), found[2], found[3]
+        scale = getattr(plotly.colors.sequential, LAYER_HUES[layer % len(LAYER_HUES)])
+        if head is not None:
+            n = len(heads[layer])
+            shade = 0.35 + 0.4 * heads[layer].index(int(head)) / max(n - 1, 1)
+        else:
+            shade = 0.15 if other == "b_O" else 0.95
+        colors.append(plotly.colors.sample_colorscale(scale, [shade])[0])
+    return colors
 
 
 def structure(spec: dict) -> str:
