@@ -145,20 +145,24 @@ def top_entries(matrix: Float[Tensor, "m n"], k: int) -> list[tuple[int, int, fl
 def skip_trigrams(
     model: AttnOnlyTransformer, head: int, k: int, among: list[int] | None = None
 ) -> list[tuple[int, int, int, float]]:
-    """A head's k strongest skip-trigrams "source … query → output" as (source, query,
-    output, score), strongest first, with all three tokens from `among` (default: all).
+    """Head `head`'s k strongest skip-trigrams "source … query → output" of a one-layer model,
+    as (source, query, output, score), strongest first, all three tokens from `among`
+    (default: every token), the query a token other than the source.
 
-    Logits and scores matter only relative to the others in their row (softmax), so each
-    row of the QK and OV circuits is centred first. The score of (s, q, o) adds how much
-    more query q attends to s than to an average key, and how much more attending to s
-    raises o than an average token: a bound on what the trigram can add, not a probability.
+    A source's score adds how much more its best query attends to it than to an average key,
+    and how much more attending to it raises its best output than an average logit: a bound
+    on what the trigram can add, not a probability.
     """
     ids = torch.arange(model.cfg.d_vocab) if among is None else torch.tensor(among)
+    # A logit or an attention score counts only against the others of its row (softmax).
     qk = qk_circuit(model)[head]
     ov = ov_circuit(model)[head]
     qk = (qk - qk.mean(dim=-1, keepdim=True))[ids][:, ids]
     ov = (ov - ov.mean(dim=-1, keepdim=True))[ids][:, ids]
-    best_query, best_output = qk.max(dim=0), ov.max(dim=-1)  # per source token
+    # A query holding the source token itself is mostly the head attending to its own
+    # position: a bigram, which the direct path also reads, not a skip-trigram.
+    qk = qk.masked_fill(torch.eye(len(ids), dtype=torch.bool), float("-inf"))
+    best_query, best_output = qk.max(dim=0), ov.max(dim=-1)  # per source token (a column of qk)
     values, sources = (best_query.values + best_output.values).topk(k)
     return [
         (int(ids[s]), int(ids[best_query.indices[s]]), int(ids[best_output.indices[s]]), v)

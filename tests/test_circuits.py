@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from checks import circuits as checks
+from checks.circuits import paths as checks_paths
 from course.models import circuits as models
 from course.models import train_circuits
 from solutions.attention import w_ov, w_qk
@@ -28,110 +29,81 @@ from solutions.residual import decompose_resid, logit_lens, run_with_cache
 from solutions.training import TrainConfig
 from support import assert_accepts, assert_rejects
 
-# --- OV and QK circuits ------------------------------------------------------------------
+# --- Skip-trigrams ------------------------------------------------------------------------
 
 
-def test_check_ov_circuit_accepts_the_reference_and_one_einsum(capsys):
-    assert_accepts(checks.check_ov_circuit, ov_circuit, capsys)
-
-    def with_einsum(model, layer=0):
-        attn = model.blocks[layer].attn
-        return einops.einsum(
-            model.embed.W_E,
-            attn.W_V,
-            attn.W_O,
-            model.unembed.W_U,
-            "s d_model, n_heads d_model d_head, n_heads d_head m, m o -> n_heads s o",
-        )
-
-    assert_accepts(checks.check_ov_circuit, with_einsum, capsys)
+def _loop_trigrams(model, head, k, among=None):
+    """Source by source, in plain Python: a correct alternative to the reference."""
+    ids = list(range(model.cfg.d_vocab)) if among is None else list(among)
+    qk, ov = qk_circuit(model)[head], ov_circuit(model)[head]
+    qk, ov = qk - qk.mean(-1, keepdim=True), ov - ov.mean(-1, keepdim=True)
+    found = []
+    for s in ids:
+        score, q = max((qk[q, s].item(), q) for q in ids if q != s)
+        gain, o = max((ov[s, o].item(), o) for o in ids)
+        found.append((s, q, o, score + gain))
+    return sorted(found, key=lambda t: -t[3])[:k]
 
 
-def _ov(model, layer=0, *, transpose=False, other=False, qk=False, out=None, no_e=False):
-    attn = model.blocks[1 - layer if other else layer].attn
-    middle = w_qk(attn) if qk else w_ov(attn)
-    W_U = model.embed.W_E.T if out == "W_E" else model.unembed.W_U
-    result = middle @ W_U if no_e else model.embed.W_E @ middle @ W_U
-    return result.transpose(-1, -2) if transpose else result
+def test_check_skip_trigrams_accepts_the_reference_and_a_loop(capsys):
+    assert_accepts(checks.check_skip_trigrams, skip_trigrams, capsys)
+    assert_accepts(checks.check_skip_trigrams, _loop_trigrams, capsys)
 
 
-@pytest.mark.parametrize(
-    "switches, message",
-    [
-        (dict(transpose=True), "transposed it"),
-        (dict(other=True), "other layer"),
-        (dict(qk=True), "W_V W_O"),
-        (dict(out="W_E"), "logits come from W_U"),
-        (dict(no_e=True), "left out W_E"),
-    ],
-    ids=["transposed", "other-layer", "qk", "W_E-out", "no-W_E"],
-)
-def test_check_ov_circuit_rejects(switches, message):
-    assert_rejects(checks.check_ov_circuit, lambda m, layer=0: _ov(m, layer, **switches), message)
+def _slipped(**switches):
+    """The slip's triples, with the reference's scores (the slips are told apart by triples)."""
 
+    def slipped(m, head, k, among=None):
+        triples = checks_paths._trigrams(m, head, k, among, **switches)
+        scores = [t[3] for t in skip_trigrams(m, head, k, among)]
+        return [(*t, score) for t, score in zip(triples, scores, strict=True)]
 
-def test_check_ov_circuit_rejects_summed_heads_and_ignoring_the_layer():
-    assert_rejects(
-        checks.check_ov_circuit, lambda m, layer=0: ov_circuit(m, layer).sum(0), "summed"
-    )
-    assert_rejects(checks.check_ov_circuit, lambda m, layer=0: ov_circuit(m), "other layer")
-
-
-def test_check_qk_circuit_accepts_the_reference_and_queries_times_keys(capsys):
-    assert_accepts(checks.check_qk_circuit, qk_circuit, capsys)
-
-    def queries_times_keys(model, layer=0):
-        attn = model.blocks[layer].attn
-        q, k = model.embed.W_E @ attn.W_Q, model.embed.W_E @ attn.W_K
-        return q @ k.transpose(-1, -2) / attn.cfg.d_head**0.5
-
-    assert_accepts(checks.check_qk_circuit, queries_times_keys, capsys)
-
-
-def _qk(model, layer=0, *, scale=True, transpose=False, ov=False, keys_by="W_E"):
-    attn, W_E = model.blocks[layer].attn, model.embed.W_E
-    middle = w_ov(attn) if ov else w_qk(attn)
-    right = W_E.T if keys_by == "W_E" else model.unembed.W_U
-    d_head = model.cfg.d_model // model.cfg.n_heads if scale == "d_model" else model.cfg.d_head
-    result = W_E @ middle @ right / (d_head**0.5 if scale else 1)
-    return result.transpose(-1, -2) if transpose else result
+    return slipped
 
 
 @pytest.mark.parametrize(
     "switches, message",
     [
-        (dict(scale=False), "sqrt(d_head)"),
-        (dict(transpose=True), "transposed it"),
-        (dict(ov=True), "W_Q W_Kᵀ"),
-        (dict(keys_by="W_U"), "through W_U"),
-        (dict(scale="d_model"), "d_model // n_heads"),
+        (dict(self_query=True), "leave q = s out"),
+        (dict(centre=False), "did not centre"),
+        (dict(qk_axis=-1), "best key"),
+        (dict(swap=True), "swapped the circuits"),
+        (dict(ids_out=False), "not token ids"),
     ],
-    ids=["no-scale", "transposed", "ov", "W_U", "d_head-from-d_model"],
+    ids=["self-query", "uncentred", "qk-axis", "swapped", "positions"],
 )
-def test_check_qk_circuit_rejects(switches, message):
-    assert_rejects(checks.check_qk_circuit, lambda m, layer=0: _qk(m, layer, **switches), message)
+def test_check_skip_trigrams_rejects(switches, message):
+    assert_rejects(checks.check_skip_trigrams, _slipped(**switches), message)
 
 
 @pytest.mark.parametrize(
     "fn, message",
     [
-        (lambda m, layer=0: None, "did you forget `return`"),
-        (lambda m, layer=0: qk_circuit(m, layer) * float("nan"), "NaN"),
-        (lambda m, layer=0: m.embed.W_E @ m.embed.W_E, "raised RuntimeError"),
-        (lambda m, layer=0: qk_circuit(m, layer).double(), "dtype"),
+        (lambda m, head, k, among=None: None, "list of k"),
+        (lambda m, head, k, among=None: [(1, 2, 3)] * k, "tuple (source, query, output, score)"),
+        (lambda m, head, k, among=None: skip_trigrams(m, head, k, among)[:-1], "list of k"),
+        (lambda m, head, k, among=None: 1 / 0, "raised ZeroDivisionError"),
+        (
+            lambda m, head, k, among=None: [
+                (*t[:3], 2 * t[3]) for t in skip_trigrams(m, head, k, among)
+            ],
+            "scores",
+        ),
     ],
-    ids=["none", "nan", "raises", "dtype"],
+    ids=["none", "triples", "short", "raises", "scores"],
 )
-def test_check_qk_circuit_turns_broken_code_into_a_verdict(fn, message):
-    assert_rejects(checks.check_qk_circuit, fn, message)
+def test_check_skip_trigrams_turns_broken_code_into_a_verdict(fn, message):
+    assert_rejects(checks.check_skip_trigrams, fn, message)
 
 
-def test_circuit_checks_reject_the_stub():
-    def stub(model, layer=0):
-        raise NotImplementedError()
-
-    assert_rejects(checks.check_ov_circuit, stub, "not implemented yet")
-    assert_rejects(checks.check_qk_circuit, stub, "not implemented yet")
+def test_skip_trigrams_never_take_the_source_as_query():
+    model = checks_paths._trigram_model(checks.SQUARE, seed=3)
+    with torch.no_grad():
+        found = skip_trigrams(model, head=0, k=checks.SQUARE.d_vocab)
+    assert all(s != q for s, q, _, _ in found)
+    with torch.no_grad():
+        with_self = checks_paths._trigrams(model, 0, checks.SQUARE.d_vocab, None, self_query=True)
+    assert any(s == q for s, q, _ in with_self)  # the case the rule is there for
 
 
 # --- Path expansion ----------------------------------------------------------------------

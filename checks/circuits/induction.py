@@ -1,209 +1,13 @@
-"""Checkers for chapter 5's circuits (solutions/circuits.py).
-
-Models are attention-only with every parameter random, biases included (a zero bias hides
-a forgotten bias path), on two shapes: d_model = n_heads·d_head, and one where they differ.
-Patterns are random causal patterns, not uniform ones (on a uniform pattern many wrong
-diagonals average the same).
-"""
+"""Checkers of the induction model's scores: attention patterns, composition, copying."""
 
 import torch
 
 from checks._configs import UNEVEN_HEADS_SMALL_VOCAB
-from checks._core import exercise, randomize, seeded
+from checks._core import exercise, seeded
+from checks.circuits._common import SQUARE, _diagonal_mean, _patterns, random_model
 from solutions import circuits as ref
 from solutions.attention import w_ov, w_qk
 from solutions.config import Config
-
-__all__ = [
-    "check_ov_circuit",
-    "check_qk_circuit",
-    "check_path_expansion_logits",
-    "check_induction_score",
-    "check_prev_token_score",
-    "check_composition_scores",
-    "check_ov_copying_score",
-]
-
-SQUARE = Config(d_model=32, d_vocab=23, n_ctx=16, d_head=8, d_mlp=64, n_heads=4, n_layers=2)
-
-
-def _model(cfg: Config, seed: int, n_layers: int = 2) -> ref.AttnOnlyTransformer:
-    return randomize(ref.AttnOnlyTransformer(cfg.but(n_layers=n_layers)), seed=seed, scale=0.5)
-
-
-def _refusing(model: ref.AttnOnlyTransformer) -> ref.AttnOnlyTransformer:
-    """The model with its forward, its blocks' and attention's refused: the logits must come
-    from the paths, not from running the model. Patterns, embeddings, the unembedding and
-    ln1 (the identity) stay allowed."""
-
-    def refuse(*args, **kwargs):
-        raise RuntimeError(
-            "compute the logits from the paths: do not run the model, a block or attention's "
-            "forward (the pattern, from attn.pattern, and the embeddings are fine)"
-        )
-
-    for module in [model, *model.blocks, *(b.attn for b in model.blocks)]:
-        module.forward = refuse
-    return model
-
-
-def _circuit_check(check, learner, reference, name: str, mistakes_of, shapes_of) -> None:
-    for i, (cfg, layer) in enumerate(
-        [(SQUARE, 0), (UNEVEN_HEADS_SMALL_VOCAB, 0), (SQUARE, 1), (UNEVEN_HEADS_SMALL_VOCAB, 1)]
-    ):
-        with check.case(
-            f"d_model {cfg.d_model}, {cfg.n_heads} heads of d_head {cfg.d_head}, "
-            f"d_vocab {cfg.d_vocab}, layer {layer}"
-        ):
-            model = _model(cfg, seed=10 + i)
-            with torch.no_grad():
-                expected = reference(model, layer)
-                got = check.call(learner, model, layer, what=name)
-            check.tensor(
-                got,
-                expected,
-                what=name,
-                mistakes=mistakes_of(model, layer, expected),
-                shapes=shapes_of(cfg),
-            )
-
-
-@exercise(ref.ov_circuit)
-def check_ov_circuit(check, ov_circuit):
-    def mistakes(model, layer, expected):
-        attn, W_E, W_U = model.blocks[layer].attn, model.embed.W_E, model.unembed.W_U
-        return {
-            "transposed it: rows are the source tokens (attended to), columns the output "
-            "tokens whose logits rise": expected.transpose(-1, -2),
-            "used the other layer's heads": W_E @ w_ov(model.blocks[1 - layer].attn) @ W_U,
-            "used W_Q W_Kᵀ: the OV circuit goes through W_V W_O": W_E @ w_qk(attn) @ W_U,
-            "read out through W_Eᵀ: logits come from W_U": W_E @ w_ov(attn) @ W_E.T,
-        }
-
-    def shapes(cfg):
-        return [
-            ((cfg.n_heads, cfg.d_model, cfg.d_vocab), "left out W_E: rows are source tokens"),
-            ((cfg.n_heads, cfg.d_vocab, cfg.d_model), "left out W_U: columns are output tokens"),
-            ((cfg.d_vocab, cfg.d_vocab), "summed (or picked) the heads: keep one matrix per head"),
-        ]
-
-    _circuit_check(check, ov_circuit, ref.ov_circuit, "OV circuits", mistakes, shapes)
-
-
-@exercise(ref.qk_circuit)
-def check_qk_circuit(check, qk_circuit):
-    def mistakes(model, layer, expected):
-        attn, W_E, W_U = model.blocks[layer].attn, model.embed.W_E, model.unembed.W_U
-        scale = model.cfg.d_head**0.5
-        return {
-            "forgot to divide by sqrt(d_head), as the attention scores are": expected * scale,
-            "took d_head to be d_model // n_heads: read cfg.d_head": expected
-            * scale
-            / (model.cfg.d_model // model.cfg.n_heads) ** 0.5,
-            "transposed it: rows are the query tokens, columns the key tokens": (
-                expected.transpose(-1, -2)
-            ),
-            "used the other layer's heads": W_E
-            @ w_qk(model.blocks[1 - layer].attn)
-            @ W_E.T
-            / scale,
-            "used W_V W_O: the QK circuit goes through W_Q W_Kᵀ": W_E @ w_ov(attn) @ W_E.T / scale,
-            "read the keys through W_U: keys are tokens embedded by W_E, so the right factor "
-            "is W_Eᵀ": W_E @ w_qk(attn) @ W_U / scale,
-        }
-
-    def shapes(cfg):
-        return [
-            ((cfg.n_heads, cfg.d_vocab, cfg.d_model), "left out W_Eᵀ on the key side"),
-            ((cfg.d_vocab, cfg.d_vocab), "summed (or picked) the heads: keep one matrix per head"),
-        ]
-
-    _circuit_check(check, qk_circuit, ref.qk_circuit, "QK circuits", mistakes, shapes)
-
-
-def _path_mistakes(model, tokens) -> dict[str, torch.Tensor]:
-    """The logits that a path expansion missing one term gives."""
-    attn, W_U, W_E = model.blocks[0].attn, model.unembed.W_U, model.embed.W_E
-    W_pos = model.pos_embed.W_pos[: tokens.shape[1]]
-    x = model.embed(tokens) + model.pos_embed(tokens)
-    pattern = attn.pattern(x)
-    ov = w_ov(attn)
-
-    def total(pattern=pattern, tok=True, pos_direct=True, pos_heads=True, b_U=True, b_O=True,
-              b_V=True, heads=range(model.cfg.n_heads)):  # fmt: skip
-        h = list(heads)
-        logits = W_E[tokens] @ W_U + (W_pos @ W_U if pos_direct else 0)
-        stream = (W_E[tokens] if tok else 0) + (W_pos if pos_heads else 0)
-        values = stream[:, None] @ ov[h][None] @ W_U  # batch n_heads key_posn d_vocab
-        logits = logits + torch.einsum("bhqk,bhkv->bqv", pattern[:, h], values)
-        if b_U:
-            logits = logits + model.unembed.b_U
-        if b_O:
-            logits = logits + attn.b_O @ W_U
-        if b_V:
-            logits = logits + torch.einsum("hd,hdm->m", attn.b_V[h], attn.W_O[h]) @ W_U
-        return logits
-
-    return {
-        "left out the positional paths (W_pos W_U, and W_pos through each head)": total(
-            pos_direct=False, pos_heads=False
-        ),
-        "left out the positional direct path, W_pos W_U": total(pos_direct=False),
-        "left out the positions in what the heads read: a head's values come from W_E[token] "
-        "+ W_pos at each key": total(pos_heads=False),
-        "left out the unembedding's bias b_U": total(b_U=False),
-        "left out b_O W_U, attention's output bias": total(b_O=False),
-        "left out the value bias: each head adds b_V W_O W_U (its pattern sums to 1)": total(
-            b_V=False
-        ),
-        "left out every bias (b_U, b_O W_U, b_V W_O W_U)": total(b_U=False, b_O=False, b_V=False),
-        "used the pattern transposed: row i of a pattern is query i's weights over keys": total(
-            pattern=pattern.transpose(-1, -2)
-        ),
-        "used only head 0": total(heads=[0]),
-        "computed the pattern from the token embeddings alone: attention reads the stream, "
-        "W_E[token] + W_pos, so attn.pattern(embed(tokens) + pos_embed(tokens))": total(
-            pattern=attn.pattern(model.embed(tokens))
-        ),
-        "gave every key the same weight instead of using the model's pattern": total(
-            pattern=torch.tril(torch.ones_like(pattern))
-            / torch.tril(torch.ones_like(pattern)).sum(-1, keepdim=True)
-        ),
-    }
-
-
-@exercise(ref.path_expansion_logits)
-def check_path_expansion_logits(check, path_expansion_logits):
-    for i, (cfg, batch, posn) in enumerate(
-        [
-            (SQUARE, 2, 7),
-            (UNEVEN_HEADS_SMALL_VOCAB, 3, UNEVEN_HEADS_SMALL_VOCAB.n_ctx),
-            (SQUARE, 1, 1),
-        ]
-    ):
-        with check.case(
-            f"one layer, d_model {cfg.d_model}, {cfg.n_heads} heads, batch {batch}, "
-            f"{posn} position{'s' * (posn > 1)}"
-        ):
-            model = _model(cfg, seed=20 + i, n_layers=1)
-            tokens = torch.randint(cfg.d_vocab, (batch, posn), generator=seeded(30 + i))
-            with torch.no_grad():
-                expected = model(tokens)
-                mistakes = _path_mistakes(model, tokens)
-                got = check.call(path_expansion_logits, _refusing(model), tokens)
-            check.tensor(got, expected, what="logits from the paths", mistakes=mistakes)
-
-
-def _patterns(batch: int, n_heads: int, posn: int, seed: int) -> torch.Tensor:
-    """Random causal patterns, peaked enough that every diagonal holds different weights."""
-    scores = torch.randn(batch, n_heads, posn, posn, generator=seeded(seed)) * 3
-    future = torch.ones(posn, posn, dtype=torch.bool).triu(1)
-    return scores.masked_fill(future, float("-inf")).softmax(-1)
-
-
-def _diagonal_mean(pattern, offset, queries=None):
-    d = pattern.diagonal(offset=offset, dim1=-2, dim2=-1)
-    return (d if queries is None else d[..., -queries:]).mean(dim=(0, -1))
 
 
 @exercise(ref.induction_score)
@@ -266,7 +70,7 @@ def _score(a, b):
 @exercise(ref.composition_scores)
 def check_composition_scores(check, composition_scores):
     for i, cfg in enumerate([SQUARE, UNEVEN_HEADS_SMALL_VOCAB]):
-        model = _model(cfg, seed=60 + i)
+        model = random_model(cfg, seed=60 + i)
         attn_0, attn_1 = model.blocks[0].attn, model.blocks[1].attn
         with torch.no_grad():
             ov_0, ov_1, qk_1 = w_ov(attn_0)[:, None], w_ov(attn_1)[None], w_qk(attn_1)[None]
@@ -313,7 +117,7 @@ def _copying_model(cfg: Config, seed: int) -> ref.AttnOnlyTransformer:
     """A random model whose heads copy to different degrees: W_U is W_Eᵀ plus noise, and head
     h's W_OV is c_h R Rᵀ plus noise (c_h from 0 up), so that its copying score lies anywhere
     from near 0 to 1 and a slip changes it. Random weights alone copy no token."""
-    model = _model(cfg, seed)
+    model = random_model(cfg, seed)
     gen = seeded(seed + 1)
     noise = lambda *shape: torch.randn(*shape, generator=gen)  # noqa: E731
     with torch.no_grad():
