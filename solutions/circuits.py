@@ -229,6 +229,19 @@ def composition_scores(model: AttnOnlyTransformer, kind: str) -> Float[Tensor, "
     return frobenius(ov_0 @ reader) / (frobenius(ov_0) * frobenius(reader))
 
 
+def composed_qk_circuit(
+    model: AttnOnlyTransformer, prev_head: int, head: int
+) -> Float[Tensor, "d_vocab d_vocab"]:
+    """The QK circuit of layer 1's `head` through layer 0's `prev_head` on the key side
+    (K-composition), W_E W_QK¹ (W_E W_OV⁰)ᵀ / sqrt(d_head): entry [q, k] is the score a
+    query holding token q gives a key into whose stream prev_head wrote token k (having put
+    all its weight on it). For an induction head fed by a previous-token head, k is the
+    token before the key: the diagonal is "attend where the previous token is mine"."""
+    W_E = model.embed.W_E
+    written = W_E @ w_ov(model.blocks[0].attn)[prev_head]  # d_vocab d_model, into the key
+    return W_E @ w_qk(model.blocks[1].attn)[head] @ written.T / model.cfg.d_head**0.5
+
+
 def composition_baseline(cfg: Config, kind: str, samples: int = 20, seed: int = 0) -> float:
     """The mean composition score of untrained two-layer models (weights normal and
     independent): what a score means when nothing was learned."""

@@ -15,6 +15,7 @@ from solutions.attention import w_ov, w_qk
 from solutions.circuits import (
     AttnOnlyTransformer,
     attention_patterns,
+    composed_qk_circuit,
     composition_scores,
     direct_path,
     induction_score,
@@ -518,3 +519,24 @@ def test_the_random_token_induction_heads_copy_every_token():
     with torch.no_grad():
         copying = ov_copying_score(model, layer=1, among=list(range(1, model.cfg.d_vocab)))
     assert copying.min() == 1.0, copying
+
+
+def test_composed_qk_circuit_scores_a_key_by_what_the_previous_token_head_wrote():
+    model = checks.random_model(checks.SQUARE, seed=5)
+    attn_0, attn_1 = model.blocks[0].attn, model.blocks[1].attn
+    q_token, k_token, h0, h1 = 3, 7, 2, 1
+    with torch.no_grad():
+        written = model.embed.W_E[k_token] @ attn_0.W_V[h0] @ attn_0.W_O[h0]
+        query = model.embed.W_E[q_token] @ attn_1.W_Q[h1]
+        key = written @ attn_1.W_K[h1]
+        expected = query @ key / checks.SQUARE.d_head**0.5
+        got = composed_qk_circuit(model, h0, h1)[q_token, k_token]
+    torch.testing.assert_close(got, expected)
+
+
+def test_the_induction_heads_look_for_their_own_token_before_the_key():
+    model = models.load_model("induction")
+    with torch.no_grad():
+        for h1 in range(4):
+            matrix = composed_qk_circuit(model, 3, h1)[1:, 1:]
+            assert (matrix.argmax(-1) == torch.arange(63)).all()

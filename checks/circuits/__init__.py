@@ -8,6 +8,7 @@ diagonals average the same).
 
 from checks.circuits._common import SQUARE as SQUARE
 from checks.circuits._common import _diagonal_mean as _diagonal_mean
+from checks.circuits._common import random_model as random_model
 from checks.circuits.paths import _path_mistakes as _path_mistakes
 
 # In the order the chapter teaches them: the order of import is the order `summary` lists.
