@@ -194,21 +194,30 @@ def periodic_tokens(
     return torch.cat([torch.zeros(batch, 1, dtype=s.dtype), s.gather(1, where)], dim=1)
 
 
-def induction_score(
-    pattern: Float[Tensor, "batch n_heads query_posn key_posn"], half: int
+def attention_pattern_score(
+    pattern: Float[Tensor, "batch n_heads query_posn key_posn"], offset: int
 ) -> Float[Tensor, " n_heads"]:
-    """On [bos, s, s] (`repeated_tokens`), each head's mean weight, over the second copy's
-    queries, on the token after the query's earlier copy: key = query - half + 1."""
-    # Query half + k holds s[k-1]; its earlier copy is at k, and the token after it at k + 1.
-    stripe = pattern.diagonal(offset=-(half - 1), dim1=-2, dim2=-1)
-    return stripe[..., -half:].mean(dim=(0, -1))
+    """Each head's mean weight on the key `offset` positions before its query, over every
+    query that has one (and the batch)."""
+    return pattern.diagonal(offset=-offset, dim1=-2, dim2=-1).mean(dim=(0, -1))
 
 
 def prev_token_score(
     pattern: Float[Tensor, "batch n_heads query_posn key_posn"],
 ) -> Float[Tensor, " n_heads"]:
     """Each head's mean weight on the previous position, over every query that has one."""
-    return pattern.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(0, -1))
+    return attention_pattern_score(pattern, 1)
+
+
+def induction_score(
+    pattern: Float[Tensor, "batch n_heads query_posn key_posn"], half: int
+) -> Float[Tensor, " n_heads"]:
+    """On [bos, s, s] with s of `half` tokens (`repeated_tokens`), each head's mean weight,
+    over the second copy's queries (and the batch), on the token after the query's earlier
+    copy."""
+    # Query half + k holds s[k-1]; its earlier copy is at k, and the token after it at k + 1.
+    stripe = pattern.diagonal(offset=-(half - 1), dim1=-2, dim2=-1)
+    return stripe[..., -half:].mean(dim=(0, -1))
 
 
 def composition_scores(model: AttnOnlyTransformer, kind: str) -> Float[Tensor, "n_heads n_heads"]:

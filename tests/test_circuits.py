@@ -14,6 +14,7 @@ from course.models import train_circuits
 from solutions.attention import w_ov, w_qk
 from solutions.circuits import (
     AttnOnlyTransformer,
+    attention_pattern_score,
     attention_patterns,
     composed_qk_circuit,
     composition_scores,
@@ -210,30 +211,59 @@ def test_check_induction_score_rejects(fn, message):
     assert_rejects(checks.check_induction_score, fn, message)
 
 
-def test_check_prev_token_score_accepts_the_reference_and_a_loop(capsys):
-    assert_accepts(checks.check_prev_token_score, prev_token_score, capsys)
+def test_check_attention_pattern_score_accepts_the_reference_a_loop_and_a_mask(capsys):
+    assert_accepts(checks.check_attention_pattern_score, attention_pattern_score, capsys)
 
-    def loop(pattern):
+    def loop(pattern, offset):
         n = pattern.shape[-1]
-        return torch.stack([pattern[:, :, q, q - 1] for q in range(1, n)], -1).mean((0, -1))
+        weights = [pattern[:, :, q, q - offset] for q in range(offset, n)]
+        return torch.stack(weights, -1).mean((0, -1))
 
-    assert_accepts(checks.check_prev_token_score, loop, capsys)
+    def masked(pattern, offset):
+        posn = pattern.shape[-1]
+        query, key = torch.arange(posn)[:, None], torch.arange(posn)
+        on = key == query - offset
+        return (pattern * on).sum((-2, -1)).mean(0) / on.sum()
+
+    assert_accepts(checks.check_attention_pattern_score, loop, capsys)
+    assert_accepts(checks.check_attention_pattern_score, masked, capsys)
 
 
 @pytest.mark.parametrize(
     "fn, message",
     [
-        (lambda p: checks._diagonal_mean(p, 0), "own position"),
-        (lambda p: p.diagonal(-1, -2, -1).sum((0, -1)) / (p.shape[0] * p.shape[-1]), "posn - 1"),
-        (lambda p: checks._diagonal_mean(p, -2), "two positions back"),
-        (lambda p: p.diagonal(-1, -2, -1).mean(-1), "batch axis"),
-        (lambda p: p.diagonal(-1, -2, -1).mean(), "have shape ()"),
-        (lambda p: prev_token_score(p) * float("nan"), "NaN"),
+        (lambda p, o: p.diagonal(o, -2, -1).mean((0, -1)), "above the main one"),
+        (
+            lambda p, o: p.diagonal(-o, -2, -1).sum((0, -1)) / (p.shape[0] * p.shape[-1]),
+            "posn - offset",
+        ),
+        (lambda p, o: checks._diagonal_mean(p, -(o + 1)), "further back"),
+        (lambda p, o: checks._diagonal_mean(p, -1), "ignored `offset`"),
+        (lambda p, o: checks._diagonal_mean(p, -(o - 1)) if o else 0 * p[0, :, 0, 0], "nearer"),
+        (lambda p, o: p.diagonal(-o, -2, -1).mean(-1), "batch axis"),
+        (lambda p, o: p.diagonal(-o, -2, -1).mean(), "have shape ()"),
+        (lambda p, o: attention_pattern_score(p, o) * float("nan"), "NaN"),
+        (lambda p, o: None, "did you forget `return`"),
     ],
-    ids=["self", "divide-by-posn", "two-back", "batch", "scalar", "nan"],
+    ids=[
+        "above",
+        "divide-by-posn",
+        "further",
+        "fixed-offset",
+        "nearer",
+        "batch",
+        "scalar",
+        "nan",
+        "none",
+    ],
 )
-def test_check_prev_token_score_rejects(fn, message):
-    assert_rejects(checks.check_prev_token_score, fn, message)
+def test_check_attention_pattern_score_rejects(fn, message):
+    assert_rejects(checks.check_attention_pattern_score, fn, message)
+
+
+def test_prev_token_score_is_the_score_one_position_back():
+    pattern = checks._patterns(2, 3, 6, seed=1)
+    torch.testing.assert_close(prev_token_score(pattern), attention_pattern_score(pattern, 1))
 
 
 # --- Composition -------------------------------------------------------------------------

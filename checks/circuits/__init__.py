@@ -8,6 +8,7 @@ diagonals average the same).
 
 from checks.circuits._common import SQUARE as SQUARE
 from checks.circuits._common import _diagonal_mean as _diagonal_mean
+from checks.circuits._common import _patterns as _patterns
 from checks.circuits._common import random_model as random_model
 from checks.circuits.paths import _path_mistakes as _path_mistakes
 
@@ -15,8 +16,8 @@ from checks.circuits.paths import _path_mistakes as _path_mistakes
 # isort: off
 from checks.circuits.paths import check_path_expansion_logits, check_skip_trigrams
 from checks.circuits.induction import (
+    check_attention_pattern_score,
     check_induction_score,
-    check_prev_token_score,
     check_composition_scores,
     check_ov_copying_score,
 )
@@ -25,8 +26,8 @@ from checks.circuits.induction import (
 __all__ = [
     "check_path_expansion_logits",
     "check_skip_trigrams",
+    "check_attention_pattern_score",
     "check_induction_score",
-    "check_prev_token_score",
     "check_composition_scores",
     "check_ov_copying_score",
 ]

@@ -37,26 +37,42 @@ def check_induction_score(check, induction_score):
             )
 
 
-@exercise(ref.prev_token_score)
-def check_prev_token_score(check, prev_token_score):
-    for i, (batch, n_heads, posn) in enumerate([(3, 4, 9), (2, 3, 2), (1, 2, 13), (4, 1, 5)]):
-        with check.case(f"batch {batch}, {n_heads} heads, {posn} positions"):
+@exercise(ref.attention_pattern_score)
+def check_attention_pattern_score(check, attention_pattern_score):
+    cases = [(3, 4, 9, 1), (2, 3, 7, 0), (1, 2, 13, 4), (4, 1, 5, 4), (2, 2, 2, 1)]
+    for i, (batch, n_heads, posn, offset) in enumerate(cases):
+        with check.case(f"batch {batch}, {n_heads} heads, {posn} positions, offset {offset}"):
             pattern = _patterns(batch, n_heads, posn, seed=50 + i)
-            diagonal = pattern.diagonal(offset=-1, dim1=-2, dim2=-1)
+            diagonal = pattern.diagonal(offset=-offset, dim1=-2, dim2=-1)
             mistakes = {
-                "measured the weight on the query's own position (the main diagonal)": (
-                    _diagonal_mean(pattern, 0)
+                "ignored `offset`: measured the previous position whatever it is": (
+                    _diagonal_mean(pattern, -1)
                 ),
-                "divided by every query, the first too: it has no previous position, so "
-                "average over the other posn - 1": diagonal.sum(dim=(0, -1)) / (batch * posn),
+                "took the diagonal above the main one: keys before the query are below it "
+                "(key = query - offset), and a causal pattern is zero above": (
+                    pattern.diagonal(offset=offset, dim1=-2, dim2=-1).mean(dim=(0, -1))
+                ),
+                "divided by every query: the first `offset` queries have no key that far back, "
+                "so average over the other posn - offset": diagonal.sum(dim=(0, -1))
+                / (batch * posn),
             }
-            if posn > 2:
-                mistakes["measured the weight two positions back"] = _diagonal_mean(pattern, -2)
+            if offset > 0:
+                mistakes["measured the weight one position nearer: key = query - offset"] = (
+                    _diagonal_mean(pattern, -(offset - 1))
+                )
+            if offset + 1 < posn:
+                mistakes["measured the weight one position further back"] = _diagonal_mean(
+                    pattern, -(offset + 1)
+                )
             check.tensor(
-                check.call(prev_token_score, pattern),
-                ref.prev_token_score(pattern),
-                what="previous-token scores",
-                mistakes=mistakes,
+                check.call(attention_pattern_score, pattern, offset),
+                ref.attention_pattern_score(pattern, offset),
+                what="attention pattern scores",
+                mistakes={
+                    k: v
+                    for k, v in mistakes.items()
+                    if not torch.allclose(v, diagonal.mean((0, -1)))
+                },
                 shapes=[((batch, n_heads), "kept the batch axis: average over it too")],
             )
 
