@@ -87,7 +87,9 @@ def _difference(got: Tensor, expected: Tensor, inputs: tuple = ()) -> str:
     lines = [f"  max abs error {error.max().item():.3g} at index {list(index)}"]
     flat_got, flat_exp = got.double().flatten(), expected.double().flatten()
     nonzero = flat_exp.abs() > 1e-8
-    if nonzero.sum() > 1:  # one entry is always "a constant factor" off
+    # One entry of a larger output is always "a constant factor" off, so the ratio says
+    # nothing there; a scalar answer's ratio is all there is to say (a mean for a sum: 1/n).
+    if nonzero.sum() > 1 or (expected.ndim == 0 and nonzero.any()):
         ratio = flat_got[nonzero] / flat_exp[nonzero]
         constant = torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-3)
         if constant and ratio[0].abs() > 1e-6:
