@@ -143,17 +143,20 @@ def decompose_resid(
 def count_stream_vectors(
     cfg: Config, n_ctx: int = 1, *, pos_embed: bool = True, biases: bool = True
 ) -> dict[str, int]:
-    """How many vectors are added into the residual stream over n_ctx positions (1: at one
-    position): embeddings (token, and position where it is learned), messages (one per head
-    per layer: its output), memories (one per neuron per layer: its W_out row times its
-    activation), and biases (b_O and b_out per layer, in a model that has them)."""
-    per_position = {
-        "embeddings": 2 if pos_embed else 1,
-        "messages": cfg.n_layers * cfg.n_heads,
+    """How many distinct vectors the stream's sums draw on in a context of n_ctx tokens.
+
+    Embeddings: a token row (at most one new one per position) and a position row where
+    positions are learned. Messages: a head's message at a position mixes one vector per
+    source position (v_j W_O), so the source vectors grow with the context. Memories: the rows
+    of W_out, the same at every position (only their activations change). Biases: b_O and
+    b_out per layer, the same at every position. At n_ctx = 1 these are the vectors added at
+    each position."""
+    return {
+        "embeddings": (2 if pos_embed else 1) * n_ctx,
+        "messages": cfg.n_layers * cfg.n_heads * n_ctx,
         "memories": cfg.n_layers * cfg.d_mlp,
         "biases": 2 * cfg.n_layers if biases else 0,
     }
-    return {part: n * n_ctx for part, n in per_position.items()}
 
 
 # A Llama-3-8B-sized model in the course's config. It has 8 key-value heads shared by its 32

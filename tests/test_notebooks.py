@@ -55,6 +55,16 @@ def test_every_link_to_a_file_opens_from_where_its_notebook_sits():
     assert linked >= 2 * len(STEMS) - 4  # each chapter but the first links its prose page
 
 
+def test_markers_that_steer_nbval_are_cell_tags_not_visible_comments():
+    # A learner reads the cells: `# NBVAL_IGNORE_OUTPUT` means nothing to them.
+    pages = [*(notebooks.ROOT / "book").glob("*.md"), *notebooks.SOURCES.glob("*.md")]
+    shown = [p for p in pages if "NBVAL_" in p.read_text()]
+    for path in [*EXERCISES.glob("*.ipynb"), *notebooks.SOLVED.glob("*.ipynb")]:
+        cells = nbformat.read(path, as_version=4).cells
+        shown += [f"{path.name}: {c.source[:40]!r}" for c in cells if "NBVAL_" in c.source]
+    assert not shown, shown
+
+
 def test_a_figure_with_two_y_axes_keeps_its_legend_off_them_and_fixes_its_ticks():
     # JupyterLab's plotly puts a default legend over the right axis's labels, and picks
     # ticks of its own (-0.214, 0.015, ...) unless they are fixed.

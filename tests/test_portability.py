@@ -32,8 +32,7 @@ def figures(nb: nbformat.NotebookNode) -> dict[str, list[dict]]:
         cell.id: [o.data[PLOTLY] for o in cell.outputs if PLOTLY in o.get("data", {})]
         for cell in nb.cells
         if cell.cell_type == "code"
-        and "NBVAL_IGNORE_OUTPUT" not in cell.source
-        and "NBVAL_SKIP" not in cell.source
+        and not {"nbval-ignore-output", "nbval-skip"} & set(cell.metadata.get("tags", []))
     }
 
 

@@ -154,8 +154,9 @@ def _count(**overrides):
     "fn, message",
     [
         (_count(messages=lambda c, n, p, b: c.n_heads * n), "n_layers · n_heads"),
-        (_count(messages=lambda c, n, p, b: c.n_layers * c.n_heads), "times the positions"),
-        (_count(memories=lambda c, n, p, b: c.n_layers * c.d_model * n), "n_layers · d_mlp"),
+        (_count(messages=lambda c, n, p, b: c.n_layers * c.n_heads), "n_layers · n_heads · n_ctx"),
+        (_count(memories=lambda c, n, p, b: c.n_layers * c.d_mlp * n), "not grow with the"),
+        (_count(memories=lambda c, n, p, b: c.n_layers * c.d_model), "n_layers · d_mlp"),
         (_count(embeddings=lambda c, n, p, b: 2 * n), "where it is learned"),
         (_count(biases=lambda c, n, p, b: 2 * c.n_layers * n), "b_O and b_out"),
         (
@@ -163,7 +164,15 @@ def _count(**overrides):
             "n_layers · n_heads",
         ),
     ],
-    ids=["one-layer", "one-position", "d_model", "embeddings", "biases", "heads-from-d_model"],
+    ids=[
+        "one-layer",
+        "one-position",
+        "memories-per-position",
+        "d_model",
+        "embeddings",
+        "biases",
+        "heads-from-d_model",
+    ],  # fmt: skip
 )
 def test_count_stream_vectors_checker_rejects(fn, message):
     assert_rejects(checks.check_count_stream_vectors, fn, message)

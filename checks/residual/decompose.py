@@ -65,12 +65,16 @@ def check_count_stream_vectors(check, count_stream_vectors):
             if not isinstance(got, dict):
                 check.fail(f"return a dict of counts, not {kind_of(got)}.")
             hints = {
-                "messages": " One message per head per layer at each position: "
-                "n_layers · n_heads (query heads), times the positions.",
-                "memories": " One memory per neuron per layer at each position: "
-                "n_layers · d_mlp, times the positions.",
-                "embeddings": " The token's embedding, and the position's where it is learned.",
-                "biases": " b_O and b_out, once per layer, at every position.",
+                "messages": " At each position one message per head per layer (n_layers · "
+                "n_heads), and each mixes a source vector v_j W_O from every earlier position: "
+                "over a context, n_layers · n_heads · n_ctx of them.",
+                "memories": " A memory is a row of W_out, n_layers · d_mlp of them: the same "
+                "rows at every position (only their activations change), so their count does "
+                "not grow with the context.",
+                "embeddings": " At each position the token's embedding, and the position's "
+                "where it is learned.",
+                "biases": " b_O and b_out, once per layer: the same vectors at every position, "
+                "so their count does not grow with the context.",
             }
             for part, hint in hints.items():
                 check.equal(got.get(part), want[part], what=f"count of {part}", hint=hint)
