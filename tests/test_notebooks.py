@@ -65,6 +65,26 @@ def test_markers_that_steer_nbval_are_cell_tags_not_visible_comments():
     assert not shown, shown
 
 
+def test_every_figure_is_shown_by_the_last_statement_of_its_cell():
+    # show(fig) returns the figure for display: anywhere but last, the cell shows nothing.
+    import ast
+
+    cell = re.compile(r"```(?:python|\{code-cell\} python)\n(.*?)```", re.S)
+    pages = [*(notebooks.ROOT / "book").glob("*.md"), *notebooks.SOURCES.glob("*.md")]
+    hidden = []
+    for page in pages:
+        for source in cell.findall(page.read_text()):
+            try:
+                body = ast.parse(source).body
+            except SyntaxError:  # a cell of IPython magics or shell commands
+                continue
+            for statement in body[:-1]:
+                call = statement.value if isinstance(statement, ast.Expr) else None
+                if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "show":
+                    hidden.append(f"{page.name}:{statement.lineno}: {ast.unparse(call)[:60]}")
+    assert not hidden, hidden
+
+
 def test_a_figure_with_two_y_axes_keeps_its_legend_off_them_and_fixes_its_ticks():
     # JupyterLab's plotly puts a default legend over the right axis's labels, and picks
     # ticks of its own (-0.214, 0.015, ...) unless they are fixed.

@@ -353,6 +353,37 @@ def test_check_top_p_filter_names_mistakes():
     assert_rejects(checks.check_top_p_filter, sorted_output, "tokens kept")
 
 
+def filters_in_order(order, temperature_first=True):
+    """sample_next_token with its two filters applied in `order`, and the temperature before
+    them or after."""
+
+    def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+        if temperature == 0:
+            return logits.argmax(dim=-1)
+        if temperature_first:
+            logits = logits / temperature
+        for name in order:
+            if name == "k" and top_k is not None:
+                logits = top_k_filter(logits, top_k)
+            if name == "p" and top_p is not None:
+                logits = top_p_filter(logits, top_p)
+        if not temperature_first:
+            logits = logits / temperature
+        return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)[:, 0]
+
+    return sample
+
+
+def test_check_sample_next_token_names_the_order_of_its_steps(capsys):
+    assert_accepts(checks.check_sample_next_token, filters_in_order("kp"), capsys)
+    assert_rejects(checks.check_sample_next_token, filters_in_order("pk"), "top_p before top_k")
+    assert_rejects(
+        checks.check_sample_next_token,
+        filters_in_order("kp", temperature_first=False),
+        "applied top_p before dividing by the temperature",
+    )
+
+
 @pytest.mark.parametrize(
     "learner, diagnosis",
     [

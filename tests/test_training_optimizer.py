@@ -84,6 +84,9 @@ def adam(
     swap=False,
     state_outside=False,
     skip_none=True,
+    decay_after=False,
+    global_step=False,
+    none_as_zero=False,
 ):
     """An AdamW written the way a learner might, one mistake switched on."""
 
@@ -94,7 +97,10 @@ def adam(
             beta1, beta2 = group["betas"][::-1] if swap else group["betas"]
             wd = group["weight_decay"] if group_decay else self.defaults["weight_decay"]
             for p in group["params"]:
-                if p.grad is None:
+                grad = p.grad
+                if grad is None and none_as_zero:
+                    grad = torch.zeros_like(p)
+                if grad is None:
                     if skip_none:
                         continue
                     p.mul_(1 - lr * wd)
@@ -107,17 +113,21 @@ def adam(
                 if "t" not in state:
                     state.update(t=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
                 state["t"] += 1
-                g = p.grad + wd * p if l2 else p.grad
+                t = self.__dict__.get("steps_taken", 0) + 1 if global_step else state["t"]
+                g = grad + wd * p if l2 else grad
                 state["m"].lerp_(g, 1 - beta1)
                 state["v"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
                 m, v = state["m"], state["v"]
                 if bias_correction:
-                    m = m / (1 - beta1 ** state["t"])
-                    v = v / (1 - beta2 ** state["t"])
+                    m = m / (1 - beta1**t)
+                    v = v / (1 - beta2**t)
                 denom = (v + group["eps"]).sqrt() if eps_inside else v.sqrt() + group["eps"]
-                if not l2:
+                if not l2 and not decay_after:
                     p.mul_(1 - (lr if decay_lr else 1) * wd)
                 p.addcdiv_(m, denom, value=-lr)
+                if decay_after:
+                    p.mul_(1 - lr * wd)
+        self.steps_taken = self.__dict__.get("steps_taken", 0) + 1
 
     return type("AdamW", (ref.AdamW,), {"step": step})
 
@@ -156,6 +166,9 @@ ADAM_MISTAKES = {
     "betas swapped": (dict(swap=True), "swapped beta1 and beta2"),
     "state outside self.state": (dict(state_outside=True), "self.state[p]"),
     "decays parameters without a gradient": (dict(skip_none=False), "p.grad is None"),
+    "decay after the update": (dict(decay_after=True), "decayed the weights after the Adam"),
+    "one step count for all": (dict(global_step=True), "its own count, state['step']"),
+    "a missing gradient as zeros": (dict(none_as_zero=True), "p.grad is None"),
 }
 
 

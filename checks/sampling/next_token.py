@@ -3,7 +3,7 @@
 the settings call for; a correct sampler fails it with probability under one in a million, and
 the seed makes the verdict the same at every run. Draws that fit a usual mistake's distribution
 better (the temperature multiplied or left out, no softmax, a filter skipped or applied before
-the temperature) are named."""
+the temperature, top_p before top_k) are named."""
 
 import math
 
@@ -63,6 +63,14 @@ def _sampling_mistakes(logits, temperature, top_k, top_p) -> dict[str, torch.Ten
                  "nucleus is taken of the distribution you draw from"] = ref.top_p_filter(
             ref.top_k_filter(logits, top_k) if top_k else logits, top_p
         ).div(temperature).softmax(-1)  # fmt: skip
+    if top_k is not None and top_p is not None:
+        # First: where the nucleus fits in the top k, the wrong order is top_p alone too; a
+        # sampler without top_k has failed the top_k case before it gets here.
+        order = {"applied top_p before top_k: filter by top_k first, then take the nucleus "
+                 "of what it kept, as HuggingFace's generate does": ref.top_k_filter(
+            ref.top_p_filter(logits / temperature, top_p), top_k
+        ).softmax(-1)}  # fmt: skip
+        mistakes = order | mistakes
     return mistakes
 
 
@@ -75,8 +83,9 @@ def check_sample_next_token(check, sample_next_token):
         (0.5, None, None, "temperature 0.5 sharpens"),
         (2.0, None, None, "temperature 2 flattens"),
         (1.0, 3, None, "top_k 3"),
-        (1.5, None, 0.7, "top_p 0.7 of the distribution at temperature 1.5"),
+        (2.0, None, 0.7, "top_p 0.7 of the distribution at temperature 2"),
         (0.8, 4, 0.9, "top_k 4, then top_p 0.9"),
+        (1.0, 3, 0.8, "top_k 3, then top_p 0.8 of what top_k kept"),
     ]
     for temperature, top_k, top_p, label in settings:
         with check.case(f"{label} ({N_DRAWS:,} seeded draws)"):

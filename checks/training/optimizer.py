@@ -127,14 +127,17 @@ ADAM_STEPS = 5
 
 def _adam_params(seed: int) -> dict[str, torch.Tensor]:
     gen = seeded(seed)
-    shapes = {"W_in": (4, 6), "W_Q": (2, 4, 3), "b_in": (6,), "w": (4,), "W_unused": (3, 2)}
+    shapes = {
+        "W_in": (4, 6), "W_Q": (2, 4, 3), "b_in": (6,), "w": (4,), "W_unused": (3, 2),
+        "W_expert": (3, 4),
+    }  # fmt: skip
     return {n: torch.randn(s, generator=gen).requires_grad_() for n, s in shapes.items()}
 
 
 def _adam_groups(params: dict, weight_decay: float) -> list[dict]:
     return [
         {
-            "params": [params["W_in"], params["W_Q"], params["W_unused"]],
+            "params": [params["W_in"], params["W_Q"], params["W_unused"], params["W_expert"]],
             "weight_decay": weight_decay,
         },
         {"params": [params["b_in"], params["w"]], "weight_decay": 0.0},
@@ -142,16 +145,18 @@ def _adam_groups(params: dict, weight_decay: float) -> list[dict]:
 
 
 def _adam_inputs(seed: int, scale: float, lr: float) -> list[tuple[dict, float]]:
-    """Per step: gradients (none for W_unused) and the learning rate the schedule sets."""
+    """Per step: gradients and the learning rate the schedule sets. W_unused never has a
+    gradient; W_expert, like an expert of a mixture that the router does not always pick, has
+    one at steps 1, 2 and 5 only."""
     gen = seeded(seed)
     shapes = {n: p.shape for n, p in _adam_params(0).items() if n != "W_unused"}
-    return [
-        (
-            {n: torch.randn(s, generator=gen) * scale for n, s in shapes.items()},
-            lr * (1 + t) / ADAM_STEPS,
-        )
-        for t in range(ADAM_STEPS)
-    ]
+    inputs = []
+    for t in range(ADAM_STEPS):
+        grads = {n: torch.randn(s, generator=gen) * scale for n, s in shapes.items()}
+        if t in (2, 3):
+            del grads["W_expert"]
+        inputs.append((grads, lr * (1 + t) / ADAM_STEPS))
+    return inputs
 
 
 def _adam_variant(params, inputs, default_lr, betas, eps, weight_decay, **mistake):
@@ -159,13 +164,18 @@ def _adam_variant(params, inputs, default_lr, betas, eps, weight_decay, **mistak
     p = {n: t.detach().clone() for n, t in params.items()}
     m = {n: torch.zeros_like(t) for n, t in p.items()}
     v = {n: torch.zeros_like(t) for n, t in p.items()}
-    decays = {n: g for n, g in zip(["W_in", "W_Q", "b_in", "w"], [1, 1, 0, 0], strict=True)}
+    decays = {"W_in": 1, "W_Q": 1, "b_in": 0, "w": 0, "W_expert": 1}
+    steps = dict.fromkeys(decays, 0)
     b1, b2 = betas[::-1] if mistake.get("swapped_betas") else betas
     history = []
-    for t, (grads, lr) in enumerate(inputs, start=1):
+    for step, (grads, lr) in enumerate(inputs, start=1):
         if mistake.get("defaults_lr"):
             lr = default_lr
+        if mistake.get("none_as_zero"):
+            grads = {n: grads.get(n, torch.zeros_like(p[n])) for n in decays}
         for n, g in grads.items():
+            steps[n] += 1
+            t = step if mistake.get("global_step") else steps[n]
             wd = weight_decay if decays[n] or mistake.get("decay_all") else 0.0
             if mistake.get("l2"):
                 g = g + wd * p[n]
@@ -175,9 +185,12 @@ def _adam_variant(params, inputs, default_lr, betas, eps, weight_decay, **mistak
             if not mistake.get("no_bias_correction"):
                 m_hat, v_hat = m_hat / (1 - b1**t), v_hat / (1 - b2**t)
             denom = (v_hat + eps).sqrt() if mistake.get("eps_inside") else v_hat.sqrt() + eps
-            if not mistake.get("l2"):
-                p[n] = p[n] * (1 - (1 if mistake.get("decay_without_lr") else lr) * wd)
+            decay = 1 - (1 if mistake.get("decay_without_lr") else lr) * wd
+            if not mistake.get("l2") and not mistake.get("decay_after"):
+                p[n] = p[n] * decay
             p[n] = p[n] - lr * m_hat / denom
+            if mistake.get("decay_after"):
+                p[n] = p[n] * decay
         history.append({n: t.clone() for n, t in p.items()})
     return history
 
@@ -198,6 +211,17 @@ ADAM_MISTAKES = {
     "schedule changes it there": dict(defaults_lr=True),
     "swapped beta1 and beta2: betas = (beta1, beta2), beta1 for m, beta2 for v": dict(
         swapped_betas=True
+    ),
+    "decayed the weights after the Adam update: AdamW shrinks the weights the step starts "
+    "from, p *= 1 - lr * weight_decay, then subtracts lr * m_hat / (sqrt(v_hat) + eps)": dict(
+        decay_after=True
+    ),
+    "counted the steps for the whole optimizer: W_expert had no gradient at steps 3 and 4, so "
+    "it took no step there; its bias correction uses its own count, state['step'], as "
+    "torch.optim.AdamW does": dict(global_step=True),
+    "treated a missing gradient as zeros: at a step where p.grad is None, leave the parameter "
+    "and its m, v and step count as they are (W_expert has none at steps 3 and 4)": dict(
+        none_as_zero=True
     ),
 }
 
@@ -220,8 +244,7 @@ def check_adam_w(check, AdamW):
             }
             for t, (grads, step_lr) in enumerate(inputs):
                 for opt, ps in ((optimizer, theirs), (expected, torch_params)):
-                    for n, g in grads.items():
-                        ps[n].grad = g.clone()
+                    _set_grads(ps, grads)
                     for group in opt.param_groups:
                         group["lr"] = step_lr
                 check.call(optimizer.step, what="AdamW.step")
@@ -231,7 +254,7 @@ def check_adam_w(check, AdamW):
                         "W_unused has no gradient (p.grad is None) and must not change: "
                         "skip such parameters, decay included."
                     )
-                for n in grads:
+                for n in (n for n in params if n != "W_unused"):
                     check.tensor(
                         theirs[n],
                         torch_params[n],
@@ -242,14 +265,20 @@ def check_adam_w(check, AdamW):
                 _check_adam_state_dict(check, AdamW, params, inputs, kwargs, weight_decay)
 
 
+def _set_grads(params: dict, grads: dict) -> None:
+    """This step's gradients; a parameter without one has p.grad None, as after
+    zero_grad(set_to_none=True) and a backward pass that did not reach it."""
+    for n, p in params.items():
+        p.grad = grads[n].clone() if n in grads else None
+
+
 def _check_adam_state_dict(check, AdamW, params, inputs, kwargs, weight_decay) -> None:
     """Two steps, its state_dict into a fresh optimizer, a third step: as three straight."""
     straight = {n: p.detach().clone().requires_grad_() for n, p in params.items()}
     resumed = {n: p.detach().clone().requires_grad_() for n, p in params.items()}
     first = AdamW(_adam_groups(straight, weight_decay), **kwargs)
     for t, (grads, _) in enumerate(inputs[:3]):
-        for n, g in grads.items():
-            straight[n].grad = g.clone()
+        _set_grads(straight, grads)
         first.step()
         if t == 1:
             # state_dict() hands out the live tensors: copy them before the next step.
@@ -259,8 +288,7 @@ def _check_adam_state_dict(check, AdamW, params, inputs, kwargs, weight_decay) -
                     resumed[n].copy_(straight[n])
     second = AdamW(_adam_groups(resumed, weight_decay), **kwargs)
     check.call(second.load_state_dict, saved, what="AdamW.load_state_dict")
-    for n, g in inputs[2][0].items():
-        resumed[n].grad = g.clone()
+    _set_grads(resumed, inputs[2][0])
     second.step()
     if not all(torch.equal(straight[n], resumed[n]) for n in straight):
         check.fail(
