@@ -241,9 +241,17 @@ def generate(
     seed: int = 0,
     use_cache: bool = True,
 ) -> list[list[int]]:
-    """The new tokens after each prompt (all prompts in one batch). A row stops after
-    max_new_tokens, at eos_token_id (left out of its tokens), or once `stop(its tokens)`.
-    Past the model's context window, it reads the last n_ctx tokens only."""
+    """The new tokens after each prompt, all prompts run as one left-padded batch.
+
+    prompts: token ids, one list per prompt, of any lengths. max_new_tokens: the most tokens
+    added to each. temperature, top_k, top_p: sample_next_token's settings.
+    frequency_penalty, presence_penalty: apply_penalties's, over the tokens generated so far
+    (not the prompt). eos_token_id: a row that draws it stops, the token left out of its
+    list. stop: a row also stops once stop(its new tokens) is True. seed: the draws come from
+    torch.Generator().manual_seed(seed), one sample_next_token call per step for the whole
+    batch, so that a seed gives the same tokens with the cache or without. use_cache: feed
+    forward_with_cache only the new tokens, through a KVCache, or rerun the whole sequence at
+    every step. Past the model's n_ctx, read the last n_ctx tokens only."""
     generator = torch.Generator().manual_seed(seed)
     tokens, mask = left_pad(prompts)
     n_prompt = tokens.shape[1]

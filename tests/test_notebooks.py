@@ -55,6 +55,24 @@ def test_every_link_to_a_file_opens_from_where_its_notebook_sits():
     assert linked >= 2 * len(STEMS) - 4  # each chapter but the first links its prose page
 
 
+def test_a_figure_with_two_y_axes_keeps_its_legend_off_them_and_fixes_its_ticks():
+    # JupyterLab's plotly puts a default legend over the right axis's labels, and picks
+    # ticks of its own (-0.214, 0.015, ...) unless they are fixed.
+    found = 0
+    for path in notebooks.SOLVED.glob("*.ipynb"):
+        for cell in nbformat.read(path, as_version=4).cells:
+            for output in cell.get("outputs", []):
+                figure = output.get("data", {}).get("application/vnd.plotly.v1+json")
+                overlaid = figure and figure.get("layout", {}).get("yaxis2", {}).get("overlaying")
+                if not overlaid:  # subplots have a yaxis2 of their own, beside the first
+                    continue
+                layout = figure["layout"]
+                assert layout.get("legend", {}).get("orientation") == "h", path.name
+                assert all("dtick" in layout[axis] for axis in ("yaxis", "yaxis2")), path.name
+                found += 1
+    assert found  # chapter 3's GELU figure
+
+
 def test_solved_notebooks_are_stored_executed():
     for stem in STEMS:
         nb = nbformat.read(notebooks.SOLVED / f"{stem}.ipynb", as_version=4)

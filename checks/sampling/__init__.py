@@ -13,6 +13,7 @@ from checks.sampling.penalties import check_apply_penalties
 from checks.sampling.filters import check_top_k_filter, check_top_p_filter
 from checks.sampling.next_token import check_sample_next_token
 from checks.sampling.kv_cache import check_cached_attention
+from checks.sampling.generate import check_generate
 from checks.sampling.beam_search import check_beam_search
 # isort: on
 
@@ -25,5 +26,6 @@ __all__ = [
     "check_top_p_filter",
     "check_sample_next_token",
     "check_cached_attention",
+    "check_generate",
     "check_beam_search",
 ]
