@@ -130,7 +130,7 @@ class BPETokenizer:
 
     def encode_iterable(self, texts: Iterable[str]) -> Iterator[int]:
         """The ids of "".join(texts), one at a time, without ever joining the whole input: only
-        the text that the next string could still change is kept back (the last chunk of
+        the text that the next string could still change is kept back (the last two chunks of
         GPT2_SPLIT_PATTERN, and the last characters a special token may start in)."""
         pending = ""
         for text in texts:
@@ -143,9 +143,12 @@ class BPETokenizer:
     def _settled(self, text: str) -> int:
         """A length n such that text[:n] encodes to the same ids whatever text comes after.
 
-        A chunk is settled once another chunk follows it; a special token once it starts far
-        enough from the end that a longer one could not still be completed. Nothing closer to
-        the end than the longest special token is settled: one may begin there.
+        Text before a special token is settled. At the end, the last chunk may grow ("ab" +
+        "c") and the one before it may join the next ("'" + "l" + "l" is the one chunk "'ll"),
+        so both wait; and a cut never follows whitespace, whose chunks depend on the character
+        after them ("\n\n" + "x" is "\n", "\n", "x"). A special token waits while a longer
+        one could still be completed, and nothing closer to the end than the longest special
+        token is settled: one may begin there.
         """
         longest = max(map(len, self.special_ids), default=1)
         open_from = len(text) - (longest - 1)  # a special token may still begin here
@@ -153,10 +156,12 @@ class BPETokenizer:
         pieces = regex.finditer(self.special_pattern, text) if self.special_pattern else ()
         for piece in [*pieces, None]:
             end = piece.start() if piece else len(text)
-            for chunk in regex.finditer(GPT2_SPLIT_PATTERN, text[start:end]):
-                if start + chunk.end() >= open_from or (not piece and chunk.end() == end - start):
+            chunks = list(regex.finditer(GPT2_SPLIT_PATTERN, text[start:end]))
+            for chunk in chunks if piece else chunks[:-2]:
+                if start + chunk.end() >= open_from:
                     return settled
-                settled = start + chunk.end()
+                if not chunk.group()[-1].isspace():
+                    settled = start + chunk.end()
             if not piece or piece.start() >= open_from:
                 return settled
             settled = start = piece.end()

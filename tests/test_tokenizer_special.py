@@ -30,8 +30,12 @@ def gpt2_as_bpe(specials: tuple[str, ...]) -> tuple[BPETokenizer, dict[int, int]
     merges = {}
     for (a, b), rank in load_merge_ranks(GPT2_DATA / "merges.txt").items():
         merges[ours[a], ours[b]] = ours[a + b] = 256 + rank
+    tok = BPETokenizer(merges, list(specials))
+    # Ids of single bytes differ; so do special tokens' where they are not given in GPT-2's
+    # order: ours count up in the order given, GPT-2's vocab.json fixes <|endoftext|> at 50256.
     to_gpt2 = {b: gpt2_vocab()[c] for c, b in char_byte.items()}
-    return BPETokenizer(merges, list(specials)), to_gpt2
+    to_gpt2 |= {i: hf(specials).convert_tokens_to_ids(s) for s, i in tok.special_ids.items()}
+    return tok, to_gpt2
 
 
 @cache
@@ -114,3 +118,44 @@ def test_encode_iterable_is_lazy_and_keeps_little_text_back():
 
 def lines_text(n):
     return [f"line {k} of a long stream<|endoftext|>\n" for k in range(n)]
+
+
+# Pieces that make the pre-tokenizer's choices depend on what follows: contractions ("'" + "l"
+# + "l" is "'ll"), whitespace before a letter ("\n\n" + "x" is "\n", "\n", "x"), halves of a
+# special token, and special tokens that overlap ("<|a|>" is a prefix of "<|a|><").
+PARTS = ["a", "l", "s", "re", "v", "'", " ", "  ", "\t", "\n", "1", "!", "é", "🙂", "<|", "|>"]
+PARTS += ["endoftext", EOT, "<|endoftext", "<", "|"]
+OVERLAPPING = ("<|a|>", "<|a|><", "'l")
+
+
+@pytest.mark.parametrize("specials", [(), (EOT, EOT2), OVERLAPPING], ids=str)
+def test_encode_iterable_equals_encode_on_random_text_cut_anywhere(specials):
+    tok, _ = gpt2_as_bpe(specials)
+    rng = random.Random(1)
+    for _ in range(300):
+        text = "".join(rng.choice(PARTS + list(specials)) for _ in range(rng.randint(0, 12)))
+        whole = tok.encode(text)
+        assert tok.decode(whole) == text
+        for pieces in chunkings(text, rng, n=3):
+            assert list(tok.encode_iterable(pieces)) == whole, pieces
+
+
+@pytest.mark.parametrize("left", ["", "x", " ", "\n", "'", "<|", "<|endoftext|", "!!"])
+@pytest.mark.parametrize("right", ["", "x", " x", "\n\n", "'ll", "|>", "endoftext|>", "!"])
+def test_a_special_token_never_merges_with_its_neighbours(left, right):
+    tok, _ = gpt2_as_bpe((EOT, EOT2))
+    text = left + EOT + right
+    if EOT2 not in text:
+        expected = tok.encode_ordinary(left) + [50256] + tok.encode_ordinary(right)
+        assert tok.encode(text) == expected
+    assert tok.decode(tok.encode(text)) == text
+    assert list(tok.encode_iterable(iter(text))) == tok.encode(text)  # one character at a time
+
+
+def test_overlapping_special_tokens_match_longest_first_whatever_order_they_are_given():
+    for specials in [(EOT, EOT2), (EOT2, EOT)]:
+        tok, _ = gpt2_as_bpe(specials)
+        eot, eot2 = tok.special_ids[EOT], tok.special_ids[EOT2]
+        assert tok.encode(EOT * 3) == [eot2, eot]
+        assert list(tok.encode_iterable([EOT, EOT, EOT])) == [eot2, eot]
+        assert tok.decode([eot2, eot]) == EOT * 3
