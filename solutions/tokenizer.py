@@ -56,7 +56,7 @@ class BPETokenizer:
     "<|endoftext|>") take the ids after the merges', in the order given.
     """
 
-    def __init__(self, merges: dict[tuple[int, int], int], special_tokens: list[str] = ()):
+    def __init__(self, merges: dict[tuple[int, int], int], special_tokens: Iterable[str] = ()):
         # Insertion order is training order; the new ids count up from 256.
         self.merges = dict(merges)
         self.vocab = {i: bytes([i]) for i in range(256)}
@@ -117,8 +117,13 @@ class BPETokenizer:
         return tokens
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of `text`: each special token one id, never merged with its neighbours;
-        the text between them through `encode_ordinary`."""
+        """Token ids of `text`: each special token one id, never merged with its neighbours.
+
+        Find the special tokens with regex.finditer(self.special_pattern, text) (longest
+        first, so "<|endoftext|><|endoftext|>" is not read as two "<|endoftext|>"); each match
+        is its id in self.special_ids, and the text between matches goes through
+        `encode_ordinary`. With no special tokens, self.special_pattern is None.
+        """
         if self.special_pattern is None:
             return self.encode_ordinary(text)
         ids, start = [], 0
@@ -129,9 +134,12 @@ class BPETokenizer:
         return ids + self.encode_ordinary(text[start:])
 
     def encode_iterable(self, texts: Iterable[str]) -> Iterator[int]:
-        """The ids of "".join(texts), one at a time, without ever joining the whole input: only
-        the text that the next string could still change is kept back (the last two chunks of
-        GPT2_SPLIT_PATTERN, and the last characters a special token may start in)."""
+        """The ids of "".join(texts), one at a time, without ever joining the whole input.
+
+        Keep back only the text that the next string could still change: add each string to
+        what was kept, encode the part before `self._settled(...)` and yield its ids, keep the
+        rest. After the last string, encode whatever is left.
+        """
         pending = ""
         for text in texts:
             pending += text
