@@ -4,6 +4,7 @@ import heapq
 import json
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
 
@@ -51,15 +52,24 @@ class BPETokenizer:
     """Byte-level byte-pair encoding, as in GPT-2, on the UTF-8 bytes of the text.
 
     Ids 0..255 are the 256 bytes, so every string has an encoding. Each merge (a, b) -> new_id
-    adds a token whose bytes are those of a followed by those of b.
+    adds a token whose bytes are those of a followed by those of b. Special tokens (such as
+    "<|endoftext|>") take the ids after the merges', in the order given.
     """
 
-    def __init__(self, merges: dict[tuple[int, int], int]):
+    def __init__(self, merges: dict[tuple[int, int], int], special_tokens: Iterable[str] = ()):
         # Insertion order is training order; the new ids count up from 256.
         self.merges = dict(merges)
         self.vocab = {i: bytes([i]) for i in range(256)}
         for (a, b), new_id in self.merges.items():
             self.vocab[new_id] = self.vocab[a] + self.vocab[b]
+        self.special_ids = {}
+        for token in dict.fromkeys(special_tokens):
+            self.special_ids[token] = len(self.vocab)
+            self.vocab[len(self.vocab)] = token.encode("utf-8")
+        # Longest first, so that where one special token is a prefix of another, the
+        # longer one wins: the alternation takes the first alternative that matches.
+        longest_first = sorted(self.special_ids, key=len, reverse=True)
+        self.special_pattern = "|".join(map(regex.escape, longest_first)) or None
 
     @classmethod
     def train(cls, text: str, vocab_size: int) -> "BPETokenizer":
@@ -88,7 +98,7 @@ class BPETokenizer:
             words = [(merge(ids, pair, new_id), n) for ids, n in words]
         return cls(merges)
 
-    def encode(self, text: str) -> list[int]:
+    def encode_ordinary(self, text: str) -> list[int]:
         """Token ids of `text`, each GPT2_SPLIT_PATTERN chunk encoded on its own, as in training.
 
         A chunk starts as its UTF-8 bytes; then, while some adjacent pair has a merge, merge
@@ -105,6 +115,65 @@ class BPETokenizer:
                 ids = merge(ids, pair, self.merges[pair])
             tokens += ids
         return tokens
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`: each special token one id, never merged with its neighbours.
+
+        Find the special tokens with regex.finditer(self.special_pattern, text) (longest
+        first, so "<|endoftext|><|endoftext|>" is not read as two "<|endoftext|>"); each match
+        is its id in self.special_ids, and the text between matches goes through
+        `encode_ordinary`. With no special tokens, self.special_pattern is None.
+        """
+        if self.special_pattern is None:
+            return self.encode_ordinary(text)
+        ids, start = [], 0
+        for match in regex.finditer(self.special_pattern, text):
+            ids += self.encode_ordinary(text[start : match.start()])
+            ids.append(self.special_ids[match.group()])
+            start = match.end()
+        return ids + self.encode_ordinary(text[start:])
+
+    def encode_iterable(self, texts: Iterable[str]) -> Iterator[int]:
+        """The ids of "".join(texts), one at a time, without ever joining the whole input.
+
+        Keep back only the text that the next string could still change: add each string to
+        what was kept, encode the part before `self._settled(...)` and yield its ids, keep the
+        rest. After the last string, encode whatever is left.
+        """
+        pending = ""
+        for text in texts:
+            pending += text
+            cut = self._settled(pending)
+            yield from self.encode(pending[:cut])
+            pending = pending[cut:]
+        yield from self.encode(pending)
+
+    def _settled(self, text: str) -> int:
+        """A length n such that text[:n] encodes to the same ids whatever text comes after.
+
+        Text before a special token is settled. At the end, the last chunk may grow ("ab" +
+        "c") and the one before it may join the next ("'" + "l" + "l" is the one chunk "'ll"),
+        so both wait; and a cut never follows whitespace, whose chunks depend on the character
+        after them ("\n\n" + "x" is "\n", "\n", "x"). A special token waits while a longer
+        one could still be completed, and nothing closer to the end than the longest special
+        token is settled: one may begin there.
+        """
+        longest = max(map(len, self.special_ids), default=1)
+        open_from = len(text) - (longest - 1)  # a special token may still begin here
+        settled, start = 0, 0
+        pieces = regex.finditer(self.special_pattern, text) if self.special_pattern else ()
+        for piece in [*pieces, None]:
+            end = piece.start() if piece else len(text)
+            chunks = list(regex.finditer(GPT2_SPLIT_PATTERN, text[start:end]))
+            for chunk in chunks if piece else chunks[:-2]:
+                if start + chunk.end() >= open_from:
+                    return settled
+                if not chunk.group()[-1].isspace():
+                    settled = start + chunk.end()
+            if not piece or piece.start() >= open_from:
+                return settled
+            settled = start = piece.end()
+        return settled
 
     def decode(self, ids: list[int]) -> str:
         """The text of `ids`: join all the tokens' bytes, then decode them as UTF-8 once.

@@ -27,7 +27,7 @@ class Stub(BPETokenizer):
     def train(cls, text, vocab_size):
         raise NotImplementedError()
 
-    def encode(self, text):
+    def encode_ordinary(self, text):
         raise NotImplementedError()
 
     def decode(self, ids):
@@ -41,7 +41,7 @@ def test_check_bpe_tokenizer_rejects_the_stub_as_not_implemented():
 class EncodeMergeByMerge(BPETokenizer):
     """Applying every merge in training order to each chunk gives the same ids."""
 
-    def encode(self, text):
+    def encode_ordinary(self, text):
         out = []
         for chunk in regex.findall(GPT2_SPLIT_PATTERN, text):
             ids = list(chunk.encode("utf-8"))
@@ -84,9 +84,9 @@ def test_check_bpe_tokenizer_accepts_correct_variants(learner, capsys):
 
 
 def encoder(**changes):
-    """A tokenizer class whose encode is the checker's variant with one decision changed."""
+    """A tokenizer class whose encode_ordinary is the checker's variant with one decision changed."""
     return type("Tok", (BPETokenizer,), {
-        "encode": lambda self, text: diagnosis.encode_variant(self.merges, text, **changes)
+        "encode_ordinary": lambda self, text: diagnosis.encode_variant(self.merges, text, **changes)
     })  # fmt: skip
 
 
@@ -134,7 +134,7 @@ class DecodeStripped(BPETokenizer):
 class EncodeByCounts(BPETokenizer):
     """Training's rule reused in encode: the most frequent mergeable pair of the chunk."""
 
-    def encode(self, text):
+    def encode_ordinary(self, text):
         tokens = []
         for chunk in regex.findall(GPT2_SPLIT_PATTERN, text):
             ids = list(chunk.encode("utf-8"))

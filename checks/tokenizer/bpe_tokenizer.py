@@ -6,6 +6,7 @@ import time
 from checks import _tokenizer_diagnosis as diagnosis
 from checks._compare import integer_value
 from checks._core import CheckFailed, exercise, kind_of
+from checks.tokenizer import special
 from checks.tokenizer._common import _REGEX_HINT, _fail_with_hint, _quoted
 from solutions import tokenizer as ref
 from solutions.corpus import load_corpus
@@ -33,6 +34,13 @@ def _encode(check, tok, text):
     except CheckFailed as failure:
         if "bad escape \\p" in str(failure):
             _fail_with_hint(check, failure, _REGEX_HINT)
+        if "first argument must be a string or compiled pattern" in str(failure):
+            _fail_with_hint(
+                check,
+                failure,
+                "\n  With no special tokens, self.special_pattern is None: encode is then "
+                "encode_ordinary.",
+            )
         raise
     ids = [integer_value(i) for i in got] if isinstance(got, list) else None
     if ids is None or None in ids:
@@ -177,6 +185,8 @@ def check_bpe_tokenizer(check, BPETokenizer):
                 check, text, list(trained.merges.items()), diagnosis.reference_tokenizer(text, size)
             )
             check.equal(len(trained.vocab), size, what="vocabulary size")
+    tok, ref_tok = special.check_special_tokens(check, BPETokenizer, ref_tok.merges)
+    special.check_encode_iterable(check, tok, ref_tok)
 
 
 # --- Incremental training ----------------------------------------------------------------
