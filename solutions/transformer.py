@@ -16,8 +16,9 @@ from solutions.mlp import MLP
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm: resid_mid = resid_pre + attn(ln1(resid_pre)), resid_post = resid_mid +
-    mlp(ln2(resid_mid)). The stream itself is never normalised, only what each layer reads."""
+    """GPT-2's pre-norm block: attention, then the MLP, each reading the stream through its
+    own LayerNorm and adding its output to it. The stream itself is never normalised, only
+    what each layer reads."""
 
     def __init__(self, cfg: Config, fused: bool = False):
         super().__init__()
