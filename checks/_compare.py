@@ -11,11 +11,16 @@ from torch import Tensor
 
 def _plural(what: str) -> bool:
     """Whether a description such as "masked scores" or "sum over heads" takes a plural verb:
-    its head noun is the last word before any "of", "over", "through", "for" or "(".
+    its head noun is the last word before any "of", "over", "after", "at", ... or "(".
     """
-    head = re.split(r" (?:of|over|through|for) | \(", what, maxsplit=1)[0]
+    head = re.split(r" (?:of|over|through|for|after|before|at|in|from|with) | \(", what)[0]
+    if " and " in head:  # "b_O and b_out"
+        return True
     word = head.split()[-1] if head.split() else ""
-    return word.endswith("s") and not word.endswith("ss")
+    return word.endswith("s") and not word.endswith("ss") and word not in SINGULAR_IN_S
+
+
+SINGULAR_IN_S = {"bias", "axis", "basis", "status", "corpus"}
 
 
 def kind_of(value: Any) -> str:

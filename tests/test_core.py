@@ -332,3 +332,18 @@ def test_each_verdict_is_raised_as_its_own_class_and_recorded_as_its_status(caps
     check_double(Double)
     assert _RESULTS["Double"] == PASSED
     capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "what, verb",
+    [
+        ("parameters after step 1", "are"), ("W_in after step 2", "is"), ("logits", "are"),
+        ("count of messages", "is"), ("b_O and b_out", "are"), ("bias", "is"),
+        ("loss", "is"), ("gradients of W_in", "are"), ("sum over heads", "is"),
+        ("logits at position 3", "are"), ("pattern (after the softmax)", "is"),
+    ],
+)  # fmt: skip
+def test_a_verdict_agrees_its_verb_with_what_it_names(what, verb):
+    from checks._compare import _plural
+
+    assert ("are" if _plural(what) else "is") == verb
