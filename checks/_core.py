@@ -28,6 +28,7 @@ from checks._cases import scaled as scaled
 from checks._cases import seeded as seeded
 from checks._compare import _close, _difference, _plural, _shape_hint, _short
 from checks._compare import kind_of as kind_of
+from checks._gradients import check_gradients
 from checks._verdicts import (
     FAILED,
     MARKS,
@@ -299,6 +300,11 @@ class Check:
         with torch.no_grad():
             for key, param in ours.items():
                 theirs[key].copy_(param)
+
+    def gradients(self, learner: torch.nn.Module, reference: torch.nn.Module, *inputs, **kw):
+        """Every parameter (and floating input) gets the reference's gradient through the
+        learner's module: see `checks._gradients.check_gradients`."""
+        check_gradients(self, learner, reference, *inputs, **kw)
 
     def tensor(
         self,
