@@ -8,12 +8,13 @@ import functools
 
 import torch
 
-from checks._core import _close, exercise, randomize, seeded
+from checks._core import _close, exercise, kind_of, randomize, seeded
 from checks._verdicts import CheckFailed
 from checks.sampling._common import INF
 from solutions import sampling as ref
 from solutions.attention import Attention
 from solutions.config import TINY
+from solutions.transformer import Transformer
 
 # n_heads·d_head ≠ d_model, so that a d_head taken as d_model / n_heads shows.
 NARROW = TINY.but(n_heads=3, d_head=8)
@@ -169,6 +170,34 @@ def _forward_pass(check, cached_attention, mask) -> None:
             _own_layer(check, cache, want, layer)
 
 
+def _model_pass(check, cached_attention) -> None:
+    """A three-layer Transformer run through the cache the same way, its logits at every
+    step against the model's own forward pass over the whole sequence."""
+    model = randomize(Transformer(TINY.but(n_layers=N_LAYERS)), seed=50, scale=0.3).eval()
+    tokens = torch.randint(TINY.d_vocab, (2, 9), generator=seeded(51))
+    cache = ref.KVCache(N_LAYERS)
+    with torch.no_grad():
+        want = model(tokens)
+        for start, stop in [(0, 7), (7, 8), (8, 9)]:
+            mask = torch.ones(2, stop, dtype=torch.bool)
+            residual = model.embed(tokens[:, start:stop]) + model.pos_embed.W_pos[start:stop]
+            for layer, block in enumerate(model.blocks):
+                normalized = block.ln1(residual)
+                got = check.call(cached_attention, block.attn, normalized, cache, layer, mask)
+                if not isinstance(got, torch.Tensor) or got.shape != normalized.shape:
+                    check.fail(f"layer {layer}'s attention output is {kind_of(got)} of the "
+                               f"wrong shape: expected {tuple(normalized.shape)}.")  # fmt: skip
+                residual = residual + got
+                residual = residual + block.mlp(block.ln2(residual))
+            step = "the prompt" if start == 0 else f"token {start} alone"
+            check.tensor(
+                model.unembed(model.ln_final(residual)),
+                want[:, start:stop],
+                what=f"logits of a {N_LAYERS}-layer Transformer for {step}, through your "
+                "cached_attention, against its forward pass over the whole sequence",
+            )
+
+
 @exercise(ref.cached_attention)
 def check_cached_attention(check, cached_attention):
     x = torch.randn(2, 9, TINY.d_model, generator=seeded(4))
@@ -186,6 +215,7 @@ def check_cached_attention(check, cached_attention):
             mask = padded if pad else torch.ones(2, 9, dtype=torch.bool)
             if past is None:
                 _forward_pass(check, cached_attention, mask)
+                _model_pass(check, cached_attention)
                 continue
             attn = _attention(seed=10 + i)
             # Three layers, this one the middle: as in a forward pass, layer 0 already holds
