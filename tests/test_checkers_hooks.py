@@ -58,6 +58,11 @@ def _neuron_activations_leaving_a_hook(model, tokens, layer):
     return neurons_ref.neuron_activations(model, tokens, layer)
 
 
+def _logit_lens_leaving_a_hook(cache, model):
+    _leave(model.ln_final, pre=True)
+    return ref.logit_lens(cache, model)
+
+
 def _composition_leaving_a_hook(model, kind):
     _leave(model.blocks[1].attn, pre=True)
     return circuits_ref.composition_scores(model, kind)
@@ -85,6 +90,7 @@ LEFT = {
     "neuron_activations, on the MLP": (
         neuron_checks.check_neuron_activations, _neuron_activations_leaving_a_hook, ".mlp"
     ),
+    "logit_lens, on ln_final": (checks.check_logit_lens, _logit_lens_leaving_a_hook, "ln_final"),
     "composition_scores, on layer 1's attention": (
         check_composition_scores, _composition_leaving_a_hook, "blocks.1.attn"
     ),
