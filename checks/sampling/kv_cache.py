@@ -1,8 +1,10 @@
 """The checker of chapter 7's KV cache, cached_attention: its output, with and without a cache
-and with left padding, against attention written out from scratch, in a two-layer cache whose
-other layer must stay untouched; and, without a cache, against Attention's forward. Queries
-placed at position 0, keys taken only from the new tokens, an ignored mask and a wrong scale
-are named."""
+and with left padding, against attention written out from scratch, in a three-layer cache
+filled as a forward pass fills it (layer by layer; the prompt, then one token at a time),
+whose other layers must stay untouched; through a three-layer Transformer, against its own
+forward pass; and, without a cache, against Attention's forward. Queries placed at position
+0 or by another layer's length, keys taken only from the new tokens, an ignored mask and a
+wrong scale are named."""
 
 import functools
 
