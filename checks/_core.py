@@ -28,6 +28,8 @@ from checks._cases import scaled as scaled
 from checks._cases import seeded as seeded
 from checks._compare import _close, _difference, _plural, _shape_hint, _short
 from checks._compare import kind_of as kind_of
+from checks._gradients import check_gradients
+from checks._hooks import hooks_left, hooks_on, left_message
 from checks._verdicts import (
     FAILED,
     MARKS,
@@ -255,12 +257,14 @@ class Check:
         return self.call(cls, *args, what=f"{getattr(cls, '__name__', cls)}(...)")
 
     def call(self, fn: Any, *args: Any, what: str | None = None) -> Any:
-        """Call learner code; turn any exception, or an input modified in place, into a verdict."""
+        """Call learner code; turn any exception, an input modified in place, or a hook left on
+        a module it was handed (or any of its modules), into a verdict."""
         what = what or f"{getattr(fn, '__name__', type(fn).__name__)}"
         if not callable(fn):
             self.fail(f"expected something callable for {what}, got {type(fn).__name__}.")
         before = [a.clone() if isinstance(a, Tensor) else None for a in args]
         self._inputs = before
+        hooks = hooks_on(fn, *args)
         try:
             out = fn(*args)
         except NotImplementedError:
@@ -270,6 +274,9 @@ class Check:
             )
         except Exception as error:
             self.fail(f"your {what} raised {type(error).__name__}: {error}{_learner_line(error)}")
+        left = hooks_left(hooks, hooks_on(fn, *args))
+        if left:
+            self.fail(left_message(left, what))
         for i, (old, new) in enumerate(zip(before, args, strict=True)):
             if old is not None and not torch.equal(old, new):
                 self.fail(
@@ -299,6 +306,11 @@ class Check:
         with torch.no_grad():
             for key, param in ours.items():
                 theirs[key].copy_(param)
+
+    def gradients(self, learner: torch.nn.Module, reference: torch.nn.Module, *inputs, **kw):
+        """Every parameter (and floating input) gets the reference's gradient through the
+        learner's module: see `checks._gradients.check_gradients`."""
+        check_gradients(self, learner, reference, *inputs, **kw)
 
     def tensor(
         self,

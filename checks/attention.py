@@ -185,6 +185,8 @@ def check_attention(check, Attention):
                 rtol=rtol,
                 mistakes={m: w[0] for m, w in wrong.items()},
             )
+            if i == 1:  # and it trains: every weight and bias gets its gradient
+                check.gradients(attn, reference, x, what="Attention", rtol=rtol)
 
 
 @exercise(ref.previous_token_pattern)

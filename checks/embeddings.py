@@ -72,7 +72,9 @@ def check_embed(check, Embed):
     # The last case's ids stop below d_vocab - 1, as most batches' do: a one-hot product
     # whose rows are only max(tokens) + 1 long runs on the cases before it, not on that one.
     low = TINY.d_vocab // 2
-    for cfg, batch, posn, seed, *high in [*_module_cases(TINY), (TINY, 2, 5, 14, low)]:
+    for i, (cfg, batch, posn, seed, *high) in enumerate(
+        [*_module_cases(TINY), (TINY, 2, 5, 14, low)]
+    ):
         ids = f", ids below {low}" if high else ""
         with check.case(f"batch {batch}, posn {posn}, d_vocab {cfg.d_vocab}{ids}"):
             ours = randomize(ref.Embed(cfg), seed)
@@ -99,6 +101,8 @@ def check_embed(check, Embed):
                 what="embedding",
                 mistakes={"scaled by sqrt(d_model): GPT-2 does not": expected * cfg.d_model**0.5},
             )
+            if i == 1:  # and W_E trains
+                check.gradients(theirs, ours, tokens, what="Embed")
 
 
 def _check_broadcast(check, got, batch, posn, cfg):
@@ -117,7 +121,7 @@ def _check_broadcast(check, got, batch, posn, cfg):
 @exercise(ref.PosEmbed)
 def check_pos_embed(check, PosEmbed):
     cases = [(TINY, 2, 5, 20, TINY.n_ctx), *_module_cases(TINY)]
-    for cfg, batch, posn, seed, *high in cases:
+    for i, (cfg, batch, posn, seed, *high) in enumerate(cases):
         with check.case(f"batch {batch}, posn {posn}"):
             ours = randomize(ref.PosEmbed(cfg), seed)
             theirs = check.build(PosEmbed, cfg)
@@ -136,6 +140,8 @@ def check_pos_embed(check, PosEmbed):
                     ours.W_pos[1 : posn + 1].expand(batch, -1, -1)
                 )
             check.tensor(got, ours(tokens), what="positional embedding", mistakes=mistakes)
+            if i == 0:  # and W_pos trains
+                check.gradients(theirs, ours, tokens, what="PosEmbed")
     with check.case(f"posn = n_ctx + 1 = {TINY.n_ctx + 1}, with cfg.debug on"):
         theirs = check.build(PosEmbed, TINY)
         try:
@@ -238,6 +244,8 @@ def check_unembed(check, Unembed):
                 )
             got = check.call(theirs, residual, what="Unembed.forward")
             check.tensor(got, expected, what="logits tensor", mistakes=mistakes)
+            if seed == 30:  # and W_U and b_U train
+                check.gradients(theirs, ours, residual, what="Unembed")
 
 
 def _log_prob_mistakes(logits, tokens):

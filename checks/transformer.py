@@ -75,6 +75,8 @@ def check_transformer_block(check, TransformerBlock):
                 mistakes = block_mistakes(reference, x)
                 got = check.call(block, x, what="TransformerBlock.forward")
             check.tensor(got, expected, what="block's output", mistakes=mistakes)
+            if i == 0:  # and it trains: both norms, the attention and the MLP get gradients
+                check.gradients(block, reference, x, what="TransformerBlock", seed=i)
 
 
 def model_mistakes(model: ref.Transformer, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -139,6 +141,8 @@ def check_transformer(check, Transformer):
                 if isinstance(got, torch.Tensor) and got.shape == expected.shape:
                     _check_blocks(check, model, reference, tokens)
             check.tensor(got, expected, what="logits", mistakes=mistakes)
+            if i == 0:  # and it trains: the embeddings, every block and the unembedding
+                check.gradients(model, reference, tokens, what="Transformer", seed=i)
 
 
 def _check_blocks(check, model, reference, tokens) -> None:

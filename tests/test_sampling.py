@@ -486,3 +486,66 @@ def test_check_beam_search_names_greedy_and_probabilities():
 
     assert_rejects(checks.check_beam_search, greedy, "greedy's")
     assert_rejects(checks.check_beam_search, probabilities, "log-probabilities")
+
+
+def _cached_attention_placing_queries_by(past_of):
+    """cached_attention with the number of cached positions taken by `past_of(cache, layer,
+    n_new)`, read after appending when it says so."""
+
+    def learner(attn, x, cache, layer, mask):
+        q, k, v = (torch.einsum("bpd,hde->bphe", x, W) + b for W, b in
+                   [(attn.W_Q, attn.b_Q), (attn.W_K, attn.b_K), (attn.W_V, attn.b_V)])  # fmt: skip
+        n_new = q.shape[1]
+        past = past_of(cache, layer, n_new, before=True) if cache is not None else 0
+        if cache is not None:
+            k, v = cache.append(layer, k, v)
+            past = past_of(cache, layer, n_new, before=False, past=past)
+        query_at = torch.arange(past, past + n_new)[:, None]
+        key_at = torch.arange(k.shape[1])[None, :]
+        real = mask[:, None, None, -k.shape[1] :]
+        visible = (key_at <= query_at) & (real | (key_at == query_at))
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / attn.cfg.d_head**0.5
+        z = torch.einsum("bhqk,bkhe->bqhe", scores.masked_fill(~visible, -torch.inf).softmax(-1), v)
+        return torch.einsum("bqhe,hed->bqd", z, attn.W_O) + attn.b_O
+
+    return learner
+
+
+def _layer_0_length(cache, layer, n_new, *, before, past=0):
+    if before:  # layer 0's length: in a forward pass it already holds this step's positions
+        return 0 if cache.keys[0] is None else cache.keys[0].shape[1]
+    return past
+
+
+def _len_after_append(cache, layer, n_new, *, before, past=0):
+    return 0 if before else len(cache) - n_new  # len(cache) counts the last layer's
+
+
+def _len_before_append(cache, layer, n_new, *, before, past=0):
+    return len(cache) if before else past
+
+
+def _own_length_before_append(cache, layer, n_new, *, before, past=0):
+    own = cache.keys[layer]
+    return (0 if own is None else own.shape[1]) if before else past
+
+
+@pytest.mark.parametrize(
+    "past_of", [_layer_0_length, _len_after_append], ids=["layer-0", "len-after"]
+)
+def test_check_cached_attention_names_another_layers_length(past_of):
+    assert_rejects(
+        checks.check_cached_attention,
+        _cached_attention_placing_queries_by(past_of),
+        "positions off",
+        "layer by layer",
+    )
+
+
+@pytest.mark.parametrize(
+    "past_of", [_len_before_append, _own_length_before_append], ids=["len-before", "own-layer"]
+)
+def test_check_cached_attention_accepts_the_cached_length_read_before_appending(past_of, capsys):
+    assert_accepts(
+        checks.check_cached_attention, _cached_attention_placing_queries_by(past_of), capsys
+    )

@@ -105,3 +105,11 @@ def test_check_generate_rejects_the_stub():
         raise NotImplementedError
 
     assert_rejects(checks.check_generate, stub, "not implemented yet")
+
+
+def test_check_generate_names_a_hook_left_on_the_model():
+    def leaving_a_hook(model, prompts, n_new, **kw):
+        model.blocks[0].attn.register_forward_pre_hook(lambda module, args: None)
+        return generate(model, prompts, n_new, **kw)
+
+    assert_rejects(checks.check_generate, leaving_a_hook, "hooks are still on blocks.0.attn")

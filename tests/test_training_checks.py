@@ -229,3 +229,38 @@ def test_save_checkpoint_rejects_and_names(learner, message):
 )
 def test_load_checkpoint_rejects_and_names(learner, message):
     assert_rejects(checks.check_load_checkpoint, learner, message)
+
+
+def test_train_step_names_a_step_that_found_no_gradients():
+    def zero_before_step(model, optimizer, batch, lr, grad_clip):
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = ref.window_loss(model, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.zero_grad()  # clears what backward() just computed
+        optimizer.step()
+        return loss.item()
+
+    assert_rejects(checks.check_train_step, zero_before_step, "no parameter changed at step 1")
+
+
+def test_train_step_names_the_parameters_no_gradient_reaches():
+    def embeddings_cut(model, optimizer, batch, lr, grad_clip):
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad()
+        inputs = batch[:, :-1]
+        residual = (model.embed(inputs) + model.pos_embed(inputs)).detach()
+        for block in model.blocks:
+            residual = block(residual)
+        logits = model.unembed(model.ln_final(residual))
+        loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        return loss.item()
+
+    assert_rejects(
+        checks.check_train_step, embeddings_cut, "embed.W_E, pos_embed.W_pos", "did not change"
+    )

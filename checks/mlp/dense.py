@@ -73,6 +73,8 @@ def check_mlp(check, MLP):
                 mistakes = _mlp_mistakes(reference, x)
             got = check.call(mlp, x, what="MLP.forward")
             check.tensor(got, expected, what="MLP output", mistakes=mistakes, rtol=RTOL, atol=ATOL)
+            if i in (1, 2):  # and it trains: every weight and bias gets its gradient
+                check.gradients(mlp, reference, x, what="MLP", seed=i)
 
 
 def _gelu_new_grad_mistakes(x: torch.Tensor) -> dict[str, torch.Tensor]:

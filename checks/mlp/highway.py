@@ -36,6 +36,8 @@ def check_highway(check, Highway):
                 mistakes["forgot the bias b_T in the gate"] = H * T_no_b + x * (1 - T_no_b)
             got = check.call(block, x, what="Highway.forward")
             check.tensor(got, expected, what="Highway output", mistakes=mistakes)
+            if i == 1:  # and it trains: the transform's and the gate's weights get gradients
+                check.gradients(block, reference, x, what="Highway", seed=i)
     for gate, b_T in [("closed (T = 0): the identity", -1e4), ("open (T = 1): the transform", 1e4)]:
         with check.case(f"the gate {gate}"):
             reference = randomize(ref.Highway(TINY), seed=110, scale=0.3)

@@ -115,19 +115,23 @@ def compare_caches(check, got, expected: dict[str, torch.Tensor], model) -> None
 @exercise(ref.attention_with_hooks)
 def check_attention_with_hooks(check, attention_with_hooks):
     for i, (model, tokens) in enumerate(_cases(check, seed=0)):
-        attn = model.blocks[0].attn
+        # The name is the prefix of every hook: a bare one, then TransformerLens's full names
+        # of the layers, the last one included, so that a prefix written in shows.
+        layer = [0, 2, 1, 1][i] % len(model.blocks)
+        name = f"blocks.{layer}.attn" if i else "attn"
+        attn = model.blocks[layer].attn
         x = torch.randn(*tokens.shape, model.cfg.d_model, generator=seeded(7))
         expected, got = {}, {}
-        want = ref.attention_with_hooks(attn, x, "attn", _recorder(expected))
-        out = check.call(attention_with_hooks, attn, x, "attn", _recorder(got))
+        want = ref.attention_with_hooks(attn, x, name, _recorder(expected))
+        out = check.call(attention_with_hooks, attn, x, name, _recorder(got))
         compare_caches(check, got, expected, model)
         check.tensor(out, want, what="attention output (attn_out)")
         check.tensor(out, attn(x), what="attention output, against the model's own attn")
         if i in NUDGED:
             _check_nudges(
                 check,
-                lambda hook, attn=attn, x=x: attention_with_hooks(attn, x, "attn", hook),
-                lambda hook, attn=attn, x=x: ref.attention_with_hooks(attn, x, "attn", hook),
+                lambda hook, attn=attn, x=x, n=name: attention_with_hooks(attn, x, n, hook),
+                lambda hook, attn=attn, x=x, n=name: ref.attention_with_hooks(attn, x, n, hook),
                 want,
                 expected,
                 what="attention_with_hooks",

@@ -64,21 +64,6 @@ def _sweep(model, clean, corrupted, metric, hook, *, way="one", swap=False) -> t
     return sweep
 
 
-def _hooks_left(model) -> list[str]:
-    """The modules that still hold a forward or backward hook, and any global module hook."""
-    kinds = ["_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"]
-    left = [
-        name or "the model"
-        for name, module in model.named_modules()
-        if any(getattr(module, kind, None) for kind in kinds)
-    ]
-    module = torch.nn.modules.module
-    for kind in ["_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks"]:
-        if getattr(module, kind, None):
-            left.append(f"every module ({kind[1:]})")
-    return left
-
-
 def _check_layers(check, got, want, hook: str) -> None:
     """A sweep whose rows are the reference's of the layer after, or before, each one."""
     if not isinstance(got, torch.Tensor) or got.shape != want.shape or len(want) < 2:
@@ -171,14 +156,6 @@ def check_patch_sweep(check, patch_sweep):
                 want = ref.patch_sweep(model, clean, corrupted, metric, hook)
             before = ref.run_with_hooks(model, clean, lambda name, x: x)
             got = check.call(patch_sweep, model, clean, corrupted, metric, hook, what="patch_sweep")
-            left = _hooks_left(model)
-            if left:
-                check.fail(
-                    f"hooks are still on {', '.join(left[:4])} after your patch_sweep: every "
-                    "later run of the model goes through them. Remove each one when its run "
-                    "is done (`handle = module.register_forward_hook(...)`, then "
-                    "`handle.remove()`, in a `finally:`)."
-                )
             if not torch.equal(ref.run_with_hooks(model, clean, lambda name, x: x), before):
                 check.fail(
                     "the model computes other logits after your patch_sweep: leave its weights "

@@ -7,6 +7,7 @@ each prompt alone, and two runs of one seed tell apart the positions lost with t
 unmasked padding and a seed not honoured."""
 
 from checks._core import exercise, randomize
+from checks._hooks import hooks_left, hooks_on, left_message
 from checks._verdicts import CheckFailed
 from solutions import sampling as ref
 from solutions.config import TINY
@@ -38,12 +39,15 @@ def _model() -> Transformer:
 
 def _run(check, generate, model, prompts, n_new, **kw):
     model.fed.clear()
+    hooks = hooks_on(model)  # the spy's own hook among them
     try:
         got = check.call(lambda: generate(model, prompts, n_new, **kw), what="generate")
     except CheckFailed as failure:
         if kw.get("use_cache", True) and _fed_whole_sequence(model):
             check.fail(f"{failure.diagnosis}\n{WHOLE_SEQUENCE} (positions fed: {model.fed})")
         raise
+    if left := hooks_left(hooks, hooks_on(model)):
+        check.fail(left_message(left, "generate"))
     if not isinstance(got, list | tuple) or len(got) != len(prompts):
         check.fail(f"return one list of new tokens per prompt ({len(prompts)} lists).")
     try:

@@ -40,6 +40,29 @@ STEP_MISTAKES = {
 }
 
 
+def _values(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def _check_trained(check, start, theirs, expected, t: int) -> None:
+    """Name the parameters the step left as they were, where the reference's moved."""
+    still = [n for n in start if torch.equal(theirs[n], start[n])]
+    still = [n for n in still if not torch.equal(expected[n], start[n])]
+    if not still:
+        return
+    if len(still) == len(start):
+        check.fail(
+            f"no parameter changed at step {t + 1}: optimizer.step() found no gradients. "
+            "Zero them before loss.backward(), not between it and optimizer.step(), and "
+            "backpropagate the loss itself (no torch.no_grad(), .detach() or .item() on the way)."
+        )
+    check.fail(
+        f"{', '.join(still[:4])}{' ...' if len(still) > 4 else ''} did not change at step "
+        f"{t + 1}, where the reference's did: no gradient reached them. Compute the loss from "
+        "the model's whole forward pass, with every parameter in the graph."
+    )
+
+
 @exercise(ref.train_step)
 def check_train_step(check, train_step):
     for i, (lrs, grad_clip) in enumerate([((3e-3, 1e-2, 2e-3), 0.5), ((1e-3, 2e-3), 100.0)]):
@@ -57,8 +80,10 @@ def check_train_step(check, train_step):
                 **{m: _optimizer(v) for m, v in variants.items()},
             }
             for t, (batch, lr) in enumerate(zip(batches, lrs, strict=True)):
+                start = _values(theirs)
                 got = check.call(train_step, theirs, optimizers["theirs"], batch, lr, grad_clip)
                 loss = ref.train_step(expected, optimizers["expected"], batch, lr, grad_clip)
+                _check_trained(check, start, _values(theirs), _values(expected), t)
                 for m, flags in STEP_MISTAKES.items():
                     _step_variant(variants[m], optimizers[m], batch, lr, grad_clip, **flags)
                 if isinstance(got, torch.Tensor):
