@@ -416,3 +416,29 @@ def test_attention_with_hooks_checker_rejects_d_head_taken_as_d_model_over_n_hea
         return ref.attention_with_hooks(attn, normalized, name, wrapped)
 
     assert_rejects(checks.check_attention_with_hooks, attention_with_hooks, "d_model // n_heads")
+
+
+def test_run_with_hooks_checker_names_a_layer_read_through_the_other_layer_norm():
+    from solutions.residual import attention_with_hooks, layer_norm_with_hooks, mlp_with_hooks
+
+    def run_with_hooks(model, tokens, hook):
+        x = hook("hook_embed", model.embed(tokens)) + hook(
+            "hook_pos_embed", model.pos_embed(tokens)
+        )
+        for i, block in enumerate(model.blocks):
+            b = f"blocks.{i}"
+            x = hook(f"{b}.hook_resid_pre", x)
+            a = attention_with_hooks(
+                block.attn, layer_norm_with_hooks(block.ln1, x, f"{b}.ln1", hook), f"{b}.attn", hook
+            )
+            x = x + hook(f"{b}.hook_attn_out", a)
+            if getattr(block, "mlp", None) is None:
+                x = hook(f"{b}.hook_resid_post", x)
+                continue
+            x = hook(f"{b}.hook_resid_mid", x)
+            read = layer_norm_with_hooks(block.ln1, x, f"{b}.ln2", hook)  # ln1 again
+            x = hook(f"{b}.hook_resid_post", x + hook(f"{b}.hook_mlp_out", mlp_with_hooks(
+                block.mlp, read, f"{b}.mlp", hook)))  # fmt: skip
+        return model.unembed(layer_norm_with_hooks(model.ln_final, x, "ln_final", hook))
+
+    assert_rejects(checks.check_run_with_hooks, run_with_hooks, "normalised with ln1's w and b")

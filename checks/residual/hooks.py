@@ -33,6 +33,8 @@ def _specific_mistakes(name: str, expected: dict[str, torch.Tensor], model) -> d
         mistakes["recorded it before w and b: the course's hook_normalized (as "
                  "HookedTransformer's) is after them, the LayerNorm's output"] = x_hat  # fmt: skip
         mistakes["recorded it before dividing by the scale"] = x_hat * scale
+        for other, why in _other_layer_norms(ln, model):
+            mistakes[why] = x_hat * other.w + other.b
     if name.endswith("hook_scale"):
         mistakes["recorded the variance, not its square root (with eps)"] = x.pow(2)
         mistakes["recorded 1 / scale: TransformerLens records sqrt(var + eps), the divisor"] = 1 / x
@@ -40,6 +42,26 @@ def _specific_mistakes(name: str, expected: dict[str, torch.Tensor], model) -> d
         mistakes["recorded it [batch, n_heads, posn, d_head]: TransformerLens's is "
                  "[batch, posn, n_heads, d_head]"] = x.transpose(1, 2)  # fmt: skip
     return mistakes
+
+
+def _other_layer_norms(ln: str, model) -> list[tuple]:
+    """The LayerNorms a learner may pass in place of `ln`, each with what that mistake is."""
+    if ln == "ln_final":
+        last = f"blocks.{len(model.blocks) - 1}"
+        return [
+            (_module(model, f"{last}.{n}"), f"normalised the final stream with the last "
+             f"block's {n}: the unembedding reads it through the model's own ln_final")
+            for n in ("ln1", "ln2") if hasattr(_module(model, last), n)
+        ]  # fmt: skip
+    block, own = ln.rsplit(".", 1)
+    other = {"ln1": "ln2", "ln2": "ln1"}[own]
+    reader = {"ln1": "attention", "ln2": "the MLP"}[own]
+    if getattr(_module(model, block), other, None) is None:
+        return []
+    return [
+        (_module(model, f"{block}.{other}"), f"normalised with {other}'s w and b where {reader} "
+         f"reads: each layer reads the stream through its own LayerNorm ({own} for {reader})")
+    ]  # fmt: skip
 
 
 def _module(model, dotted: str):
