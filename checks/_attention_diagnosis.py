@@ -10,8 +10,9 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
+from checks._compare import require_int as require_int
 from checks._configs import NARROW_HEADS
-from checks._core import kind_of, plural, randomize
+from checks._core import plural, randomize
 from solutions import attention as ref
 from solutions.config import TINY
 
@@ -200,19 +201,6 @@ def merged_cases(check, learner_fn, reference_fn, name):
             if (ranks > cfg.d_head).any():
                 check.fail(f"your {name} has ranks {ranks.tolist()}, above d_head.")
         yield cfg, attn, got.detach()
-
-
-def require_int(check, got, what: str) -> None:
-    """Fail unless a count is a Python int: a float from `/` or a 0-dim tensor is not one."""
-    if got is None or (isinstance(got, int) and not isinstance(got, bool)):
-        return
-    if isinstance(got, float):
-        why = "dividing with / gives a float: use // (or int(...) once the count is exact)"
-    elif isinstance(got, Tensor):
-        why = "compute it from the config's Python ints, not with torch"
-    else:
-        why = "return a plain Python int"
-    check.fail(f"the {what} should be an int, got {kind_of(got)} ({got!r}): {why}.")
 
 
 def count_hint(got, expected, wrong_by: dict[str, int]) -> str:

@@ -1,6 +1,7 @@
 """How a verdict words a mismatch: which verb a description takes, a tolerance that scales
 with the values, a hint for a wrong shape, where and how far the values differ."""
 
+import numbers
 import re
 from typing import Any
 
@@ -23,6 +24,42 @@ def kind_of(value: Any) -> str:
         return "None"
     name = type(value).__name__
     return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+
+
+def integer_value(got: Any) -> int | None:
+    """The course's one rule for "an integer": a Python or NumPy integer, or a one-element
+    integer tensor, read as an int; anything else (a bool, a float, even 12.0) is None."""
+    if isinstance(got, Tensor) and got.numel() == 1 and not got.is_floating_point():
+        got = got.item()
+    if isinstance(got, numbers.Integral) and not isinstance(got, bool):
+        return int(got)
+    if type(got).__module__ == "numpy" and getattr(got, "dtype", None) is not None:
+        if got.dtype.kind in "iu" and getattr(got, "ndim", 1) == 0:  # a 0-d NumPy array
+            return int(got)
+    return None
+
+
+def why_not_an_integer(got: Any) -> str:
+    """What to change when `integer_value(got)` is None."""
+    if isinstance(got, float) or (isinstance(got, Tensor) and got.is_floating_point()):
+        return "dividing with / gives a float: use // (or int(...) once the count is exact)"
+    if isinstance(got, Tensor):
+        return "return one number, as a Python int"
+    return "return a Python int"
+
+
+def require_int(check: Any, got: Any, what: str) -> int:
+    """The count as an int (a Python or NumPy integer, or a one-element integer tensor),
+    or a verdict: a float from `/` is not one."""
+    if got is None:
+        check.fail(f"your code returned None for the {what}: did you forget `return`?")
+    value = integer_value(got)
+    if value is None:
+        check.fail(
+            f"the {what} should be an int, got {kind_of(got)} ({got!r:.80}): "
+            f"{why_not_an_integer(got)}."
+        )
+    return value
 
 
 def _close(got: Tensor, target: Tensor, rtol: float, atol: float) -> bool:
@@ -50,7 +87,9 @@ def _difference(got: Tensor, expected: Tensor, inputs: tuple = ()) -> str:
     lines = [f"  max abs error {error.max().item():.3g} at index {list(index)}"]
     flat_got, flat_exp = got.double().flatten(), expected.double().flatten()
     nonzero = flat_exp.abs() > 1e-8
-    if nonzero.sum() > 1:  # one entry is always "a constant factor" off
+    # One entry of a larger output is always "a constant factor" off, so the ratio says
+    # nothing there; a scalar answer's ratio is all there is to say (a mean for a sum: 1/n).
+    if nonzero.sum() > 1 or (expected.ndim == 0 and nonzero.any()):
         ratio = flat_got[nonzero] / flat_exp[nonzero]
         constant = torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-3)
         if constant and ratio[0].abs() > 1e-6:

@@ -12,7 +12,9 @@ import math
 
 import einops
 import torch
+import torch.nn.functional as F
 
+from checks import _sdpa_diagnosis as sdpa
 from checks._attention_diagnosis import (
     compare_masked,
     compare_pattern,
@@ -36,6 +38,7 @@ __all__ = [
     "check_single_head_scores",
     "check_attention_scores",
     "check_apply_causal_mask",
+    "check_scaled_dot_product_attention",
     "check_attention",
     "check_previous_token_pattern",
     "check_previous_token_qk",
@@ -70,7 +73,7 @@ def _describe(cfg, batch, posn, scale) -> str:
 @exercise(ref.single_head_scores)
 def check_single_head_scores(check, single_head_scores):
     for i, (n_q, n_k, d_head, scale) in enumerate(
-        [(1, 1, 4, 1.0), (5, 5, 8, 1.0), (3, 7, 16, 1.0), (32, 32, 12, 0.01), (6, 6, 64, 10.0)]
+        [(5, 5, 8, 1.0), (1, 1, 4, 1.0), (3, 7, 16, 1.0), (32, 32, 12, 0.01), (6, 6, 64, 10.0)]
     ):
         with check.case(
             f"{plural(n_q, 'query', 'queries')}, {plural(n_k, 'key')}, d_head {d_head}"
@@ -117,6 +120,29 @@ def check_apply_causal_mask(check, apply_causal_mask):
             scores = torch.randn(batch, n_heads, posn, posn, generator=seeded(20 + i)) * scale
             got = check.call(apply_causal_mask, scores)
             compare_masked(check, got, scores, what="masked scores")
+
+
+@exercise(ref.scaled_dot_product_attention)
+def check_scaled_dot_product_attention(check, scaled_dot_product_attention):
+    f = scaled_dot_product_attention
+    for i, case in enumerate(sdpa.CASES):
+        with check.case(sdpa.describe(*case)):
+            Q, K, V, mask = sdpa.inputs(i, *case)
+            args = (Q, K, V) if mask is None else (Q, K, V, mask)
+            expected = ref.scaled_dot_product_attention(*args)
+            got = check.call(f, *args)
+            rtol = 1e-3 if case[-1] > 10 else 1e-4
+            mistakes = sdpa.mistakes(Q, K, V, mask)
+            check.tensor(got, expected, what="output", mistakes=mistakes, rtol=rtol)
+        if mask is not None and case[-1] == 1.0:
+            with check.case(f"agrees with F.scaled_dot_product_attention ({case[-2]} mask)"):
+                torch_says = F.scaled_dot_product_attention(Q, K, V, attn_mask=mask)
+                check.tensor(got.detach(), torch_says, what="output")
+    with check.case("queries whose keys are all masked read nothing: zeros"):
+        Q, K, V, mask = sdpa.fully_masked_inputs()
+        expected = ref.scaled_dot_product_attention(Q, K, V, mask)
+        got = sdpa.diagnose_fully_masked(check, check.call(f, Q, K, V, mask), V, mask, expected)
+        check.tensor(got, expected, what="output", mistakes=sdpa.mistakes(Q, K, V, mask))
 
 
 @exercise(ref.Attention)
@@ -366,7 +392,7 @@ def check_kv_cache_bytes(check, kv_cache_bytes):
                 // (cfg.n_heads * cfg.d_head)
                 * cfg.d_model,
             }
-            require_int(check, got, "number of bytes")
+            got = require_int(check, got, "number of bytes")
             hint = count_hint(got, expected, wrong_by)
             check.equal(got, expected, what="number of bytes", hint=hint)
     with check.case("bytes_per_value defaults to 4 (float32)"):
@@ -400,7 +426,7 @@ def check_attention_flops(check, attention_flops):
                 // (cfg.n_heads * cfg.d_head)
                 * cfg.d_model,
             }
-            require_int(check, got, "number of FLOPs")
+            got = require_int(check, got, "number of FLOPs")
             hint = count_hint(got, expected, wrong_by)
             check.equal(got, expected, what="number of FLOPs", hint=hint)
     for n in [4, 16]:

@@ -8,6 +8,7 @@ key by key, then end to end: the converted weights must give the other model's l
 import einops
 import torch
 
+from checks._compare import require_int
 from checks._core import exercise, kind_of, seeded
 from solutions import gpt2 as ref
 from solutions.config import TINY, Config
@@ -68,10 +69,7 @@ def check_parameter_count(check, parameter_count):
                     if tied:
                         expected -= model.unembed.W_U.numel() + model.unembed.b_U.numel()
                 got = check.call(parameter_count, cfg, tied)
-                if isinstance(got, torch.Tensor) and got.numel() == 1:
-                    got = got.item()
-                if not isinstance(got, int):
-                    check.fail(f"return a Python int, not {kind_of(got)}.")
+                got = require_int(check, got, "parameter count")
                 if got == expected:
                     continue
                 if tied and got == ref.parameter_count(cfg, tied=False):

@@ -6,16 +6,20 @@ near that eps, so that an eps written in by hand, or put outside the square root
 """
 
 import torch
+from torch import nn
 
-from checks._configs import SMALL_D_MODEL_LARGE_EPS
-from checks._core import exercise, plural, randomize, scaled, seeded
+from checks import _fold_diagnosis as fold
+from checks._configs import SMALL_D_MODEL_LARGE_EPS, UNEVEN_HEADS
+from checks._core import CheckFailed, exercise, kind_of, plural, randomize, scaled, seeded
 from solutions import layernorm as ref
 from solutions.config import TINY
+from solutions.transformer import Transformer
 
 __all__ = [
     "check_layer_norm",
     "check_layer_norm_jacobian",
     "check_fold_layer_norm",
+    "check_fold_transformer",
     "check_rms_norm",
 ]
 
@@ -233,6 +237,90 @@ def check_fold_layer_norm(check, fold_layer_norm):
                     ),
                     "left the bias as it was: b must pass through W into it": bias,
                 },
+            )
+
+
+# (config, weight scale): every parameter random, LayerNorm w and b and all biases included;
+# UNEVEN_HEADS has n_heads · d_head ≠ d_model and three layers.
+FOLD_CASES = [(TINY, 0.3), (UNEVEN_HEADS, 0.3), (TINY, 1.0)]
+SIZES = (
+    "\nw has d_model numbers, one per row of each reader's weight: attention's W_Q is "
+    "[n_heads, d_model, d_head], the MLP's W_in [d_model, d_mlp], the unembedding's W_U "
+    "[d_model, d_vocab]."
+)
+
+
+def _fold(check, fold_transformer, model):
+    """The learner's folded model; the model they were given must come back unchanged."""
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    try:
+        got = check.call(fold_transformer, model)
+    except CheckFailed as failure:
+        if "must match the size" not in failure.diagnosis:
+            raise
+        check.fail(failure.diagnosis + SIZES)
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])]
+    if changed:
+        check.fail(
+            f"your fold_transformer changed the model it was given ({changed[0]}"
+            f"{' and more' if len(changed) > 1 else ''}): fold a copy (copy.deepcopy(model)) "
+            "and return it, leaving the original as it was."
+        )
+    if got is None:
+        check.fail("your fold_transformer returned None: did you forget `return`?")
+    if not isinstance(got, nn.Module):
+        check.fail(f"return the folded model (an nn.Module), not {kind_of(got)}.")
+    if got is model:
+        check.fail("your fold_transformer returned the model it was given, unfolded.")
+    theirs = {name: p.detach() for name, p in got.named_parameters()}
+    missing, extra = sorted(set(before) - set(theirs)), sorted(set(theirs) - set(before))
+    if missing or extra:
+        replaced = fold.replaced_norm(model, got)
+        check.fail(
+            f"the folded model has no {missing[0]}: it looks like you {replaced}"
+            if replaced and missing
+            else f"the folded model's parameters differ from the model's. Missing: "
+            f"{missing[:3] or 'none'}; unexpected: {extra[:3] or 'none'}."
+        )
+    return got, before, theirs
+
+
+@exercise(ref.fold_transformer)
+def check_fold_transformer(check, fold_transformer):
+    for i, (cfg, scale) in enumerate(FOLD_CASES):
+        label = f"{cfg.n_layers} layers, {cfg.n_heads} heads of {cfg.d_head}, d_model {cfg.d_model}"
+        with check.case(label + scaled("weights", scale)):
+            model = randomize(Transformer(cfg), seed=80 + i, scale=scale)
+            tokens = torch.randint(cfg.d_vocab, (2, cfg.n_ctx // 2), generator=seeded(90 + i))
+            with torch.no_grad():
+                expected, by_reference = model(tokens), ref.fold_transformer(model)(tokens)
+            got, original, theirs = _fold(check, fold_transformer, model)
+            lns = {
+                name: (original[f"{name}.w"], original[f"{name}.b"])
+                for name, _ in fold.readers(cfg.n_layers)
+            }
+            statuses = fold.reader_statuses(theirs, original, lns)
+            for name, pairs in fold.readers(cfg.n_layers):
+                w, b = theirs[f"{name}.w"], theirs[f"{name}.b"]
+                if not (fold.is_constant(w, 1.0) and fold.is_constant(b, 0.0)):
+                    check.fail(
+                        f"the folded {name} has w ≠ 1 or b ≠ 0: it looks like you "
+                        + fold.layer_norm_verdict(name, w, b, pairs, statuses)
+                    )
+            with torch.no_grad():
+                logits = check.call(got, tokens, what="folded model")
+            what = "folded model's logits (against the model's)"
+            if isinstance(logits, torch.Tensor) and not fold.same(logits, expected):
+                verdict = fold.replaced_norm(model, got)
+                verdict = verdict or fold.logits_verdict(theirs, original, statuses)
+                if verdict and torch.isfinite(logits).all():
+                    check.fail(
+                        "the folded model's logits differ from the model's: it looks like you "
+                        + verdict
+                    )
+            check.tensor(logits, expected, what=what)
+            check.tensor(
+                logits, by_reference, what="folded model's logits (against the reference fold's)"
             )
 
 

@@ -3,6 +3,8 @@
 Each head scores every earlier position's key against the current position's query
 (`attention_scores`, `apply_causal_mask`), turns the scores into a pattern with a softmax
 over keys, and writes the pattern-weighted sum of values into the stream through W_O.
+`scaled_dot_product_attention` is that computation on its own, for any mask, as PyTorch
+and Stanford's CS336 have it; `Attention.forward` calls it.
 Local names follow TransformerLens's hooks: q, k, v, attn_scores, pattern, z, attn_out.
 """
 
@@ -11,7 +13,7 @@ import zlib
 
 import einops
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from solutions.config import TINY, Config
@@ -54,6 +56,28 @@ def apply_causal_mask(
     n = attn_scores.shape[-1]
     future = torch.ones(n, n, dtype=torch.bool, device=attn_scores.device).triu(diagonal=1)
     return attn_scores.masked_fill(future, float("-inf"))
+
+
+def scaled_dot_product_attention(
+    Q: Float[Tensor, "... queries d_k"],
+    K: Float[Tensor, "... keys d_k"],
+    V: Float[Tensor, "... keys d_v"],
+    mask: Bool[Tensor, "... queries keys"] | None = None,
+) -> Float[Tensor, "... queries d_v"]:
+    """softmax(Q Kᵀ / sqrt(d_k)) V over the keys, each query reading only the keys its row of
+    `mask` allows (True = may attend, as in CS336 and F.scaled_dot_product_attention's
+    boolean attn_mask; it broadcasts against the scores). No mask: every key.
+
+    A query whose keys are all masked reads nothing: its output is zeros, as PyTorch's
+    F.scaled_dot_product_attention gives, not the NaN that a softmax over only -inf makes.
+    """
+    scores = einops.einsum(Q, K, "... queries d_k, ... keys d_k -> ... queries keys")
+    scores = scores / Q.shape[-1] ** 0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    # nan_to_num leaves every weight alone except the NaN of an all-masked row.
+    pattern = scores.softmax(dim=-1).nan_to_num(0.0)
+    return einops.einsum(pattern, V, "... queries keys, ... keys d_v -> ... queries d_v")
 
 
 def to_heads(
@@ -102,18 +126,17 @@ class Attention(nn.Module):
         self, normalized_resid_pre: Float[Tensor, "batch posn d_model"]
     ) -> Float[Tensor, "batch posn d_model"]:
         """attn_out: each head's pattern-weighted values through its W_O, summed, plus b_O."""
-        v = to_heads(normalized_resid_pre, self.W_V, self.b_V)
-        pattern = self.pattern(normalized_resid_pre)
-        z = einops.einsum(
-            pattern,
-            v,
-            "batch n_heads query_posn key_posn, batch key_posn n_heads d_head "
-            "-> batch query_posn n_heads d_head",
+        q, k, v = (
+            to_heads(normalized_resid_pre, W, b).transpose(1, 2)  # heads first
+            for W, b in [(self.W_Q, self.b_Q), (self.W_K, self.b_K), (self.W_V, self.b_V)]
         )
+        posn = normalized_resid_pre.shape[1]
+        causal = torch.ones(posn, posn, dtype=torch.bool, device=q.device).tril()
+        z = scaled_dot_product_attention(q, k, v, causal)
         # Summing over heads here is the same as concatenating the z's and multiplying by
         # one (n_heads·d_head, d_model) matrix: see `concat_heads_then_project`.
         attn_out = einops.einsum(
-            z, self.W_O, "batch posn n_heads d_head, n_heads d_head d_model -> batch posn d_model"
+            z, self.W_O, "batch n_heads posn d_head, n_heads d_head d_model -> batch posn d_model"
         )
         return attn_out + self.b_O
 

@@ -145,20 +145,24 @@ def top_entries(matrix: Float[Tensor, "m n"], k: int) -> list[tuple[int, int, fl
 def skip_trigrams(
     model: AttnOnlyTransformer, head: int, k: int, among: list[int] | None = None
 ) -> list[tuple[int, int, int, float]]:
-    """A head's k strongest skip-trigrams "source … query → output" as (source, query,
-    output, score), strongest first, with all three tokens from `among` (default: all).
+    """Head `head`'s k strongest skip-trigrams "source … query → output" of a one-layer model,
+    as (source, query, output, score), strongest first, all three tokens from `among`
+    (default: every token), the query a token other than the source.
 
-    Logits and scores matter only relative to the others in their row (softmax), so each
-    row of the QK and OV circuits is centred first. The score of (s, q, o) adds how much
-    more query q attends to s than to an average key, and how much more attending to s
-    raises o than an average token: a bound on what the trigram can add, not a probability.
+    A source's score adds how much more its best query attends to it than to an average key,
+    and how much more attending to it raises its best output than an average logit: a bound
+    on what the trigram can add, not a probability.
     """
     ids = torch.arange(model.cfg.d_vocab) if among is None else torch.tensor(among)
+    # A logit or an attention score counts only against the others of its row (softmax).
     qk = qk_circuit(model)[head]
     ov = ov_circuit(model)[head]
     qk = (qk - qk.mean(dim=-1, keepdim=True))[ids][:, ids]
     ov = (ov - ov.mean(dim=-1, keepdim=True))[ids][:, ids]
-    best_query, best_output = qk.max(dim=0), ov.max(dim=-1)  # per source token
+    # A query holding the source token itself is mostly the head attending to its own
+    # position: a bigram, which the direct path also reads, not a skip-trigram.
+    qk = qk.masked_fill(torch.eye(len(ids), dtype=torch.bool), float("-inf"))
+    best_query, best_output = qk.max(dim=0), ov.max(dim=-1)  # per source token (a column of qk)
     values, sources = (best_query.values + best_output.values).topk(k)
     return [
         (int(ids[s]), int(ids[best_query.indices[s]]), int(ids[best_output.indices[s]]), v)
@@ -190,21 +194,30 @@ def periodic_tokens(
     return torch.cat([torch.zeros(batch, 1, dtype=s.dtype), s.gather(1, where)], dim=1)
 
 
-def induction_score(
-    pattern: Float[Tensor, "batch n_heads query_posn key_posn"], half: int
+def attention_pattern_score(
+    pattern: Float[Tensor, "batch n_heads query_posn key_posn"], offset: int
 ) -> Float[Tensor, " n_heads"]:
-    """On [bos, s, s] (`repeated_tokens`), each head's mean weight, over the second copy's
-    queries, on the token after the query's earlier copy: key = query - half + 1."""
-    # Query half + k holds s[k-1]; its earlier copy is at k, and the token after it at k + 1.
-    stripe = pattern.diagonal(offset=-(half - 1), dim1=-2, dim2=-1)
-    return stripe[..., -half:].mean(dim=(0, -1))
+    """Each head's mean weight on the key `offset` positions before its query, over every
+    query that has one (and the batch)."""
+    return pattern.diagonal(offset=-offset, dim1=-2, dim2=-1).mean(dim=(0, -1))
 
 
 def prev_token_score(
     pattern: Float[Tensor, "batch n_heads query_posn key_posn"],
 ) -> Float[Tensor, " n_heads"]:
     """Each head's mean weight on the previous position, over every query that has one."""
-    return pattern.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(0, -1))
+    return attention_pattern_score(pattern, 1)
+
+
+def induction_score(
+    pattern: Float[Tensor, "batch n_heads query_posn key_posn"], half: int
+) -> Float[Tensor, " n_heads"]:
+    """On [bos, s, s] with s of `half` tokens (`repeated_tokens`), each head's mean weight,
+    over the second copy's queries (and the batch), on the token after the query's earlier
+    copy."""
+    # Query half + k holds s[k-1]; its earlier copy is at k, and the token after it at k + 1.
+    stripe = pattern.diagonal(offset=-(half - 1), dim1=-2, dim2=-1)
+    return stripe[..., -half:].mean(dim=(0, -1))
 
 
 def composition_scores(model: AttnOnlyTransformer, kind: str) -> Float[Tensor, "n_heads n_heads"]:
@@ -223,6 +236,19 @@ def composition_scores(model: AttnOnlyTransformer, kind: str) -> Float[Tensor, "
     }[kind][None]
     frobenius = lambda m: m.pow(2).sum(dim=(-2, -1)).sqrt()  # noqa: E731
     return frobenius(ov_0 @ reader) / (frobenius(ov_0) * frobenius(reader))
+
+
+def composed_qk_circuit(
+    model: AttnOnlyTransformer, prev_head: int, head: int
+) -> Float[Tensor, "d_vocab d_vocab"]:
+    """The QK circuit of layer 1's `head` through layer 0's `prev_head` on the key side
+    (K-composition), W_E W_QK¹ (W_E W_OV⁰)ᵀ / sqrt(d_head): entry [q, k] is the score a
+    query holding token q gives a key into whose stream prev_head wrote token k (having put
+    all its weight on it). For an induction head fed by a previous-token head, k is the
+    token before the key: the diagonal is "attend where the previous token is mine"."""
+    W_E = model.embed.W_E
+    written = W_E @ w_ov(model.blocks[0].attn)[prev_head]  # d_vocab d_model, into the key
+    return W_E @ w_qk(model.blocks[1].attn)[head] @ written.T / model.cfg.d_head**0.5
 
 
 def composition_baseline(cfg: Config, kind: str, samples: int = 20, seed: int = 0) -> float:

@@ -15,7 +15,8 @@ from solutions.config import Config
 
 
 class LayerNorm(nn.Module):
-    """(x - mean) / sqrt(var + eps) * w + b over the last axis, as GPT-2 and F.layer_norm do."""
+    """GPT-2's LayerNorm over the last axis (F.layer_norm's, with the config's eps): each
+    position centred and scaled to unit variance, then stretched by w and shifted by b."""
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -36,10 +37,10 @@ class LayerNorm(nn.Module):
 def layer_norm_jacobian(
     ln: LayerNorm, x: Float[Tensor, " d_model"]
 ) -> Float[Tensor, "d_model d_model"]:
-    """d ln(x)_i / d x_j at one position: diag(w) (I - 11ᵀ/d - x̂x̂ᵀ/d) / σ.
+    """J[i, j] = d ln(x)_i / d x_j at one position, in closed form (no autograd).
 
-    The bracket projects onto the mean-zero subspace (it kills the all-ones direction) and
-    takes out the component along x̂ (scaling x does not change x̂); 1/σ rescales the rest.
+    It projects onto the mean-zero subspace (it kills the all-ones direction), takes out the
+    component along x̂ (scaling x does not change x̂), and rescales the rest by 1/σ.
     """
     d = x.shape[-1]
     sigma = (x.var(dim=-1, unbiased=False) + ln.cfg.layer_norm_eps).sqrt()
@@ -51,14 +52,15 @@ def layer_norm_jacobian(
 def fold_layer_norm(
     ln: LayerNorm, W: Float[Tensor, "d_model n"], bias: Float[Tensor, " n"]
 ) -> tuple[Float[Tensor, "d_model n"], Float[Tensor, " n"]]:
-    """The next layer's (W, bias) with ln's w and b moved into it, so that
-    (x̂ * w + b) @ W + bias == x̂ @ W' + b'. w scales W's rows; b passes through W."""
+    """The next layer's (W', b'), with ln's w and b moved into it: for every x̂,
+    x̂ @ W' + b' == (x̂ * w + b) @ W + bias."""
     return ln.w[:, None] * W, ln.b @ W + bias
 
 
 def fold_transformer(model: nn.Module) -> nn.Module:
-    """A copy of a Transformer (chapter 5) with each LayerNorm's w and b folded into the
-    layers that read it; its LayerNorms then only centre and scale (w = 1, b = 0)."""
+    """A copy of a Transformer (chapter 5) that gives the same logits on every input, its
+    LayerNorms' w and b folded into the layers that read them: every LayerNorm of the copy
+    only centres and scales (w = 1, b = 0). `model` itself is left as it was."""
     folded = copy.deepcopy(model)
     # Each head's W_Q (or W_K, W_V) side by side: one [d_model, n_heads·d_head] matrix.
     side_by_side = "n_heads d_model d_head -> d_model (n_heads d_head)"
@@ -86,7 +88,7 @@ def fold_transformer(model: nn.Module) -> nn.Module:
 
 
 class RMSNorm(nn.Module):
-    """x / sqrt(mean(x²) + eps) * w: LayerNorm without the mean subtraction and without b.
+    """RMSNorm: LayerNorm without the mean subtraction and without b.
 
     It equals LayerNorm (b = 0) exactly when x already has mean zero; otherwise the mean
     counts in the scale and survives into the output. Llama and T5 use it: one fewer

@@ -400,14 +400,22 @@ def test_check_kv_cache_bytes_accepts_the_reference(capsys):
         (lambda c, n, b=2: 2 * c.n_layers * c.n_heads * c.d_head * n * b, "number of bytes"),
         (lambda c, n, b=4: 2 * c.n_layers * c.d_model / c.n_heads * c.d_head * n * b, "use //"),
         (
-            lambda c, n, b=4: torch.tensor(2 * c.n_layers * c.n_heads * c.d_head * n * b),
-            "got a Tensor",
+            lambda c, n, b=4: torch.tensor(2.0 * c.n_layers * c.n_heads * c.d_head * n * b),
+            "use //",
         ),
     ],
-    ids=["keys-only", "one-layer", "d_model", "default-2-bytes", "float", "tensor"],
+    ids=["keys-only", "one-layer", "d_model", "default-2-bytes", "float", "float-tensor"],
 )
 def test_check_kv_cache_bytes_rejects(fn, message):
     assert_rejects(checks.check_kv_cache_bytes, fn, message)
+
+
+def test_check_kv_cache_bytes_accepts_a_count_held_in_an_integer_tensor(capsys):
+    assert_accepts(
+        checks.check_kv_cache_bytes,
+        lambda c, n, b=4: torch.tensor(2 * c.n_layers * c.n_heads * c.d_head * n * b),
+        capsys,
+    )
 
 
 def test_check_attention_flops_accepts_the_reference(capsys):

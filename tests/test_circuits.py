@@ -8,12 +8,15 @@ import pytest
 import torch
 
 from checks import circuits as checks
+from checks.circuits import paths as checks_paths
 from course.models import circuits as models
 from course.models import train_circuits
 from solutions.attention import w_ov, w_qk
 from solutions.circuits import (
     AttnOnlyTransformer,
+    attention_pattern_score,
     attention_patterns,
+    composed_qk_circuit,
     composition_scores,
     direct_path,
     induction_score,
@@ -28,110 +31,81 @@ from solutions.residual import decompose_resid, logit_lens, run_with_cache
 from solutions.training import TrainConfig
 from support import assert_accepts, assert_rejects
 
-# --- OV and QK circuits ------------------------------------------------------------------
+# --- Skip-trigrams ------------------------------------------------------------------------
 
 
-def test_check_ov_circuit_accepts_the_reference_and_one_einsum(capsys):
-    assert_accepts(checks.check_ov_circuit, ov_circuit, capsys)
-
-    def with_einsum(model, layer=0):
-        attn = model.blocks[layer].attn
-        return einops.einsum(
-            model.embed.W_E,
-            attn.W_V,
-            attn.W_O,
-            model.unembed.W_U,
-            "s d_model, n_heads d_model d_head, n_heads d_head m, m o -> n_heads s o",
-        )
-
-    assert_accepts(checks.check_ov_circuit, with_einsum, capsys)
+def _loop_trigrams(model, head, k, among=None):
+    """Source by source, in plain Python: a correct alternative to the reference."""
+    ids = list(range(model.cfg.d_vocab)) if among is None else list(among)
+    qk, ov = qk_circuit(model)[head], ov_circuit(model)[head]
+    qk, ov = qk - qk.mean(-1, keepdim=True), ov - ov.mean(-1, keepdim=True)
+    found = []
+    for s in ids:
+        score, q = max((qk[q, s].item(), q) for q in ids if q != s)
+        gain, o = max((ov[s, o].item(), o) for o in ids)
+        found.append((s, q, o, score + gain))
+    return sorted(found, key=lambda t: -t[3])[:k]
 
 
-def _ov(model, layer=0, *, transpose=False, other=False, qk=False, out=None, no_e=False):
-    attn = model.blocks[1 - layer if other else layer].attn
-    middle = w_qk(attn) if qk else w_ov(attn)
-    W_U = model.embed.W_E.T if out == "W_E" else model.unembed.W_U
-    result = middle @ W_U if no_e else model.embed.W_E @ middle @ W_U
-    return result.transpose(-1, -2) if transpose else result
+def test_check_skip_trigrams_accepts_the_reference_and_a_loop(capsys):
+    assert_accepts(checks.check_skip_trigrams, skip_trigrams, capsys)
+    assert_accepts(checks.check_skip_trigrams, _loop_trigrams, capsys)
 
 
-@pytest.mark.parametrize(
-    "switches, message",
-    [
-        (dict(transpose=True), "transposed it"),
-        (dict(other=True), "other layer"),
-        (dict(qk=True), "W_V W_O"),
-        (dict(out="W_E"), "logits come from W_U"),
-        (dict(no_e=True), "left out W_E"),
-    ],
-    ids=["transposed", "other-layer", "qk", "W_E-out", "no-W_E"],
-)
-def test_check_ov_circuit_rejects(switches, message):
-    assert_rejects(checks.check_ov_circuit, lambda m, layer=0: _ov(m, layer, **switches), message)
+def _slipped(**switches):
+    """The slip's triples, with the reference's scores (the slips are told apart by triples)."""
 
+    def slipped(m, head, k, among=None):
+        triples = checks_paths._trigrams(m, head, k, among, **switches)
+        scores = [t[3] for t in skip_trigrams(m, head, k, among)]
+        return [(*t, score) for t, score in zip(triples, scores, strict=True)]
 
-def test_check_ov_circuit_rejects_summed_heads_and_ignoring_the_layer():
-    assert_rejects(
-        checks.check_ov_circuit, lambda m, layer=0: ov_circuit(m, layer).sum(0), "summed"
-    )
-    assert_rejects(checks.check_ov_circuit, lambda m, layer=0: ov_circuit(m), "other layer")
-
-
-def test_check_qk_circuit_accepts_the_reference_and_queries_times_keys(capsys):
-    assert_accepts(checks.check_qk_circuit, qk_circuit, capsys)
-
-    def queries_times_keys(model, layer=0):
-        attn = model.blocks[layer].attn
-        q, k = model.embed.W_E @ attn.W_Q, model.embed.W_E @ attn.W_K
-        return q @ k.transpose(-1, -2) / attn.cfg.d_head**0.5
-
-    assert_accepts(checks.check_qk_circuit, queries_times_keys, capsys)
-
-
-def _qk(model, layer=0, *, scale=True, transpose=False, ov=False, keys_by="W_E"):
-    attn, W_E = model.blocks[layer].attn, model.embed.W_E
-    middle = w_ov(attn) if ov else w_qk(attn)
-    right = W_E.T if keys_by == "W_E" else model.unembed.W_U
-    d_head = model.cfg.d_model // model.cfg.n_heads if scale == "d_model" else model.cfg.d_head
-    result = W_E @ middle @ right / (d_head**0.5 if scale else 1)
-    return result.transpose(-1, -2) if transpose else result
+    return slipped
 
 
 @pytest.mark.parametrize(
     "switches, message",
     [
-        (dict(scale=False), "sqrt(d_head)"),
-        (dict(transpose=True), "transposed it"),
-        (dict(ov=True), "W_Q W_Kᵀ"),
-        (dict(keys_by="W_U"), "through W_U"),
-        (dict(scale="d_model"), "d_model // n_heads"),
+        (dict(self_query=True), "leave q = s out"),
+        (dict(centre=False), "did not centre"),
+        (dict(qk_axis=-1), "best key"),
+        (dict(swap=True), "swapped the circuits"),
+        (dict(ids_out=False), "not token ids"),
     ],
-    ids=["no-scale", "transposed", "ov", "W_U", "d_head-from-d_model"],
+    ids=["self-query", "uncentred", "qk-axis", "swapped", "positions"],
 )
-def test_check_qk_circuit_rejects(switches, message):
-    assert_rejects(checks.check_qk_circuit, lambda m, layer=0: _qk(m, layer, **switches), message)
+def test_check_skip_trigrams_rejects(switches, message):
+    assert_rejects(checks.check_skip_trigrams, _slipped(**switches), message)
 
 
 @pytest.mark.parametrize(
     "fn, message",
     [
-        (lambda m, layer=0: None, "did you forget `return`"),
-        (lambda m, layer=0: qk_circuit(m, layer) * float("nan"), "NaN"),
-        (lambda m, layer=0: m.embed.W_E @ m.embed.W_E, "raised RuntimeError"),
-        (lambda m, layer=0: qk_circuit(m, layer).double(), "dtype"),
+        (lambda m, head, k, among=None: None, "list of k"),
+        (lambda m, head, k, among=None: [(1, 2, 3)] * k, "tuple (source, query, output, score)"),
+        (lambda m, head, k, among=None: skip_trigrams(m, head, k, among)[:-1], "list of k"),
+        (lambda m, head, k, among=None: 1 / 0, "raised ZeroDivisionError"),
+        (
+            lambda m, head, k, among=None: [
+                (*t[:3], 2 * t[3]) for t in skip_trigrams(m, head, k, among)
+            ],
+            "scores",
+        ),
     ],
-    ids=["none", "nan", "raises", "dtype"],
+    ids=["none", "triples", "short", "raises", "scores"],
 )
-def test_check_qk_circuit_turns_broken_code_into_a_verdict(fn, message):
-    assert_rejects(checks.check_qk_circuit, fn, message)
+def test_check_skip_trigrams_turns_broken_code_into_a_verdict(fn, message):
+    assert_rejects(checks.check_skip_trigrams, fn, message)
 
 
-def test_circuit_checks_reject_the_stub():
-    def stub(model, layer=0):
-        raise NotImplementedError()
-
-    assert_rejects(checks.check_ov_circuit, stub, "not implemented yet")
-    assert_rejects(checks.check_qk_circuit, stub, "not implemented yet")
+def test_skip_trigrams_never_take_the_source_as_query():
+    model = checks_paths._trigram_model(checks.SQUARE, seed=3)
+    with torch.no_grad():
+        found = skip_trigrams(model, head=0, k=checks.SQUARE.d_vocab)
+    assert all(s != q for s, q, _, _ in found)
+    with torch.no_grad():
+        with_self = checks_paths._trigrams(model, 0, checks.SQUARE.d_vocab, None, self_query=True)
+    assert any(s == q for s, q, _ in with_self)  # the case the rule is there for
 
 
 # --- Path expansion ----------------------------------------------------------------------
@@ -237,30 +211,59 @@ def test_check_induction_score_rejects(fn, message):
     assert_rejects(checks.check_induction_score, fn, message)
 
 
-def test_check_prev_token_score_accepts_the_reference_and_a_loop(capsys):
-    assert_accepts(checks.check_prev_token_score, prev_token_score, capsys)
+def test_check_attention_pattern_score_accepts_the_reference_a_loop_and_a_mask(capsys):
+    assert_accepts(checks.check_attention_pattern_score, attention_pattern_score, capsys)
 
-    def loop(pattern):
+    def loop(pattern, offset):
         n = pattern.shape[-1]
-        return torch.stack([pattern[:, :, q, q - 1] for q in range(1, n)], -1).mean((0, -1))
+        weights = [pattern[:, :, q, q - offset] for q in range(offset, n)]
+        return torch.stack(weights, -1).mean((0, -1))
 
-    assert_accepts(checks.check_prev_token_score, loop, capsys)
+    def masked(pattern, offset):
+        posn = pattern.shape[-1]
+        query, key = torch.arange(posn)[:, None], torch.arange(posn)
+        on = key == query - offset
+        return (pattern * on).sum((-2, -1)).mean(0) / on.sum()
+
+    assert_accepts(checks.check_attention_pattern_score, loop, capsys)
+    assert_accepts(checks.check_attention_pattern_score, masked, capsys)
 
 
 @pytest.mark.parametrize(
     "fn, message",
     [
-        (lambda p: checks._diagonal_mean(p, 0), "own position"),
-        (lambda p: p.diagonal(-1, -2, -1).sum((0, -1)) / (p.shape[0] * p.shape[-1]), "posn - 1"),
-        (lambda p: checks._diagonal_mean(p, -2), "two positions back"),
-        (lambda p: p.diagonal(-1, -2, -1).mean(-1), "batch axis"),
-        (lambda p: p.diagonal(-1, -2, -1).mean(), "have shape ()"),
-        (lambda p: prev_token_score(p) * float("nan"), "NaN"),
+        (lambda p, o: p.diagonal(o, -2, -1).mean((0, -1)), "above the main one"),
+        (
+            lambda p, o: p.diagonal(-o, -2, -1).sum((0, -1)) / (p.shape[0] * p.shape[-1]),
+            "posn - offset",
+        ),
+        (lambda p, o: checks._diagonal_mean(p, -(o + 1)), "further back"),
+        (lambda p, o: checks._diagonal_mean(p, -1), "ignored `offset`"),
+        (lambda p, o: checks._diagonal_mean(p, -(o - 1)) if o else 0 * p[0, :, 0, 0], "nearer"),
+        (lambda p, o: p.diagonal(-o, -2, -1).mean(-1), "batch axis"),
+        (lambda p, o: p.diagonal(-o, -2, -1).mean(), "have shape ()"),
+        (lambda p, o: attention_pattern_score(p, o) * float("nan"), "NaN"),
+        (lambda p, o: None, "did you forget `return`"),
     ],
-    ids=["self", "divide-by-posn", "two-back", "batch", "scalar", "nan"],
+    ids=[
+        "above",
+        "divide-by-posn",
+        "further",
+        "fixed-offset",
+        "nearer",
+        "batch",
+        "scalar",
+        "nan",
+        "none",
+    ],
 )
-def test_check_prev_token_score_rejects(fn, message):
-    assert_rejects(checks.check_prev_token_score, fn, message)
+def test_check_attention_pattern_score_rejects(fn, message):
+    assert_rejects(checks.check_attention_pattern_score, fn, message)
+
+
+def test_prev_token_score_is_the_score_one_position_back():
+    pattern = checks._patterns(2, 3, 6, seed=1)
+    torch.testing.assert_close(prev_token_score(pattern), attention_pattern_score(pattern, 1))
 
 
 # --- Composition -------------------------------------------------------------------------
@@ -546,3 +549,24 @@ def test_the_random_token_induction_heads_copy_every_token():
     with torch.no_grad():
         copying = ov_copying_score(model, layer=1, among=list(range(1, model.cfg.d_vocab)))
     assert copying.min() == 1.0, copying
+
+
+def test_composed_qk_circuit_scores_a_key_by_what_the_previous_token_head_wrote():
+    model = checks.random_model(checks.SQUARE, seed=5)
+    attn_0, attn_1 = model.blocks[0].attn, model.blocks[1].attn
+    q_token, k_token, h0, h1 = 3, 7, 2, 1
+    with torch.no_grad():
+        written = model.embed.W_E[k_token] @ attn_0.W_V[h0] @ attn_0.W_O[h0]
+        query = model.embed.W_E[q_token] @ attn_1.W_Q[h1]
+        key = written @ attn_1.W_K[h1]
+        expected = query @ key / checks.SQUARE.d_head**0.5
+        got = composed_qk_circuit(model, h0, h1)[q_token, k_token]
+    torch.testing.assert_close(got, expected)
+
+
+def test_the_induction_heads_look_for_their_own_token_before_the_key():
+    model = models.load_model("induction")
+    with torch.no_grad():
+        for h1 in range(4):
+            matrix = composed_qk_circuit(model, 3, h1)[1:, 1:]
+            assert (matrix.argmax(-1) == torch.arange(63)).all()

@@ -154,6 +154,22 @@ def test_wrong_values_show_the_entries_around_the_largest_error_and_the_input_th
     assert "times" not in message  # a single nonzero entry is no evidence of a scale factor
 
 
+def test_one_rule_for_an_integer_across_the_checkers():
+    import numpy as np
+
+    from checks._compare import integer_value, require_int
+
+    for value in [7, np.int64(7), np.uint8(7), np.array(7), torch.tensor(7)]:
+        assert integer_value(value) == 7 and type(integer_value(value)) is int, value
+    for value in [7.0, np.float64(7), torch.tensor(7.0), True, "7", [7], torch.tensor([7, 7])]:
+        assert integer_value(value) is None, value
+    check = Check("count")
+    with pytest.raises(CheckFailed, match="use //"):
+        require_int(check, 12 / 2, "number of bytes")
+    with pytest.raises(CheckFailed, match="forget `return`"):
+        require_int(check, None, "number of bytes")
+
+
 def test_not_a_class_still_gets_a_verdict():
     assert_rejects(check_double, None, "expected something callable")
 

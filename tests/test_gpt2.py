@@ -124,7 +124,9 @@ def test_check_parameter_count_rejects_ignoring_tied():
 
 
 def test_check_parameter_count_rejects_a_float_and_the_stub():
-    assert_rejects(checks.check_parameter_count, lambda cfg, tied=False: 1.0, "Python int")
+    assert_rejects(
+        checks.check_parameter_count, lambda cfg, tied=False: 1.0, "should be an int", "use //"
+    )
 
     def stub(cfg, tied=False):
         raise NotImplementedError

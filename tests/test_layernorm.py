@@ -1,15 +1,19 @@
 """The chapter 4 checkers accept LayerNorm however it is written, and name each usual mistake."""
 
+import copy
+
 import einops
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from checks import layernorm as checks
 from solutions.layernorm import (
     LayerNorm,
     RMSNorm,
     fold_layer_norm,
+    fold_transformer,
     layer_norm_jacobian,
 )
 from support import assert_accepts, assert_rejects
@@ -347,3 +351,155 @@ def _w_data(cls):
 )
 def test_norm_checkers_reject_a_norm_that_blocks_gradients(check, cls, make, message):
     assert_rejects(check, make(cls), message)
+
+
+# --- Folding a whole model ----------------------------------------------------------------
+
+
+def _fold_pair(ln, W, bias, *, fold_b=True, own=True, through=False, centre=None):
+    """One reader folded, W of shape [..., d_model, n] (attention's per-head weights too)."""
+    W_new = ln.w[:, None] * W
+    if centre is not None:
+        W_new = W_new - W_new.mean(dim=centre, keepdim=True)
+    if not fold_b:
+        return W_new, bias
+    return W_new, ln.b @ (W_new if through else W) + (bias if own else 0)
+
+
+def learner_fold(
+    *, in_place=False, attn=("Q", "K", "V"), mlp=True, final=True, reset_final=True,
+    zero_b=True, writers=False, columns=False, replace=None, **pair,
+):  # fmt: skip
+    """A fold_transformer written the way a learner might, one mistake switched on."""
+
+    def fold_transformer(model):
+        folded = model if in_place else copy.deepcopy(model)
+        with torch.no_grad():
+            for block in folded.blocks:
+                for x in attn:
+                    W, b = getattr(block.attn, f"W_{x}"), getattr(block.attn, f"b_{x}")
+                    W_new, b_new = _fold_pair(block.ln1, W, b, **pair)
+                    W.copy_(W * block.ln1.w if columns else W_new), b.copy_(b_new)
+                mlp_readers = [(block.attn.W_O, block.attn.b_O)] if writers else []
+                if mlp and not writers:
+                    mlp_readers = [(block.mlp.W_in, block.mlp.b_in)]
+                for W, b in mlp_readers:
+                    if W is block.attn.W_O:  # the writer before ln2, folded into as if it read
+                        W.mul_(block.ln2.w), b.mul_(block.ln2.w).add_(block.ln2.b)
+                    else:
+                        W_new, b_new = _fold_pair(block.ln2, W, b, **pair)
+                        W.copy_(W_new), b.copy_(b_new)
+            if final:
+                unembed = folded.unembed
+                W_U, b_U = _fold_pair(folded.ln_final, unembed.W_U, unembed.b_U, **pair)
+                unembed.W_U.copy_(W_U), unembed.b_U.copy_(b_U)
+            norms = [n for block in folded.blocks for n in (block.ln1, block.ln2)]
+            for ln in norms + ([folded.ln_final] if reset_final else []):
+                ln.w.fill_(1.0)
+                if zero_b:
+                    ln.b.zero_()
+            if replace is not None:
+                for block in folded.blocks:
+                    block.ln1 = replace(block.ln1.cfg)
+        return folded
+
+    return fold_transformer
+
+
+class ScaleOnly(nn.Module):
+    """A LayerNorm that divides by the root mean square and does not centre."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.w = nn.Parameter(torch.ones(cfg.d_model))
+        self.b = nn.Parameter(torch.zeros(cfg.d_model))
+
+    def forward(self, x):
+        return x / (x.pow(2).mean(-1, keepdim=True) + self.cfg.layer_norm_eps).sqrt() * self.w
+
+
+def fold_by_state_dict(model):
+    """A fold that builds a fresh model from a folded state dict, folding the 3-d head
+    weights directly ([n_heads, d_model, d_head]: w still scales the d_model axis)."""
+    state = {name: p.detach().clone() for name, p in model.state_dict().items()}
+    norms = [f"blocks.{i}.ln{j}" for i in range(model.cfg.n_layers) for j in (1, 2)]
+    reads = {f"blocks.{i}.ln1": [f"blocks.{i}.attn.{{}}_{x}" for x in "QKV"] for i in range(9)}
+    reads |= {f"blocks.{i}.ln2": [f"blocks.{i}.mlp.{{}}_in"] for i in range(9)}
+    reads["ln_final"] = ["unembed.{}_U"]
+    for ln in [*norms, "ln_final"]:
+        w, b = state[f"{ln}.w"], state[f"{ln}.b"]
+        for reader in reads[ln]:
+            W, bias = reader.format("W"), reader.format("b")
+            state[bias] = (
+                einops.einsum(b, state[W], "d_model, ... d_model n -> ... n") + state[bias]
+            )
+            state[W] = w[:, None] * state[W]
+        state[f"{ln}.w"], state[f"{ln}.b"] = torch.ones_like(w), torch.zeros_like(b)
+    folded = type(model)(model.cfg)
+    folded.load_state_dict(state)
+    return folded
+
+
+def test_check_fold_transformer_accepts_the_reference_and_other_folds(capsys):
+    assert_accepts(checks.check_fold_transformer, fold_transformer, capsys)
+    assert_accepts(checks.check_fold_transformer, learner_fold(), capsys)
+    assert_accepts(checks.check_fold_transformer, fold_by_state_dict, capsys)
+
+
+def test_check_fold_transformer_accepts_readers_centred_over_d_model(capsys):
+    # x̂ has mean 0 over d_model, so a W centred over that axis (TransformerLens's fold_ln
+    # with center_weights) reads it as the uncentred one does.
+    assert_accepts(checks.check_fold_transformer, learner_fold(centre=-2), capsys)
+
+
+def _stub(model):
+    raise NotImplementedError()
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (learner_fold(in_place=True), "changed the model it was given"),
+        (learner_fold(fold_b=False), "folded w but not b"),
+        (learner_fold(fold_b=False, zero_b=False), "w but left its b in the LayerNorm"),
+        (learner_fold(zero_b=False), "left its b in the LayerNorm: set w to 1 and b to 0"),
+        (learner_fold(final=False, reset_final=False), "forgot ln_final"),
+        (learner_fold(final=False), "without folding it into the unembedding"),
+        (learner_fold(reset_final=False), "folded ln_final into W_U but left its w and b"),
+        (learner_fold(attn=("Q",)), "did not fold blocks.0.ln1 into W_K and b_K"),
+        (learner_fold(mlp=False), "did not fold blocks.0.ln2 into W_in and b_in"),
+        (learner_fold(own=False), "forgot the layer's own bias"),
+        (learner_fold(through=True), "passed b through the folded W"),
+        (learner_fold(writers=True), "changed blocks.0.attn.W_O, which writes into the stream"),
+        (learner_fold(columns=True), "one per row of each reader's weight"),
+        (learner_fold(centre=-1), "centred blocks.0.attn.W_Q over its output axis"),
+        (learner_fold(replace=lambda cfg: nn.Identity()), "replaced blocks.0.ln1 by Identity"),
+        (learner_fold(replace=ScaleOnly), "replaced blocks.0.ln1 by ScaleOnly"),
+        (copy.deepcopy, "did not fold blocks.0.ln1"),
+        (lambda model: model, "returned the model it was given, unfolded"),
+        (lambda model: None, "did you forget `return`"),
+        (lambda model: fold_transformer(model).state_dict(), "(an nn.Module), not an OrderedDict"),
+        (lambda model: fold_transformer(model).double(), "dtype torch.float64"),
+        (lambda model: model @ 2, "raised TypeError"),
+        (_stub, "not implemented yet"),
+    ],
+    ids=[
+        "in-place", "w-not-b", "b-left", "b-twice", "no-ln_final", "no-unembed", "ln_final-twice",
+        "only-W_Q", "no-mlp", "no-own-bias", "b-through-folded-W", "writer", "columns",
+        "centred-outputs", "identity", "no-centring", "unfolded-copy", "same-model", "none",
+        "state-dict", "double", "raises", "stub",
+    ],
+)  # fmt: skip
+def test_check_fold_transformer_rejects_and_names(fn, message):
+    assert_rejects(checks.check_fold_transformer, fn, message)
+
+
+def test_check_fold_transformer_names_nan_logits():
+    def fold_with_nan(model):
+        folded = fold_transformer(model)
+        with torch.no_grad():
+            folded.unembed.b_U[0] = float("nan")
+        return folded
+
+    assert_rejects(checks.check_fold_transformer, fold_with_nan, "NaN")

@@ -27,6 +27,11 @@ AXES = {
     "n_experts",  # chapter 3's mixture of experts
     "component",  # chapter 5: the parts the residual stream is a sum of
     "layer",  # chapter 5: the points of the stream the logit lens reads
+    # chapter 2's scaled_dot_product_attention, named as PyTorch's and CS336's:
+    "queries",
+    "keys",
+    "d_k",
+    "d_v",
 }
 SOLUTION_MODULES = sorted(p for p in (ROOT / "solutions").glob("*.py") if p.stem != "__init__")
 

@@ -228,7 +228,7 @@ def check_moe_flops_saved(check, moe_flops_saved):
         ):
             expected = ref.moe_flops_saved(cfg, n_experts, k)
             got = check.call(moe_flops_saved, cfg, n_experts, k)
-            require_int(check, got, "FLOPs saved per token")
+            got = require_int(check, got, "FLOPs saved per token")
             gate = 2 * cfg.d_model * n_experts
             hints = {
                 expected + gate: " You left out the gate: it costs 2·d_model·n_experts.",

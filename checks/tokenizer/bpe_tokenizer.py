@@ -4,6 +4,7 @@ tricky text; and of its incremental trainer, which must learn the same merges, f
 import time
 
 from checks import _tokenizer_diagnosis as diagnosis
+from checks._compare import integer_value
 from checks._core import CheckFailed, exercise, kind_of
 from checks.tokenizer._common import _REGEX_HINT, _fail_with_hint, _quoted
 from solutions import tokenizer as ref
@@ -33,9 +34,10 @@ def _encode(check, tok, text):
         if "bad escape \\p" in str(failure):
             _fail_with_hint(check, failure, _REGEX_HINT)
         raise
-    if not isinstance(got, list) or not all(isinstance(i, int) for i in got):
+    ids = [integer_value(i) for i in got] if isinstance(got, list) else None
+    if ids is None or None in ids:
         check.fail(f"encode should return a list of ints, got {kind_of(got)} {_quoted(str(got))}.")
-    return got
+    return ids
 
 
 def _decode(check, tok, ids):

@@ -1,5 +1,7 @@
 """What chapter 6b's checkers share: a small model, and a learner's number read and compared."""
 
+import numbers
+
 import torch
 
 from checks._core import kind_of
@@ -13,7 +15,7 @@ def _as_float(check, value, what: str) -> float:
     """A learner's number as a float: a Python or NumPy number, or a 0-d tensor."""
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         return value.item()
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):  # NumPy's too
         return float(value)
     if value is None:
         check.fail(f"your code returned None for the {what}: did you forget `return`?")

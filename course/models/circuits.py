@@ -44,11 +44,6 @@ INDUCTION_TRAINING = replace(
 PERIODS = (6, 20)
 
 
-# The chapter's test sequences: [bos, s, s], s of HALF random tokens, fixed by their seed.
-HALF = 20
-EVAL_BATCH, EVAL_SEED = 100, 1234
-
-
 @cache
 def corpus_tokenizer(vocab_size: int = CORPUS_MODEL.d_vocab) -> BPETokenizer:
     """The BPE of the corpus model: learned from the whole corpus (under a second)."""
@@ -62,32 +57,60 @@ def corpus_tokens() -> tuple[torch.Tensor, torch.Tensor]:
     return tokens[:cut], tokens[cut:]
 
 
-def induction_eval_tokens(cfg: Config = INDUCTION_MODEL) -> torch.Tensor:
-    """EVAL_BATCH sequences [bos, s, s]: the same ones at every call."""
-    return repeated_tokens(EVAL_BATCH, HALF, cfg.d_vocab, torch.Generator().manual_seed(EVAL_SEED))
+# The chapter's test sequences: [bos, s, s], s of `half` random tokens, for every period the
+# model trained on. At the longest (20) the repeat starts where the context ends, so its first
+# token is predictable from the position alone: scores are averaged over all of them, and the
+# loss on the repeat leaves its first token out (no content says that the repeat begins).
+HALVES = tuple(range(PERIODS[0], PERIODS[1] + 1))
+HALF = 12  # the period the chapter's figures show, inside the range
+EVAL_BATCH, EVAL_SEED = 100, 1234
+
+
+def induction_eval_tokens(half: int = HALF, cfg: Config = INDUCTION_MODEL) -> torch.Tensor:
+    """EVAL_BATCH sequences [bos, s, s] with s of `half` tokens: the same ones at every call."""
+    generator = torch.Generator().manual_seed(EVAL_SEED + half)
+    return repeated_tokens(EVAL_BATCH, half, cfg.d_vocab, generator)
+
+
+def induction_eval_sets(cfg: Config = INDUCTION_MODEL) -> dict[int, torch.Tensor]:
+    """The test sequences of every half in HALVES."""
+    return {half: induction_eval_tokens(half, cfg) for half in HALVES}
 
 
 @torch.no_grad()
-def induction_eval(model: AttnOnlyTransformer, tokens: torch.Tensor) -> dict:
-    """Loss on each half of [bos, s, s], and the heads' scores."""
-    log_probs = next_token_log_probs(model(tokens), tokens)
-    patterns = attention_patterns(model, tokens)
+def copy_losses(model: AttnOnlyTransformer, tokens: torch.Tensor) -> tuple[float, float]:
+    """Mean loss on the first copy of [bos, s, s], and on the repeat after its first token."""
+    half = tokens.shape[1] // 2
+    losses = -next_token_log_probs(model(tokens), tokens)  # [:, j] predicts token j + 1
+    return losses[:, :half].mean().item(), losses[:, half + 1 :].mean().item()
+
+
+@torch.no_grad()
+def induction_eval(model: AttnOnlyTransformer, sets: dict[int, torch.Tensor]) -> dict:
+    """Losses on each copy and the heads' scores, averaged over the halves of `sets`."""
+    rows = []
+    for half, tokens in sets.items():
+        first, repeat = copy_losses(model, tokens)
+        patterns = attention_patterns(model, tokens)
+        prev, induction = prev_token_score(patterns[0]), induction_score(patterns[1], half)
+        rows.append(torch.tensor([first, repeat, *prev.tolist(), *induction.tolist()]))
+    mean = torch.stack(rows).mean(0).tolist()
+    n_heads = model.cfg.n_heads
     return {
-        "first_half_loss": -log_probs[:, :HALF].mean().item(),
-        "second_half_loss": -log_probs[:, HALF:].mean().item(),
-        "prev_token_score": prev_token_score(patterns[0]).tolist(),
-        "induction_score": induction_score(patterns[1], HALF).tolist(),
+        "first_half_loss": mean[0],
+        "second_half_loss": mean[1],
+        "prev_token_score": mean[2 : 2 + n_heads],
+        "induction_score": mean[2 + n_heads :],
     }
 
 
 @torch.no_grad()
 def scores(corpus_model: AttnOnlyTransformer, induction_model: AttnOnlyTransformer) -> dict:
     """What the chapter quotes of the shipped models, computed from their shipped weights."""
-    tokens = induction_eval_tokens()
     composition = {kind: composition_scores(induction_model, kind).tolist() for kind in "QKV"}
     baseline = {kind: composition_baseline(INDUCTION_MODEL, kind) for kind in "QKV"}
     return {
-        "induction": induction_eval(induction_model, tokens),
+        "induction": induction_eval(induction_model, induction_eval_sets()),
         "composition": composition,
         "composition_baseline": baseline,
     }

@@ -23,7 +23,7 @@ from course.models.circuits import (
     PERIODS,
     corpus_tokens,
     induction_eval,
-    induction_eval_tokens,
+    induction_eval_sets,
     load_model,
     scores,
 )
@@ -62,7 +62,7 @@ def train_induction_model(
         param_groups(model, tcfg.weight_decay), lr=tcfg.max_lr, betas=tcfg.betas
     )
     generator = torch.Generator().manual_seed(tcfg.seed)
-    eval_tokens, log = induction_eval_tokens(cfg), []
+    eval_sets, log = induction_eval_sets(cfg), []
     for step in tqdm(range(tcfg.max_steps), disable=not progress, desc="induction model"):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, tcfg)
@@ -74,7 +74,7 @@ def train_induction_model(
         optimizer.step()
         row = {"step": step + 1, "train_loss": loss.item()}
         if (step + 1) % tcfg.eval_every == 0 or step == 0:
-            row |= induction_eval(model, eval_tokens)
+            row |= induction_eval(model, eval_sets)
         log.append(row)
     return round_to_float16(model), log
 
