@@ -1,9 +1,11 @@
-"""The checkers of chapter 7's repetition penalties: OpenAI's additive apply_penalties, on hand-made histories
-(one token generated three times, nothing generated yet, two rows with histories of their own)
-under frequency and presence penalties alone and together. A result that adds the penalties,
-applies one where the other belongs, or counts the first row's tokens for every row is named. HuggingFace's multiplicative repetition_penalty,
-on positive and negative logits, repeated tokens and two rows: dividing negative logits,
-subtracting, penalising once per occurrence, or the first row's tokens everywhere is named."""
+"""The checkers of chapter 7's repetition penalties. OpenAI's additive apply_penalties, on
+hand-made histories (one token generated three times, nothing generated yet, two rows with
+histories of their own) under frequency and presence penalties alone and together: a result
+that adds the penalties, applies one where the other belongs, or counts the first row's
+tokens for every row is named. HuggingFace's multiplicative repetition_penalty, on positive
+and negative logits, repeated tokens and two rows: dividing negative logits, subtracting,
+penalising once per occurrence, leaving some tokens (the prompt's) out, or the first row's
+tokens everywhere is named."""
 
 import torch
 
@@ -49,8 +51,8 @@ def check_apply_penalties(check, apply_penalties):
 @exercise(ref.repetition_penalty)
 def check_repetition_penalty(check, repetition_penalty):
     cases = [
-        ("a positive and a negative logit seen, token 2 three times", _row(1.0, -2.0, 3.0, 0.5),
-         [[2, 1, 2, 2]], 1.5),
+        ("prompt [2, 1], then 2, 2 generated: a positive and a negative logit seen",
+         _row(1.0, -2.0, 3.0, 0.5), [[2, 1, 2, 2]], 1.5),
         ("a penalty below 1 makes seen tokens likelier", _row(1.0, -2.0, 3.0, 0.5), [[0, 1]], 0.8),
         ("two rows, each with its own tokens", torch.randn(2, 7, generator=seeded(1)),
          [[6, 6, 1, 0], [3, 3, 3, 5]], 1.3),
@@ -76,4 +78,18 @@ def check_repetition_penalty(check, repetition_penalty):
                 ),
             }
             got = check.call(repetition_penalty, logits, tokens, penalty)
+            _name_unpenalised(check, got, logits, expected)
             check.tensor(got, expected, what="penalised logits", mistakes=mistakes)
+
+
+def _name_unpenalised(check, got, logits, expected) -> None:
+    """Right wherever it changed a logit, but some seen token's left as it was: a part of
+    `tokens`, most often the prompt, was not counted."""
+    if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+        return
+    right, untouched = torch.isclose(got, expected), torch.isclose(got, logits)
+    if (right | untouched).all() and (untouched & ~right).any():
+        check.fail(
+            "some tokens of `tokens` kept their logits: penalise every token that appears in "
+            "it, the prompt's as well as those generated."
+        )
