@@ -35,6 +35,16 @@ def apply_penalties(
     return logits - frequency_penalty * counts - presence_penalty * (counts > 0)
 
 
+def repetition_penalty(
+    logits: Float[Tensor, "batch d_vocab"], tokens: Int[Tensor, "batch posn"], penalty: float
+) -> Float[Tensor, "batch d_vocab"]:
+    """HuggingFace's penalty: each token that appears in `tokens` (prompt and generated) has
+    its logit divided by `penalty` if positive, multiplied by it if negative, once however
+    often it appears. penalty > 1 makes every seen token less likely."""
+    seen = logits.gather(-1, tokens)
+    return logits.scatter(-1, tokens, torch.where(seen < 0, seen * penalty, seen / penalty))
+
+
 def top_k_filter(logits: Float[Tensor, "batch d_vocab"], k: int) -> Float[Tensor, "batch d_vocab"]:
     """The logits with all but the k largest of each row set to -inf (ties with the k-th kept)."""
     kth_largest = logits.topk(k, dim=-1).values[:, -1:]
@@ -312,26 +322,52 @@ def generate_text(
 
 @torch.no_grad()
 def beam_search(
-    model: nn.Module, prompt: list[int], n_beams: int, max_new_tokens: int
+    model: nn.Module,
+    prompt: list[int],
+    n_beams: int,
+    max_new_tokens: int,
+    eos_token_id: int | None = None,
+    length_penalty: float = 1.0,
+    early_stopping: bool | str = False,
 ) -> list[tuple[list[int], float]]:
-    """The n_beams most probable continuations of max_new_tokens tokens that beam search
-    finds, with their log-probabilities (summed over the new tokens), best first.
+    """The n_beams best finished continuations beam search finds, best first, each with its
+    score: its log-probability (summed over the new tokens) / n_new ** length_penalty.
 
-    At each step every beam is extended by every token, and the n_beams best extensions
-    overall are kept: wider than greedy, which keeps one, yet far from trying them all.
+    A beam finishes when it draws eos_token_id (kept as its last token) or reaches
+    max_new_tokens. Stop once n_beams have finished with early_stopping=True; with False,
+    once the best running beam, scored at its present length, cannot beat the worst
+    finished one; with "never", the same, but scored at max_new_tokens when
+    length_penalty > 0. HuggingFace's generate(num_beams=...) does all this.
     """
-    beams = torch.tensor([prompt])
-    scores = torch.zeros(1)
-    for _ in range(max_new_tokens):
+    beams, scores = torch.tensor([prompt]), torch.zeros(1)
+    finished: list[tuple[list[int], float]] = []
+    for n_new in range(1, max_new_tokens + 1):
         log_probs = model(beams)[:, -1].log_softmax(dim=-1)
-        candidates = (scores[:, None] + log_probs).flatten()
-        scores, index = candidates.topk(min(n_beams, len(candidates)))
         d_vocab = log_probs.shape[-1]
-        beams = torch.cat([beams[index // d_vocab], (index % d_vocab)[:, None]], dim=1)
-    return [
-        (beam[len(prompt) :].tolist(), score)
-        for beam, score in zip(beams, scores.tolist(), strict=True)
-    ]
+        # 2·n_beams candidates, so that n_beams go on even if n_beams of them end in EOS.
+        top, index = (
+            (scores[:, None] + log_probs).flatten().topk(min(2 * n_beams, log_probs.numel()))
+        )
+        running, running_scores = [], []
+        full = len(finished) == n_beams
+        for rank, (score, i) in enumerate(zip(top.tolist(), index.tolist(), strict=True)):
+            sequence = beams[i // d_vocab].tolist()[len(prompt) :] + [i % d_vocab]
+            if i % d_vocab == eos_token_id or n_new == max_new_tokens:
+                # Only the n_beams best may finish; once n_beams have, early_stopping shuts.
+                if rank < n_beams and not (full and early_stopping is True):
+                    finished.append((sequence, score / n_new**length_penalty))
+            elif len(running) < n_beams:
+                running.append(prompt + sequence)
+                running_scores.append(score)
+        finished = sorted(finished, key=lambda pair: -pair[1])[:n_beams]
+        if n_new == max_new_tokens or len(finished) == n_beams and early_stopping is True:
+            break
+        if len(finished) == n_beams:
+            at = max_new_tokens if early_stopping == "never" and length_penalty > 0 else n_new
+            if not running_scores[0] / at**length_penalty > finished[-1][1]:
+                break  # the best running beam can no longer beat the worst finished one
+        beams, scores = torch.tensor(running), torch.tensor(running_scores)
+    return finished
 
 
 class BigramModel(nn.Module):

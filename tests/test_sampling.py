@@ -192,14 +192,6 @@ def test_penalties_make_repeats_rarer(model):
     assert distinct(penalised) > distinct(plain)
 
 
-def test_beam_search_finds_the_pair_greedy_misses():
-    trap = checks.greedy_trap()
-    assert generate(trap, [[0]], 2, temperature=0.0, use_cache=False)[0][0] == 1
-    best, score = beam_search(trap, [0], 2, 2)[0]
-    assert best == [2, 3] and abs(score - torch.tensor(0.36).log().item()) < 1e-6
-    assert beam_search(trap, [0], 1, 2)[0][0][0] == 1  # one beam is greedy
-
-
 # --- Checkers ----------------------------------------------------------------------------
 
 EXERCISES = {
@@ -475,17 +467,6 @@ def test_check_cached_attention_names_mistakes(switches, diagnosis):
 
 def test_check_cached_attention_accepts_a_variant(capsys):
     assert_accepts(checks.check_cached_attention, cached_attention_variant(), capsys)
-
-
-def test_check_beam_search_names_greedy_and_probabilities():
-    def greedy(model, prompt, n_beams, n_new):
-        return beam_search(model, prompt, 1, n_new)
-
-    def probabilities(model, prompt, n_beams, n_new):
-        return [(t, torch.tensor(s).exp().item()) for t, s in beam_search(model, prompt, n_beams, n_new)]  # fmt: skip
-
-    assert_rejects(checks.check_beam_search, greedy, "greedy's")
-    assert_rejects(checks.check_beam_search, probabilities, "log-probabilities")
 
 
 def _cached_attention_placing_queries_by(past_of):

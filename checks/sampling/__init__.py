@@ -9,7 +9,7 @@ in a million), and a wrong distribution that fits the draws better is named.
 
 # In the order the chapter teaches them: the order of import is the order `summary` lists.
 # isort: off
-from checks.sampling.penalties import check_apply_penalties
+from checks.sampling.penalties import check_apply_penalties, check_repetition_penalty
 from checks.sampling.filters import check_top_k_filter, check_top_p_filter
 from checks.sampling.next_token import check_sample_next_token
 from checks.sampling.kv_cache import check_cached_attention
@@ -22,6 +22,7 @@ from checks.sampling.beam_search import greedy_trap  # noqa: F401
 
 __all__ = [
     "check_apply_penalties",
+    "check_repetition_penalty",
     "check_top_k_filter",
     "check_top_p_filter",
     "check_sample_next_token",

@@ -1,7 +1,11 @@
-"""The checker of chapter 7's repetition penalties: apply_penalties, on hand-made histories
-(one token generated three times, nothing generated yet, two rows with histories of their own)
-under frequency and presence penalties alone and together. A result that adds the penalties,
-applies one where the other belongs, or counts the first row's tokens for every row is named."""
+"""The checkers of chapter 7's repetition penalties. OpenAI's additive apply_penalties, on
+hand-made histories (one token generated three times, nothing generated yet, two rows with
+histories of their own) under frequency and presence penalties alone and together: a result
+that adds the penalties, applies one where the other belongs, or counts the first row's
+tokens for every row is named. HuggingFace's multiplicative repetition_penalty, on positive
+and negative logits, repeated tokens and two rows: dividing negative logits, subtracting,
+penalising once per occurrence, leaving some tokens (the prompt's) out, or the first row's
+tokens everywhere is named."""
 
 import torch
 
@@ -42,3 +46,50 @@ def check_apply_penalties(check, apply_penalties):
                 }
                 got = check.call(apply_penalties, logits, generated, freq, pres)
                 check.tensor(got, expected, what="penalised logits", mistakes=mistakes)
+
+
+@exercise(ref.repetition_penalty)
+def check_repetition_penalty(check, repetition_penalty):
+    cases = [
+        ("prompt [2, 1], then 2, 2 generated: a positive and a negative logit seen",
+         _row(1.0, -2.0, 3.0, 0.5), [[2, 1, 2, 2]], 1.5),
+        ("a penalty below 1 makes seen tokens likelier", _row(1.0, -2.0, 3.0, 0.5), [[0, 1]], 0.8),
+        ("two rows, each with its own tokens", torch.randn(2, 7, generator=seeded(1)),
+         [[6, 6, 1, 0], [3, 3, 3, 5]], 1.3),
+    ]  # fmt: skip
+    for label, logits, history, penalty in cases:
+        with check.case(f"{label}, penalty {penalty}"):
+            tokens = torch.tensor(history)
+            expected = ref.repetition_penalty(logits, tokens, penalty)
+            counts = torch.zeros_like(logits).scatter_add_(
+                -1, tokens, torch.ones_like(logits[:, :1]).expand_as(tokens)
+            )
+            seen = counts > 0
+            mistakes = {
+                "divided every seen logit by the penalty: a negative one divided rises toward 0, "
+                "so multiply negative logits instead": torch.where(seen, logits / penalty, logits),
+                "subtracted the penalty: HuggingFace's scales the logit (divide positive, "
+                "multiply negative)": logits - penalty * seen,
+                "applied it once per occurrence: a token seen three times is penalised once": (
+                    torch.where(logits < 0, logits * penalty**counts, logits / penalty**counts)
+                ),
+                "penalised the first row's tokens in every row": torch.where(
+                    seen[:1], torch.where(logits < 0, logits * penalty, logits / penalty), logits
+                ),
+            }
+            got = check.call(repetition_penalty, logits, tokens, penalty)
+            _name_unpenalised(check, got, logits, expected)
+            check.tensor(got, expected, what="penalised logits", mistakes=mistakes)
+
+
+def _name_unpenalised(check, got, logits, expected) -> None:
+    """Right wherever it changed a logit, but some seen token's left as it was: a part of
+    `tokens`, most often the prompt, was not counted."""
+    if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+        return
+    right, untouched = torch.isclose(got, expected), torch.isclose(got, logits)
+    if (right | untouched).all() and (untouched & ~right).any():
+        check.fail(
+            "some tokens of `tokens` kept their logits: penalise every token that appears in "
+            "it, the prompt's as well as those generated."
+        )
