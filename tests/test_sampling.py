@@ -277,8 +277,13 @@ def test_check_apply_penalties_names_mistakes():
     def presence_per_occurrence(logits, generated, f, p):
         return apply_penalties(logits, generated, f + p, 0.0)
 
+    def pooled_counts(logits, generated, f, p):
+        counts = torch.bincount(generated.flatten(), minlength=logits.shape[-1]).to(logits.dtype)
+        return logits - f * counts - p * (counts > 0).to(logits.dtype)
+
     assert_rejects(checks.check_apply_penalties, added, "lower the logits")
     assert_rejects(checks.check_apply_penalties, presence_per_occurrence, "once per token")
+    assert_rejects(checks.check_apply_penalties, pooled_counts, "pooled the counts of every row")
 
 
 def test_check_top_k_filter_names_mistakes():

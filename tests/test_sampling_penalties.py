@@ -58,6 +58,10 @@ def first_row_everywhere(logits, tokens, penalty):
     return repetition_penalty(logits, tokens[:1].expand_as(tokens), penalty)
 
 
+def every_row_everywhere(logits, tokens, penalty):
+    return repetition_penalty(logits, tokens.flatten().expand(len(tokens), -1), penalty)
+
+
 def test_check_repetition_penalty_accepts_the_reference_and_a_loop(capsys):
     assert_accepts(checks.check_repetition_penalty, repetition_penalty, capsys)
     assert_accepts(checks.check_repetition_penalty, by_loop, capsys)
@@ -71,6 +75,7 @@ def test_check_repetition_penalty_accepts_the_reference_and_a_loop(capsys):
         (per_occurrence, "once per occurrence"),
         (additive, "subtracted the penalty"),
         (first_row_everywhere, "first row's tokens"),
+        (every_row_everywhere, "every row's tokens in every row"),
     ],
     ids=lambda x: getattr(x, "__name__", "")[:20],
 )

@@ -1,11 +1,11 @@
 """The checkers of chapter 7's repetition penalties. OpenAI's additive apply_penalties, on
 hand-made histories (one token generated three times, nothing generated yet, two rows with
 histories of their own) under frequency and presence penalties alone and together: a result
-that adds the penalties, applies one where the other belongs, or counts the first row's
-tokens for every row is named. HuggingFace's multiplicative repetition_penalty, on positive
+that adds the penalties, applies one where the other belongs, counts the first row's tokens
+for every row or pools the rows' counts is named. HuggingFace's multiplicative repetition_penalty, on positive
 and negative logits, repeated tokens and two rows: dividing negative logits, subtracting,
 penalising once per occurrence, leaving some tokens (the prompt's) out, or the first row's
-tokens everywhere is named."""
+or every row's tokens everywhere is named."""
 
 import torch
 
@@ -44,6 +44,12 @@ def check_apply_penalties(check, apply_penalties):
                     - freq * counts[:1]
                     - pres * seen[:1],
                 }
+                pooled = counts.sum(0, keepdim=True)
+                if len(history) > 1:
+                    mistakes["pooled the counts of every row: count each row's own tokens "
+                             "(scatter_add_ along the last axis, row by row)"] = (
+                        logits - freq * pooled - pres * (pooled > 0).float()
+                    )  # fmt: skip
                 got = check.call(apply_penalties, logits, generated, freq, pres)
                 check.tensor(got, expected, what="penalised logits", mistakes=mistakes)
 
@@ -65,6 +71,7 @@ def check_repetition_penalty(check, repetition_penalty):
                 -1, tokens, torch.ones_like(logits[:, :1]).expand_as(tokens)
             )
             seen = counts > 0
+            penalise = torch.where(logits < 0, logits * penalty, logits / penalty)
             mistakes = {
                 "divided every seen logit by the penalty: a negative one divided rises toward 0, "
                 "so multiply negative logits instead": torch.where(seen, logits / penalty, logits),
@@ -72,6 +79,9 @@ def check_repetition_penalty(check, repetition_penalty):
                 "multiply negative)": logits - penalty * seen,
                 "applied it once per occurrence: a token seen three times is penalised once": (
                     torch.where(logits < 0, logits * penalty**counts, logits / penalty**counts)
+                ),
+                "penalised every row's tokens in every row: each row has its own history": (
+                    torch.where(seen.any(0, keepdim=True), penalise, logits)
                 ),
                 "penalised the first row's tokens in every row": torch.where(
                     seen[:1], torch.where(logits < 0, logits * penalty, logits / penalty), logits
