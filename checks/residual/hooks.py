@@ -30,8 +30,10 @@ def _specific_mistakes(name: str, expected: dict[str, torch.Tensor], model) -> d
         scale = expected[f"{ln}.hook_scale"]
         module = _module(model, ln)
         x_hat = (x - module.b) / module.w
-        mistakes["recorded it before w and b: the course's hook_normalized (as "
-                 "HookedTransformer's) is after them, the LayerNorm's output"] = x_hat  # fmt: skip
+        mistakes["recorded it before w and b: the course's hook_normalized is after them, "
+                 "the LayerNorm's output (as HookedTransformer's was with fold_ln=False)"] = (
+            x_hat
+        )  # fmt: skip
         mistakes["recorded it before dividing by the scale"] = x_hat * scale
         for other, why in _other_layer_norms(ln, model):
             mistakes[why] = x_hat * other.w + other.b
