@@ -7,8 +7,9 @@ import nbformat
 import pytest
 
 from course import notebooks
-from course.grading.parts import PARTS, learner_parts
+from course.grading.parts import PARTS, learner_model, learner_parts
 from solutions import attention, embeddings, layernorm, mlp
+from solutions.config import TINY
 
 REFERENCES = {
     "Embed": embeddings.Embed,
@@ -121,3 +122,76 @@ def test_a_part_s_failing_helper_falls_back_as_in_its_own_notebook(tmp_path, mas
         source,
     )
     assert learner_parts(tmp_path, quiet=True)["Attention"] is not attention.Attention
+
+
+BLOCK = """
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg, fused=False):
+        super().__init__()
+        self.ln1, self.attn = LayerNorm(cfg), Attention(cfg)
+        self.ln2, self.mlp = LayerNorm(cfg), MLP(cfg)
+
+    def forward(self, x):
+        x = {attn}
+        return x + self.mlp(self.ln2(x))
+"""
+MODEL = """
+class Transformer(nn.Module):
+    def __init__(self, cfg, fused=False):
+        super().__init__()
+        self.cfg = cfg
+        self.embed, self.pos_embed = Embed(cfg), PosEmbed(cfg)
+        self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
+        self.ln_final, self.unembed = LayerNorm(cfg), Unembed(cfg)
+
+    def forward(self, tokens):
+        x = self.embed(tokens) + self.pos_embed(tokens)
+        for block in self.blocks:
+            x = block(x)
+        return self.unembed(self.ln_final(x))
+"""
+
+
+def test_the_model_is_built_of_the_learner_s_parts_where_they_pass(tmp_path, capsys):
+    from solutions import transformer
+
+    write(tmp_path, "04_layernorm", IMPORTS, LAYER_NORM.format(unbiased=False))
+    post_norm = BLOCK.format(attn="self.ln1(x + self.attn(x))")
+    write(tmp_path, "05_residual_stream", IMPORTS, post_norm, MODEL)
+    parts = learner_model(tmp_path)
+    out = capsys.readouterr().out
+    assert "TransformerBlock  reference  failed its check" in out, out
+    assert "Transformer       yours      passed its check" in out, out
+    model = parts["Transformer"](TINY)
+    # The learner's model, the reference's block (its code), and the learner's LayerNorm in both.
+    assert type(model).__module__ == "notebook_05_residual_stream"
+    block = model.blocks[0]
+    assert isinstance(block, transformer.TransformerBlock)
+    assert type(block) is not transformer.TransformerBlock
+    assert type(block.ln1) is type(model.ln_final) is parts["LayerNorm"]
+    assert parts["LayerNorm"] is not layernorm.LayerNorm
+    assert type(block.attn) is attention.Attention  # no 02_attention.ipynb: the reference
+
+
+def test_without_chapter_5_the_reference_model_reads_the_learner_s_parts(tmp_path, capsys):
+    write(tmp_path, "04_layernorm", IMPORTS, LAYER_NORM.format(unbiased=False))
+    parts = learner_model(tmp_path)
+    assert "Transformer       reference  no 05_residual_stream.ipynb" in capsys.readouterr().out
+    model = parts["Transformer"](TINY)
+    assert type(model.ln_final) is type(model.blocks[1].ln2) is parts["LayerNorm"]
+    written = BLOCK.format(attn="x + self.attn(self.ln1(x))")
+    write(tmp_path, "05_residual_stream", IMPORTS, written)  # a block, but no model
+    parts = learner_model(tmp_path, quiet=True)
+    block = parts["Transformer"](TINY).blocks[0]
+    assert type(block) is parts["TransformerBlock"]
+    assert type(block).__module__ == "notebook_05_residual_stream"
+
+
+def test_the_solved_notebooks_give_the_learner_s_whole_model(capsys):
+    parts = learner_model(notebooks.SOLVED)
+    out = capsys.readouterr().out
+    assert out.count("yours      passed its check") == len(PARTS) + 2, out
+    model = parts["Transformer"](TINY)
+    chapter_5 = "notebook_05_residual_stream"
+    assert type(model).__module__ == type(model.blocks[0]).__module__ == chapter_5
+    assert type(model.blocks[0].attn).__module__ == "notebook_02_attention"

@@ -10,11 +10,16 @@ does not. The notebooks are only read, never written.
 Where a part calls another exercise of its chapter (the learner's Attention may call their
 `attention_scores`), that one is checked first and replaced by the reference if it fails,
 as the chapter's own notebook did after its check.
+
+`learner_model()` adds chapter 5's `TransformerBlock` and `Transformer`, built of those parts
+(chapter 7 proves that model GPT-2): the learner's where they pass their checks, else the
+reference's code, still built of the parts chosen before it.
 """
 
 import ast
 import contextlib
 import importlib
+import inspect
 import io
 import json
 import types
@@ -35,20 +40,39 @@ PARTS = {
 CHAPTERS = ("embeddings", "attention", "mlp", "layernorm")
 
 
+# Chapter 5's assembly of those parts, and the notebook in which the learner wrote it.
+ASSEMBLY = {"TransformerBlock": "05_residual_stream", "Transformer": "05_residual_stream"}
+
+
 def learner_parts(folder: Path | str | None = None, quiet: bool = False) -> dict[str, type]:
     """Each part by name: the learner's class where it passes its check, else the reference.
     Prints a table (part, whose, why) unless `quiet`."""
+    return _choose(PARTS, CHAPTERS, folder, quiet)
+
+
+def learner_model(folder: Path | str | None = None, quiet: bool = False) -> dict[str, type]:
+    """learner_parts, and chapter 5's TransformerBlock and Transformer built of them: the
+    learner's where they pass their checks, else the reference's code reading the parts chosen
+    before it. Prints one table of all of them unless `quiet`."""
+    return _choose({**PARTS, **ASSEMBLY}, (*CHAPTERS, "transformer"), folder, quiet)
+
+
+def _choose(parts: dict, chapters: tuple, folder: Path | str | None, quiet: bool) -> dict:
     folder = Path.cwd() if folder is None else Path(folder)
-    for chapter in CHAPTERS:  # importing a chapter's checks module registers its checkers
+    for chapter in chapters:  # importing a chapter's checks module registers its checkers
         importlib.import_module(f"checks.{chapter}")
-    exercises = {ex.name: ex for chapter in CHAPTERS for ex in _EXERCISES[chapter]}
+    exercises = {ex.name: ex for chapter in chapters for ex in _EXERCISES[chapter]}
     namespaces: dict[str, dict | str] = {}
     chosen, rows = {}, []
-    for part, stem in PARTS.items():
+    for part, stem in parts.items():
         if stem not in namespaces:
             namespaces[stem] = _definitions(folder / f"{stem}.ipynb")
         namespace = namespaces[stem]
         reference = exercises[part].reference
+        if part in ASSEMBLY:  # built of the parts chosen so far, the learner's or the reference
+            reference = _built_of(reference, chosen)
+            if not isinstance(namespace, str):
+                namespace.update(chosen)  # as chapter 5's notebook does with learner_parts()
         if isinstance(namespace, str):
             chosen[part], why = reference, namespace
         elif not _defined_there(namespace.get(part), namespace):
@@ -59,10 +83,26 @@ def learner_parts(folder: Path | str | None = None, quiet: bool = False) -> dict
             chosen[part] = namespace[part] if passed else reference
         rows.append((part, "yours" if chosen[part] is not reference else "reference", why))
     if not quiet:
-        width = max(len(part) for part in PARTS)
+        width = max(len(part) for part in parts)
         for part, whose, why in rows:
             print(f"{part:<{width}}  {whose:<9}  {why}")
     return chosen
+
+
+def _built_of(reference: type, chosen: dict[str, type]) -> type:
+    """The reference class, its methods reading the chosen classes in place of the reference's
+    own (Attention, LayerNorm, TransformerBlock, ...): a subclass, so `super()` still works."""
+    module = vars(importlib.import_module(reference.__module__))
+    globals_ = {**module, **chosen}
+    methods = {}
+    for name, f in vars(reference).items():
+        if isinstance(f, types.FunctionType):
+            f = inspect.unwrap(f)  # the function itself, not a run-time type checker's wrapper
+            methods[name] = types.FunctionType(
+                f.__code__, globals_, f.__name__, f.__defaults__, f.__closure__
+            )
+    names = {name: getattr(reference, name) for name in ("__module__", "__qualname__", "__doc__")}
+    return type(reference.__name__, (reference,), {**names, **methods})
 
 
 def _definitions(path: Path) -> dict | str:
