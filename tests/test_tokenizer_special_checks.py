@@ -83,12 +83,8 @@ class PatternEvenWhenNone(BPETokenizer):
     """special_pattern used even when there are no special tokens and it is None."""
 
     def encode(self, text):
-        ids, start = [], 0
-        for match in regex.finditer(self.special_pattern, text):
-            ids += self.encode_ordinary(text[start : match.start()])
-            ids.append(self.special_ids[match.group()])
-            start = match.end()
-        return ids + self.encode_ordinary(text[start:])
+        regex.finditer(self.special_pattern, text)  # what the mistake does first: None raises
+        return super().encode(text)
 
 
 class EachStringOnItsOwn(BPETokenizer):
