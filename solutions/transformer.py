@@ -2,6 +2,8 @@
 the unembedding. Every layer reads the residual stream and adds its output back into it.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
@@ -58,13 +60,21 @@ class Transformer(nn.Module):
         self.apply(self._init_gpt2)
 
     def _init_gpt2(self, module: nn.Module) -> None:
-        """GPT-2's initialisation: weights normal(0, init_range), biases 0, LayerNorm w 1."""
+        """GPT-2's initialisation (its paper's section 2.3): weights normal(0, init_range), but
+        the two matrices that write into the residual stream, W_O and W_out, with a standard
+        deviation √(2·n_layers) times smaller; biases 0, LayerNorm w 1."""
+        # Each block adds two writes to the stream, each of about the same size whatever the
+        # depth (it reads a normalised stream); scaled so, all 2·n_layers of them together add
+        # as much variance as one unscaled write, and a deeper model starts no louder.
+        residual_std = self.cfg.init_range / math.sqrt(2 * self.cfg.n_layers)
         for name, p in module.named_parameters(recurse=False):
             with torch.no_grad():
                 if isinstance(module, LayerNorm):
                     p.fill_(1.0 if name == "w" else 0.0)
                 elif name.startswith("b"):
                     p.zero_()
+                elif name in ("W_O", "W_out"):
+                    p.normal_(0.0, residual_std)
                 else:
                     p.normal_(0.0, self.cfg.init_range)
 

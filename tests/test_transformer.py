@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.activations import NewGELUActivation
 
 from checks import transformer as checks
@@ -17,6 +18,7 @@ from solutions.attention import Attention
 from solutions.config import TINY
 from solutions.embeddings import next_token_log_probs
 from solutions.fused import FusedAttention, FusedLayerNorm
+from solutions.gpt2 import hf_to_course
 from solutions.layernorm import LayerNorm
 from solutions.mlp import MLP, gelu_new
 from solutions.transformer import Transformer, TransformerBlock, lm_loss
@@ -58,8 +60,17 @@ def test_parameter_names_and_shapes_are_transformer_lens_ones():
 
 
 def test_gpt2_initialisation():
+    """GPT-2's scheme, parameter by parameter, as HuggingFace's GPT2LMHeadModel draws it: W_O
+    and W_out (its c_proj) at 0.02 / √(2·n_layers), every other matrix at 0.02."""
+    cfg = CFG.but(d_model=256, d_mlp=1024, d_head=64, n_layers=8, d_vocab=512, n_ctx=64)
     torch.manual_seed(0)
-    model = Transformer(CFG.but(d_model=256, d_mlp=1024, d_head=64))
+    model = Transformer(cfg)
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(
+        GPT2Config(n_embd=256, n_layer=8, n_head=4, n_positions=64, vocab_size=512)
+    )
+    theirs = hf_to_course(hf.state_dict(), cfg)
+    residual_std = 0.02 / math.sqrt(2 * 8)
     for name, p in model.named_parameters():
         leaf = name.rsplit(".", 1)[-1]
         if ".ln" in f".{name}" and leaf == "w":
@@ -67,7 +78,9 @@ def test_gpt2_initialisation():
         elif leaf.startswith("b"):
             assert torch.equal(p, torch.zeros_like(p)), name
         else:
-            assert abs(p.mean().item()) < 3e-3 and abs(p.std().item() - 0.02) < 2e-3, name
+            std = residual_std if leaf in ("W_O", "W_out") else 0.02
+            assert abs(p.mean().item()) < std / 10 and abs(p.std().item() - std) < std / 10, name
+            assert p.std().item() == pytest.approx(theirs[name].std().item(), rel=0.1), name
 
 
 def test_layer_norm_equals_torch():
