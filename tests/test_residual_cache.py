@@ -441,7 +441,11 @@ def patching_variant(
             return x
 
         logits = ref.run_with_hooks(model, tokens, hook)
-        if check_names and (unknown := set(patches) - set(cache)):
+        if check_names == "first":
+            for name in patches:
+                if name not in cache:
+                    raise KeyError(name)
+        elif check_names and (unknown := set(patches) - set(cache)):
             raise KeyError(f"unknown: {sorted(unknown)}")
         if clean_cache:
             cache = ref.run_with_cache(model, tokens)[1]
@@ -462,6 +466,10 @@ PATCH_MISTAKES = {
         "blocks.0.resid_pre",
         "returned without an error",
         "KeyError",
+    ),
+    "names only the first unknown name": (
+        dict(check_names="first"),
+        "should name ln_final.hook_normalised",
     ),
     "patches only the first block it reaches": (
         dict(only="first in the run"),

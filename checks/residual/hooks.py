@@ -1,7 +1,10 @@
 """Chapter 5's checkers of a run's activations: recording them under TransformerLens's names
-(in attention, then in the whole model), the cache, and patching one during a run. A wrong
+(in attention, then in the whole model), and the cache of a run with patches. A wrong
 recorded activation is compared with every other one of the run and named after the one it
-equals; each activation in turn is changed by a hook, and the run must go on with the change."""
+equals; each activation in turn is changed by a hook, and the run must go on with the change.
+The cache of a patched run must be that run's (the patch at a patched name, its effects
+downstream), every patch applied, the patch values untouched, and a patch of a name the run
+never reaches, or of the wrong shape, refused with an error that says which."""
 
 import torch
 
@@ -379,11 +382,16 @@ def check_run_with_cache(check, run_with_cache):
                 "drawn from it is wrong. After the run, raise a KeyError that names every "
                 "patch the run never reached.",
             )  # fmt: skip
-        with check.case(f"{label}: a patch of hook_embed and one of {beyond}, a layer too far"):
+        british = "ln_final.hook_normalised"
+        with check.case(f"{label}: patches of hook_embed, {beyond} and {british}"):
             _check_raises(
                 check, run_with_cache, model, tokens,
-                {"hook_embed": clean["hook_embed"], beyond: resid}, KeyError, [beyond],
-                f"the model has {len(model.blocks)} blocks, so {beyond} is never reached.",
+                {"hook_embed": clean["hook_embed"], beyond: resid,
+                 british: clean["ln_final.hook_normalized"]},
+                KeyError, [beyond, british],
+                f"the model has {len(model.blocks)} blocks, so {beyond} is never reached, and "
+                f"TransformerLens spells it hook_normalized: name every patch the run did not "
+                "reach, not only the first.",
             )  # fmt: skip
         name = "hook_embed" if len(model.blocks) == 2 else "blocks.0.attn.hook_pattern"
         value = clean[name][0] if name == "hook_embed" else clean[name][:, :1]
