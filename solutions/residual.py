@@ -1,11 +1,12 @@
 """Chapter 5: the residual stream, taken apart.
 
 The forward pass written out once more, with every intermediate activation passed through a
-hook under its TransformerLens name (`run_with_hooks`): recorded, that is a cache
-(`run_with_cache`); replaced, that is a patch (`run_with_patch`). From the cache, the final
-stream as a sum of parts, one per head, per MLP, per embedding (`decompose_resid`), and what
-each part adds to a prediction (`logit_lens`, `direct_logit_attribution`). And the causal
-test that attribution cannot give: activation patching, one layer and one position at a time
+hook under its TransformerLens name (`run_with_hooks`): recorded, that is a cache; replaced,
+that is a patch; both in one run, the cache of a patched run (`run_with_cache`;
+`run_with_patch` for the logits of one patch). From the cache, the final stream as a sum of
+parts, one per head, per MLP, per embedding (`decompose_resid`), and what each part adds to
+a prediction (`logit_lens`, `direct_logit_attribution`). And the causal test that
+attribution cannot give: activation patching, one layer and one position at a time
 (`patch_sweep`).
 
 Works for any model with the course's names (embed, pos_embed, blocks, ln_final, unembed;
@@ -99,23 +100,45 @@ def run_with_hooks(
 
 
 def run_with_cache(
-    model: nn.Module, tokens: Int[Tensor, "batch posn"]
+    model: nn.Module,
+    tokens: Int[Tensor, "batch posn"],
+    patches: dict[str, Tensor] | None = None,
 ) -> tuple[Float[Tensor, "batch posn d_vocab"], dict[str, Tensor]]:
-    """The logits, and every activation of the run by its TransformerLens name."""
+    """The logits of a run in which each activation named in `patches` is replaced by its
+    value, and every activation of that run, as the run used it, by its TransformerLens
+    name. Without patches, the model's own run. The patch values are left as they are.
+
+    A patch must name an activation the run computes, or it raises a KeyError that names
+    each unknown name; its value must have that activation's exact shape (no broadcasting),
+    or it raises a ValueError that names the activation and both shapes."""
+    patches = patches or {}
     cache = {}
 
     def record(name: str, activation: Tensor) -> Tensor:
-        cache[name] = activation
+        if name in patches:
+            value = patches[name]
+            if value.shape != activation.shape:
+                raise ValueError(
+                    f"the patch of {name} has shape {tuple(value.shape)}; the run's {name} "
+                    f"has shape {tuple(activation.shape)}"
+                )
+            activation = value
+        cache[name] = activation  # after the patch: the cache is the run that happened
         return activation
 
-    return run_with_hooks(model, tokens, record), cache
+    logits = run_with_hooks(model, tokens, record)
+    # Only the finished run knows every name it reaches: a typo must not pass for a patch.
+    unknown = sorted(set(patches) - set(cache))
+    if unknown:
+        raise KeyError(f"this run computes no activation named {', '.join(unknown)}")
+    return logits, cache
 
 
 def run_with_patch(
     model: nn.Module, tokens: Int[Tensor, "batch posn"], name: str, value: Tensor
 ) -> Float[Tensor, "batch posn d_vocab"]:
     """The logits of a run in which the activation `name` is replaced by `value`."""
-    return run_with_hooks(model, tokens, lambda n, x: value if n == name else x)
+    return run_with_cache(model, tokens, {name: value})[0]
 
 
 def decompose_resid(

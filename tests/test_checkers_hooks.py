@@ -22,20 +22,20 @@ def _leave(module, pre=False):
         module.register_forward_hook(lambda mod, args, out: None)
 
 
-def _run_with_cache_leaving_on_ln_final(model, tokens):
+def _run_with_cache_leaving_on_ln_final(model, tokens, patches=None):
     _leave(model.ln_final)
-    return ref.run_with_cache(model, tokens)
+    return ref.run_with_cache(model, tokens, patches)
 
 
-def _run_with_cache_leaving_on_every_block(model, tokens):
+def _run_with_cache_leaving_on_every_block(model, tokens, patches=None):
     for block in model.blocks:
         _leave(block)
-    return ref.run_with_cache(model, tokens)
+    return ref.run_with_cache(model, tokens, patches)
 
 
-def _run_with_patch_leaving_a_pre_hook_deep(model, tokens, name, value):
+def _run_with_cache_leaving_a_pre_hook_deep(model, tokens, patches=None):
     _leave(model.blocks[-1].attn, pre=True)
-    return ref.run_with_patch(model, tokens, name, value)
+    return ref.run_with_cache(model, tokens, patches)
 
 
 def _run_with_hooks_leaving_on_unembed(model, tokens, hook):
@@ -75,8 +75,8 @@ LEFT = {
     "run_with_cache, on every block": (
         checks.check_run_with_cache, _run_with_cache_leaving_on_every_block, "blocks.0, blocks.1"
     ),
-    "run_with_patch, a pre-hook on the last attention": (
-        checks.check_run_with_patch, _run_with_patch_leaving_a_pre_hook_deep, ".attn"
+    "run_with_cache, a pre-hook on the last attention": (
+        checks.check_run_with_cache, _run_with_cache_leaving_a_pre_hook_deep, ".attn"
     ),
     "run_with_hooks, on unembed": (
         checks.check_run_with_hooks, _run_with_hooks_leaving_on_unembed, "unembed"
@@ -106,9 +106,9 @@ def test_checkers_name_every_module_a_hook_is_left_on(mistake):
 def test_a_global_module_hook_left_behind_is_named():
     handles = []
 
-    def run_with_cache(model, tokens):
+    def run_with_cache(model, tokens, patches=None):
         handles.append(torch.nn.modules.module.register_module_forward_hook(lambda m, a, o: None))
-        return ref.run_with_cache(model, tokens)
+        return ref.run_with_cache(model, tokens, patches)
 
     try:
         assert_rejects(checks.check_run_with_cache, run_with_cache, "every module")
@@ -118,7 +118,7 @@ def test_a_global_module_hook_left_behind_is_named():
 
 
 def test_hooks_removed_in_a_finally_pass(capsys):
-    def run_with_cache(model, tokens):
+    def run_with_cache(model, tokens, patches=None):
         seen = []
         handles = [m.register_forward_hook(lambda m, a, o: seen.append(o)) for m in model.modules()]
         try:
@@ -126,7 +126,7 @@ def test_hooks_removed_in_a_finally_pass(capsys):
         finally:
             for handle in handles:
                 handle.remove()
-        return ref.run_with_cache(model, tokens)
+        return ref.run_with_cache(model, tokens, patches)
 
     assert_accepts(checks.check_run_with_cache, run_with_cache, capsys)
 

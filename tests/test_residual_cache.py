@@ -1,8 +1,10 @@
-"""Chapter 5's cache: the run_with_hooks, run_with_cache, attention_with_hooks and
-run_with_patch checkers accept correct code however it is written and reject activations
-recorded at the wrong point (before or after a LayerNorm, the pattern for the scores,
-resid_pre for resid_mid, ...) with a diagnosis; and the reference's cache agrees with
-HuggingFace's GPT-2, written independently, on the streams, the patterns and the logits."""
+"""Chapter 5's cache: the run_with_hooks, run_with_cache and attention_with_hooks checkers
+accept correct code however it is written and reject activations recorded at the wrong point
+(before or after a LayerNorm, the pattern for the scores, resid_pre for resid_mid, ...) with
+a diagnosis; run_with_cache's patches are checked to be applied, every one, recorded as the
+run used them, and refused where their name or shape is wrong; and the reference's cache
+agrees with HuggingFace's GPT-2, written independently, on the streams, the patterns and the
+logits."""
 
 import einops
 import pytest
@@ -44,8 +46,8 @@ def hooks_variant(*, record_as: tuple[str, str] | None = None, ignore_returns=Fa
 def cache_variant(mutate):
     """A run_with_cache whose cache is the reference's, changed by `mutate(cache, model)`."""
 
-    def run_with_cache(model, tokens):
-        logits, cache = ref.run_with_cache(model, tokens)
+    def run_with_cache(model, tokens, patches=None):
+        logits, cache = ref.run_with_cache(model, tokens, patches)
         mutate(cache, model)
         return logits, cache
 
@@ -59,49 +61,55 @@ def test_run_with_hooks_checker_accepts_the_reference(capsys):
 
 
 def test_run_with_cache_checker_accepts_another_correct_implementation(capsys):
-    def run_with_cache(model, tokens):
-        cache = {}
+    def run_with_cache(model, tokens, patches=None):
+        """Written out without run_with_hooks: each activation through `put`."""
+        patches, cache = patches or {}, {}
+
+        def put(name, x):
+            if name in patches:
+                if patches[name].shape != x.shape:
+                    raise ValueError(f"{name}: {list(patches[name].shape)}, not {list(x.shape)}")
+                x = patches[name]
+            cache[name] = x
+            return x
 
         def norm(ln, x, name):
-            scale = (x.var(-1, keepdim=True, unbiased=False) + ln.cfg.layer_norm_eps).sqrt()
-            cache[f"{name}.hook_scale"] = scale
-            out = F.layer_norm(x, (x.shape[-1],), ln.w, ln.b, ln.cfg.layer_norm_eps)
-            cache[f"{name}.hook_normalized"] = out
-            return out
+            var = x.var(-1, keepdim=True, unbiased=False)
+            scale = put(f"{name}.hook_scale", (var + ln.cfg.layer_norm_eps).sqrt())
+            return put(
+                f"{name}.hook_normalized", (x - x.mean(-1, keepdim=True)) / scale * ln.w + ln.b
+            )
 
-        x = cache["hook_embed"] = model.embed.W_E[tokens]
-        cache["hook_pos_embed"] = model.pos_embed(tokens)
-        x = x + cache["hook_pos_embed"]
+        x = put("hook_embed", model.embed.W_E[tokens])
+        x = x + put("hook_pos_embed", model.pos_embed(tokens))
         for i, block in enumerate(model.blocks):
             b, attn = f"blocks.{i}", block.attn
-            cache[f"{b}.hook_resid_pre"] = x
+            x = put(f"{b}.hook_resid_pre", x)
             h = norm(block.ln1, x, f"{b}.ln1")
             q, k, v = (
-                torch.einsum("bpd,hde->bphe", h, W) + bias
-                for W, bias in [(attn.W_Q, attn.b_Q), (attn.W_K, attn.b_K), (attn.W_V, attn.b_V)]
-            )
-            cache[f"{b}.attn.hook_q"], cache[f"{b}.attn.hook_k"] = q, k
-            cache[f"{b}.attn.hook_v"] = v
+                put(f"{b}.attn.hook_{n}", torch.einsum("bpd,hde->bphe", h, W) + bias)
+                for n, W, bias in
+                [("q", attn.W_Q, attn.b_Q), ("k", attn.W_K, attn.b_K), ("v", attn.W_V, attn.b_V)]
+            )  # fmt: skip
             scores = q.permute(0, 2, 1, 3) @ k.permute(0, 2, 3, 1) / attn.cfg.d_head**0.5
             mask = torch.tril(torch.ones(scores.shape[-2:], dtype=torch.bool))
-            scores = torch.where(mask, scores, float("-inf"))
-            cache[f"{b}.attn.hook_attn_scores"] = scores
-            pattern = cache[f"{b}.attn.hook_pattern"] = torch.softmax(scores, -1)
-            z = cache[f"{b}.attn.hook_z"] = (pattern @ v.permute(0, 2, 1, 3)).permute(0, 2, 1, 3)
-            out = cache[f"{b}.hook_attn_out"] = (
-                torch.einsum("bphe,hed->bpd", z, attn.W_O) + attn.b_O
-            )
-            x = x + out
+            scores = put(f"{b}.attn.hook_attn_scores", torch.where(mask, scores, float("-inf")))
+            pattern = put(f"{b}.attn.hook_pattern", torch.softmax(scores, -1))
+            z = put(f"{b}.attn.hook_z", (pattern @ v.permute(0, 2, 1, 3)).permute(0, 2, 1, 3))
+            x = x + put(f"{b}.hook_attn_out", torch.einsum("bphe,hed->bpd", z, attn.W_O) + attn.b_O)
             if getattr(block, "mlp", None) is None:  # attention-only (chapter 5b)
-                x = cache[f"{b}.hook_resid_post"] = x
+                x = put(f"{b}.hook_resid_post", x)
                 continue
-            cache[f"{b}.hook_resid_mid"] = x
-            pre = cache[f"{b}.mlp.hook_pre"] = norm(block.ln2, x, f"{b}.ln2") @ block.mlp.W_in
-            pre += block.mlp.b_in
-            post = cache[f"{b}.mlp.hook_post"] = F.gelu(pre, approximate="tanh")
-            out = cache[f"{b}.hook_mlp_out"] = post @ block.mlp.W_out + block.mlp.b_out
-            x = cache[f"{b}.hook_resid_post"] = x + out
-        return model.unembed(norm(model.ln_final, x, "ln_final")), cache
+            x = put(f"{b}.hook_resid_mid", x)
+            h = norm(block.ln2, x, f"{b}.ln2")
+            pre = put(f"{b}.mlp.hook_pre", h @ block.mlp.W_in + block.mlp.b_in)
+            post = put(f"{b}.mlp.hook_post", F.gelu(pre, approximate="tanh"))
+            out = put(f"{b}.hook_mlp_out", post @ block.mlp.W_out + block.mlp.b_out)
+            x = put(f"{b}.hook_resid_post", x + out)
+        logits = model.unembed(norm(model.ln_final, x, "ln_final"))
+        if unknown := set(patches) - set(cache):
+            raise KeyError(f"no such activation: {sorted(unknown)}")
+        return logits, cache
 
     assert_accepts(checks.check_run_with_cache, run_with_cache, capsys)
 
@@ -293,42 +301,6 @@ def test_run_with_hooks_checker_rejects_the_stub():
     assert_rejects(checks.check_run_with_hooks, stub, "not implemented yet")
 
 
-# --- run_with_patch ------------------------------------------------------------------------
-
-
-def test_run_with_patch_checker_accepts_the_reference_and_a_dict_of_patches(capsys):
-    assert_accepts(checks.check_run_with_patch, ref.run_with_patch, capsys)
-
-    def run_with_patch(model, tokens, name, value):
-        patches = {name: value}
-        return ref.run_with_hooks(model, tokens, lambda n, x: patches.get(n, x))
-
-    assert_accepts(checks.check_run_with_patch, run_with_patch, capsys)
-
-
-@pytest.mark.parametrize(
-    "fn, message",
-    [
-        (lambda m, t, name, value: ref.run_with_cache(m, t)[0], "did not patch"),
-        (
-            lambda m, t, name, value: ref.run_with_hooks(
-                m, t, lambda n, x: value if n.endswith(name.split(".")[-1]) else x
-            ),
-            "patched",
-        ),
-        (
-            lambda m, t, name, value: ref.run_with_hooks(
-                m, t, lambda n, x: x + value if n == name else x
-            ),
-            "patched",
-        ),
-    ],
-    ids=["ignores-the-patch", "patches-every-layer", "adds-instead-of-replacing"],
-)
-def test_run_with_patch_checker_rejects(fn, message):
-    assert_rejects(checks.check_run_with_patch, fn, message)
-
-
 # --- Against HuggingFace's GPT-2, an implementation written independently ------------------
 
 
@@ -371,22 +343,6 @@ def test_attention_with_hooks_checker_rejects_attention_that_ignores_what_a_hook
         attention_with_hooks,
         f"a hook that changes attn.{ignored} did not change the attention output",
         "`x = hook(name, x)`",
-    )
-
-
-def test_run_with_patch_checker_rejects_a_patch_of_the_stream_alone():
-    def run_with_patch(model, tokens, name, value):
-        """Patches by running the blocks' own forward: it reaches no name inside a block."""
-        residual = value if name == "hook_embed" else model.embed(tokens)
-        residual = residual + model.pos_embed(tokens)
-        for i, block in enumerate(model.blocks):
-            residual = value if name == f"blocks.{i}.hook_resid_pre" else residual
-            residual = block(residual)
-            residual = value if name == f"blocks.{i}.hook_resid_post" else residual
-        return model.unembed(model.ln_final(residual))
-
-    assert_rejects(
-        checks.check_run_with_patch, run_with_patch, "blocks.0.attn.hook_pattern", "did not patch"
     )
 
 
@@ -442,3 +398,197 @@ def test_run_with_hooks_checker_names_a_layer_read_through_the_other_layer_norm(
         return model.unembed(layer_norm_with_hooks(model.ln_final, x, "ln_final", hook))
 
     assert_rejects(checks.check_run_with_hooks, run_with_hooks, "normalised with ln1's w and b")
+
+
+# --- run_with_cache's patches --------------------------------------------------------------
+
+
+def patching_variant(
+    *,
+    record_first=False,
+    check_names=True,
+    check_shapes=True,
+    only="",
+    clean_cache=False,
+    clean_logits=False,
+    copy_into_patch=False,
+    add=False,
+):
+    """A run_with_cache over run_with_hooks, correct but for one mistake: recording before
+    patching, no check of names or shapes, only one patch applied (`only`: the first of the
+    dict, or the first the run reaches), the clean run's cache or logits returned,
+    `patch.copy_(x)` for `x.copy_(patch)`, or the patch added."""
+
+    def run_with_cache(model, tokens, patches=None):
+        patches = dict(patches or {})
+        if only == "first of the dict":
+            patches = dict(list(patches.items())[:1])
+        cache, applied = {}, []
+
+        def hook(name, x):
+            if record_first:
+                cache[name] = x
+            if name in patches and not (only == "first in the run" and applied):
+                value = patches[name]
+                if check_shapes and value.shape != x.shape:
+                    raise ValueError(f"{name}: {tuple(value.shape)} is not {tuple(x.shape)}")
+                if copy_into_patch:
+                    value.copy_(x)  # meant x.copy_(value)
+                x = x + value if add else value
+                applied.append(name)
+            if not record_first:
+                cache[name] = x
+            return x
+
+        logits = ref.run_with_hooks(model, tokens, hook)
+        if check_names == "first":
+            for name in patches:
+                if name not in cache:
+                    raise KeyError(name)
+        elif check_names and (unknown := set(patches) - set(cache)):
+            raise KeyError(f"unknown: {sorted(unknown)}")
+        if clean_cache:
+            cache = ref.run_with_cache(model, tokens)[1]
+        if clean_logits:
+            logits = ref.run_with_cache(model, tokens)[0]
+        return logits, cache
+
+    return run_with_cache
+
+
+PATCH_MISTAKES = {
+    "records before patching": (
+        dict(record_first=True),
+        "holds what the run computed there before the patch: record after replacing",
+    ),
+    "ignores unknown names": (
+        dict(check_names=False),
+        "blocks.0.resid_pre",
+        "returned without an error",
+        "KeyError",
+    ),
+    "names only the first unknown name": (
+        dict(check_names="first"),
+        "should name ln_final.hook_normalised",
+    ),
+    "patches only the first block it reaches": (
+        dict(only="first in the run"),
+        "applied only the patch of blocks.0.attn.hook_z, of 3",
+    ),
+    "applies only the first patch of the dict": (
+        dict(only="first of the dict"),
+        "applied only the patch of blocks.1.attn.hook_z, of 3",
+    ),
+    "no shape check": (dict(check_shapes=False), "returned without an error", "ValueError"),
+    "returns the clean run's cache": (
+        dict(clean_cache=True),
+        "is the clean run's, not the patched",
+    ),
+    "writes the activation into the patch": (
+        dict(copy_into_patch=True),
+        "changed the patch value of hook_embed in place",
+    ),
+    "returns the clean run's logits": (
+        dict(clean_logits=True),
+        "returned the clean run's logits, though your cache is the patched run's",
+    ),
+    "adds the patch": (dict(add=True), "added the patch to the activation"),
+}
+
+
+@pytest.mark.parametrize("mistake", PATCH_MISTAKES)
+def test_run_with_cache_checker_rejects_a_patch_mistake(mistake):
+    options, *message = PATCH_MISTAKES[mistake]
+    assert_rejects(checks.check_run_with_cache, patching_variant(**options), *message)
+
+
+def test_run_with_cache_checker_rejects_a_run_that_ignores_the_patches():
+    def run_with_cache(model, tokens, patches=None):
+        return ref.run_with_cache(model, tokens)
+
+    assert_rejects(checks.check_run_with_cache, run_with_cache, "ignored the patches")
+
+
+@pytest.mark.parametrize(
+    "caught, error, message",
+    [
+        (KeyError, KeyError("unknown patch"), "should name blocks.0.resid_pre"),
+        (ValueError, ValueError("wrong shape"), "should name hook_embed, (6, 48), (2, 6, 48)"),
+        (KeyError, RuntimeError("blocks.0.resid_pre"), "Expected a KeyError"),
+    ],
+    ids=["key-error-naming-nothing", "value-error-naming-nothing", "another-error"],
+)
+def test_run_with_cache_checker_wants_the_errors_to_name_what_is_wrong(caught, error, message):
+    def run_with_cache(model, tokens, patches=None):
+        try:
+            return ref.run_with_cache(model, tokens, patches)
+        except caught:
+            raise error from None
+
+    assert_rejects(checks.check_run_with_cache, run_with_cache, message)
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (lambda m, t, p=None: ref.run_with_cache(m, t, p)[1], "pair"),
+        (lambda m, t, p=None: (ref.run_with_cache(m, t, p)[0], None), "the cache should be a dict"),
+        (lambda m, t, p=None: (ref.run_with_cache(m, t, p)[0] * torch.nan, {}), "NaN"),
+        (lambda m, t: ref.run_with_cache(m, t), "takes 2 positional arguments"),
+    ],
+    ids=["cache-alone", "no-cache", "nan", "no-patches-argument"],
+)
+def test_run_with_cache_checker_turns_broken_code_into_a_verdict(fn, message):
+    assert_rejects(checks.check_run_with_cache, fn, message)
+
+
+def test_run_with_cache_checker_accepts_a_pop_from_a_copy_and_a_class(capsys):
+    def popping(model, tokens, patches=None):
+        left, cache = dict(patches or {}), {}
+
+        def hook(name, x):
+            if (value := left.pop(name, None)) is not None:
+                if value.shape != x.shape:
+                    raise ValueError(f"patch of {name} is {value.shape}, the run's {x.shape}")
+                x = value
+            cache[name] = x
+            return x
+
+        logits = ref.run_with_hooks(model, tokens, hook)
+        if left:
+            raise KeyError(", ".join(left))
+        return logits, cache
+
+    class Recorder:
+        def __init__(self, patches):
+            self.patches, self.cache, self.used = patches, {}, set()
+
+        def __call__(self, name, x):
+            if name in self.patches:
+                self.used.add(name)
+                if self.patches[name].shape != x.shape:
+                    raise ValueError(f"{name} {list(self.patches[name].shape)} {list(x.shape)}")
+                x = self.patches[name].clone()  # a copy in the cache is as good
+            self.cache[name] = x
+            return x
+
+    def with_a_class(model, tokens, patches=None):
+        recorder = Recorder(patches or {})
+        logits = ref.run_with_hooks(model, tokens, recorder)
+        if unknown := recorder.patches.keys() - recorder.used:
+            raise KeyError(sorted(unknown))
+        return logits, recorder.cache
+
+    assert_accepts(checks.check_run_with_cache, popping, capsys)
+    assert_accepts(checks.check_run_with_cache, with_a_class, capsys)
+
+
+def test_run_with_patch_is_run_with_cache_with_one_patch():
+    model = random_model(TINY, False, seed=9)
+    _, cache = ref.run_with_cache(model, TOKENS)
+    value = torch.zeros_like(cache["blocks.1.hook_resid_post"])
+    logits = ref.run_with_patch(model, TOKENS, "blocks.1.hook_resid_post", value)
+    at_zero = model.ln_final.b @ model.unembed.W_U + model.unembed.b_U
+    torch.testing.assert_close(logits, at_zero.expand_as(logits))
+    with pytest.raises(KeyError, match="blocks.1.resid_post"):
+        ref.run_with_patch(model, TOKENS, "blocks.1.resid_post", value)

@@ -21,7 +21,6 @@ from checks.residual.hooks import (
     check_attention_with_hooks,
     check_run_with_hooks,
     check_run_with_cache,
-    check_run_with_patch,
 )
 from checks.residual.decompose import check_decompose_resid, check_count_stream_vectors
 from checks.residual.lens import check_logit_lens, check_direct_logit_attribution
@@ -32,7 +31,6 @@ __all__ = [
     "check_attention_with_hooks",
     "check_run_with_hooks",
     "check_run_with_cache",
-    "check_run_with_patch",
     "check_decompose_resid",
     "check_count_stream_vectors",
     "check_logit_lens",

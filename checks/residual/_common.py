@@ -33,16 +33,22 @@ def random_model(cfg: Config, attn_only: bool | str, seed: int) -> Transformer:
     return model.requires_grad_(False)
 
 
-def _cases(check, seed: int):
-    """Each case's model and tokens, inside its named case."""
+def _models(seed: int):
+    """Each case's label, model and tokens."""
     for i, (cfg, attn_only, batch, posn) in enumerate(CASES):
         label = "TINY" if cfg == TINY else "ODD"
         kind = {False: "with MLPs", True: "attention-only (mlp None)"}.get(
             attn_only, "attention-only (no mlp)"
         )
-        with check.case(f"{label} {kind}, batch {batch}, {plural(posn, 'position')}"):
-            model = random_model(cfg, attn_only, seed=seed + i)
-            tokens = torch.randint(cfg.d_vocab, (batch, posn), generator=seeded(seed + 50 + i))
+        model = random_model(cfg, attn_only, seed=seed + i)
+        tokens = torch.randint(cfg.d_vocab, (batch, posn), generator=seeded(seed + 50 + i))
+        yield f"{label} {kind}, batch {batch}, {plural(posn, 'position')}", model, tokens
+
+
+def _cases(check, seed: int):
+    """Each case's model and tokens, inside its named case."""
+    for label, model, tokens in _models(seed):
+        with check.case(label):
             yield model, tokens
 
 

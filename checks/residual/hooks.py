@@ -1,12 +1,15 @@
 """Chapter 5's checkers of a run's activations: recording them under TransformerLens's names
-(in attention, then in the whole model), the cache, and patching one during a run. A wrong
+(in attention, then in the whole model), and the cache of a run with patches. A wrong
 recorded activation is compared with every other one of the run and named after the one it
-equals; each activation in turn is changed by a hook, and the run must go on with the change."""
+equals; each activation in turn is changed by a hook, and the run must go on with the change.
+The cache of a patched run must be that run's (the patch at a patched name, its effects
+downstream), every patch applied, the patch values untouched, and a patch of a name the run
+never reaches, or of the wrong shape, refused with an error that says which."""
 
 import torch
 
-from checks._core import _close, exercise, kind_of, seeded
-from checks.residual._common import NUDGED, _cases
+from checks._core import CheckFailed, _close, exercise, kind_of, seeded
+from checks.residual._common import NUDGED, _cases, _models
 from solutions import residual as ref
 
 
@@ -222,47 +225,181 @@ def check_run_with_hooks(check, run_with_hooks):
             )
 
 
+# --- run_with_cache: the cache of a patched run -----------------------------------------------
+
+
+def _patch_cases(model, tokens) -> list[tuple[str, dict[str, torch.Tensor]]]:
+    """(what, patches): none; one at the first activation, one inside attention, one at the
+    last (each the other prompt's, so that the first and last give its logits); several, the
+    same activation in two blocks, in the dict out of the run's order."""
+    _, other = ref.run_with_cache(model, (tokens * 7 + 3) % model.cfg.d_vocab)
+    last = len(model.blocks) - 1
+    inside = f"blocks.{min(1, last)}.attn.hook_pattern"
+    several = [f"blocks.{last}.attn.hook_z", "blocks.0.attn.hook_z", "ln_final.hook_scale"]
+    return [
+        ("no patches", {}),
+        ("a patch of hook_embed", {"hook_embed": other["hook_embed"]}),
+        (f"a patch of {inside}", {inside: other[inside]}),
+        ("a patch of ln_final.hook_normalized, the last activation",
+         {"ln_final.hook_normalized": other["ln_final.hook_normalized"]}),
+        (f"patches of {', '.join(several)}", {n: other[n] * 1.5 for n in several}),
+    ]  # fmt: skip
+
+
+def _unpatched(model, tokens, patches: dict) -> dict[str, torch.Tensor]:
+    """What the patched run computes at each patched name, before the patch replaces it."""
+    before = {}
+
+    def hook(name, x):
+        if name in patches:
+            before[name] = x
+            return patches[name]
+        return x
+
+    ref.run_with_hooks(model, tokens, hook)
+    return before
+
+
+def _holds(cache, name: str, want: torch.Tensor) -> bool:
+    have = cache.get(name) if isinstance(cache, dict) else None
+    return (
+        isinstance(have, torch.Tensor)
+        and have.shape == want.shape
+        and _close(_finite(have), _finite(want), 1e-4, 1e-5)
+    )
+
+
+def _holds_all(cache, expected: dict[str, torch.Tensor]) -> bool:
+    return all(_holds(cache, name, value) for name, value in expected.items())
+
+
+def _call_with_patches(check, run_with_cache, model, tokens, patches: dict):
+    """The learner's (logits, cache), handed a copy of `patches`; a patch value changed in
+    place, or a patch taken out of the dict, fails the case."""
+    given = {name: value.clone() for name, value in patches.items()}
+    out = check.call(run_with_cache, model, tokens, given)
+    for name, value in patches.items():
+        if name not in given:
+            check.fail(
+                f"your run_with_cache took {name} out of the caller's `patches` dict: leave "
+                "it as it is (work on a copy, `dict(patches)`), as the caller may use it again."
+            )
+        if not torch.equal(given[name], value):
+            check.fail(
+                f"your run_with_cache changed the patch value of {name} in place: the "
+                "caller's tensor must stay as it was (patch_sweep, for one, reuses it). "
+                "`value.copy_(x)`, or `x += ...` once x is the patch, writes into it: compute "
+                "new tensors (`x = x + ...`)."
+            )
+    return check.pair(out, "(logits, cache)")
+
+
+def _check_patched(check, logits, cache, model, tokens, patches: dict) -> None:
+    want, expected = ref.run_with_cache(model, tokens, patches)
+    clean_logits, clean = ref.run_with_cache(model, tokens)
+    if _holds_all(cache, expected):
+        clean_mistake = ("returned the clean run's logits, though your cache is the patched "
+                         "run's: return the logits of the run you patched")  # fmt: skip
+    else:
+        clean_mistake = ("ignored the patches: these are the clean run's logits. The run goes "
+                         "on with what the hook returns: at a patched name, the patch")  # fmt: skip
+    mistakes = {clean_mistake: clean_logits}
+    for name, value in patches.items() if len(patches) > 1 else []:
+        alone = ref.run_with_cache(model, tokens, {name: value})[0]
+        mistakes[f"applied only the patch of {name}, of {len(patches)}: replace every "
+                 "activation `patches` names, wherever the run reaches it"] = alone  # fmt: skip
+    if patches:
+        added = ref.run_with_hooks(
+            model, tokens, lambda n, x: x + patches[n] if n in patches else x
+        )
+        mistakes["added the patch to the activation: a patch replaces it"] = added
+    check.tensor(logits, want, what="logits", mistakes=mistakes)
+    for name, value in expected.items():
+        if name in patches or _holds(cache, name, value):
+            continue
+        if _holds(cache, name, clean[name]):
+            check.fail(
+                f"cache[{name!r}] is the clean run's, not the patched run's: the patch changes "
+                "everything downstream of it, and the cache should record the run the patches "
+                "made (one run, recorded as it goes)."
+            )
+    for name, before in _unpatched(model, tokens, patches).items():
+        if _holds(cache, name, before) and not _holds(cache, name, patches[name]):
+            check.fail(
+                f"cache[{name!r}] holds what the run computed there before the patch: record "
+                "after replacing, so that the cache holds what the run went on with. A cache "
+                "with the clean value at a patched name lies about the run."
+            )
+    compare_caches(check, cache, expected, model)
+
+
+def _names_shape(message: str, shape) -> bool:
+    dims = ",".join(str(d) for d in shape)
+    return f"({dims})" in message.replace(" ", "") or f"[{dims}]" in message.replace(" ", "")
+
+
+def _check_raises(check, run_with_cache, model, tokens, patches, error: type, names, why: str):
+    """The learner's run_with_cache must raise `error` with each of `names` in its message."""
+    given = {name: value.clone() for name, value in patches.items()}
+    try:
+        check.call(run_with_cache, model, tokens, given)
+    except CheckFailed as failure:
+        raised = failure.diagnosis
+        if f"raised {error.__name__}:" not in raised:
+            check.fail(f"{raised}\nExpected a {error.__name__}: {why}")
+        missing = [n for n in names if not (n in raised if isinstance(n, str) else
+                                            _names_shape(raised, n))]  # fmt: skip
+        if missing:
+            check.fail(
+                f"{raised}\nThe message should name {', '.join(map(str, missing))}: whoever "
+                f"reads it needs to see what to fix. ({why})"
+            )
+        return
+    check.fail(f"your run_with_cache returned without an error: {why}")
+
+
 @exercise(ref.run_with_cache)
 def check_run_with_cache(check, run_with_cache):
-    for model, tokens in _cases(check, seed=20):
-        want, expected = ref.run_with_cache(model, tokens)
-        out = check.call(run_with_cache, model, tokens)
-        logits, cache = check.pair(out, "(logits, cache)")
-        compare_caches(check, cache, expected, model)
-        check.tensor(logits, want, what="logits")
-        if getattr(model.blocks[0], "mlp", None) is not None:
-            check.tensor(logits, model(tokens), what="logits, against model(tokens)")
-
-
-@exercise(ref.run_with_patch)
-def check_run_with_patch(check, run_with_patch):
-    for model, tokens in _cases(check, seed=30):
+    for label, model, tokens in _models(seed=20):
+        for what, patches in _patch_cases(model, tokens):
+            with check.case(f"{label}: {what}"):
+                if patches:
+                    got = _call_with_patches(check, run_with_cache, model, tokens, patches)
+                    _check_patched(check, *got, model, tokens, patches)
+                    continue
+                out = check.call(run_with_cache, model, tokens)  # patches left out: None
+                logits, cache = check.pair(out, "(logits, cache)")
+                _check_patched(check, logits, cache, model, tokens, {})
+                if getattr(model.blocks[0], "mlp", None) is not None:
+                    check.tensor(logits, model(tokens), what="logits, against model(tokens)")
         _, clean = ref.run_with_cache(model, tokens)
-        other = (tokens + 1) % model.cfg.d_vocab
-        want_other, other_cache = ref.run_with_cache(model, other)
-        last = f"blocks.{len(model.blocks) - 1}.hook_resid_post"
-        # Known answers: the other prompt's embeddings (or its whole stream at block 0) give
-        # the other prompt's logits; a zero final stream gives b @ W_U + b_U everywhere, as
-        # ln_final turns a zero vector into its b.
-        ln, unembed = model.ln_final, model.unembed
-        at_zero = (ln.b @ unembed.W_U + unembed.b_U).expand_as(want_other)
-        answers = [
-            ("hook_embed", other_cache["hook_embed"], want_other, "the other prompt's logits"),
-            ("blocks.0.hook_resid_pre", other_cache["blocks.0.hook_resid_pre"], want_other,
-             "the other prompt's logits"),
-            (last, torch.zeros_like(clean[last]), at_zero, "ln_final.b @ W_U + b_U everywhere"),
-        ]  # fmt: skip
-        # And one inside attention, which a run through the blocks' own forward never reaches.
-        inside = "blocks.0.attn.hook_pattern"
-        answers.append((inside, other_cache[inside],
-                        ref.run_with_patch(model, tokens, inside, other_cache[inside]),
-                        "the clean run with the other prompt's layer-0 pattern"))  # fmt: skip
-        clean_logits = ref.run_with_hooks(model, tokens, lambda n, x: x)
-        for name, value, want, meaning in answers:
-            got = check.call(run_with_patch, model, tokens, name, value)
-            check.tensor(
-                got,
-                want,
-                what=f"logits with {name} patched (expected: {meaning})",
-                mistakes={"did not patch: these are the clean run's logits": clean_logits},
-            )
+        resid = clean["blocks.0.hook_resid_pre"]
+        typo, beyond = "blocks.0.resid_pre", f"blocks.{len(model.blocks)}.hook_resid_pre"
+        with check.case(f"{label}: a patch named {typo} (TransformerLens's is hook_resid_pre)"):
+            _check_raises(
+                check, run_with_cache, model, tokens, {typo: resid}, KeyError, [typo],
+                f"no activation is named {typo}, so the run is the clean one, and a conclusion "
+                "drawn from it is wrong. After the run, raise a KeyError that names every "
+                "patch the run never reached.",
+            )  # fmt: skip
+        british = "ln_final.hook_normalised"
+        with check.case(f"{label}: patches of hook_embed, {beyond} and {british}"):
+            _check_raises(
+                check, run_with_cache, model, tokens,
+                {"hook_embed": clean["hook_embed"], beyond: resid,
+                 british: clean["ln_final.hook_normalized"]},
+                KeyError, [beyond, british],
+                f"the model has {len(model.blocks)} blocks, so {beyond} is never reached, and "
+                f"TransformerLens spells it hook_normalized: name every patch the run did not "
+                "reach, not only the first.",
+            )  # fmt: skip
+        name = "hook_embed" if len(model.blocks) == 2 else "blocks.0.attn.hook_pattern"
+        value = clean[name][0] if name == "hook_embed" else clean[name][:, :1]
+        with check.case(f"{label}: a patch of {name} of shape {tuple(value.shape)}"):
+            _check_raises(
+                check, run_with_cache, model, tokens, {name: value}, ValueError,
+                [name, tuple(value.shape), tuple(clean[name].shape)],
+                f"the run's {name} has shape {tuple(clean[name].shape)}. A value that only "
+                "broadcasts to it is not an activation of the run: raise a ValueError that "
+                "names the activation and both shapes.",
+            )  # fmt: skip
