@@ -2,8 +2,6 @@
 the unembedding. Every layer reads the residual stream and adds its output back into it.
 """
 
-import math
-
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
@@ -66,7 +64,7 @@ class Transformer(nn.Module):
         # Each block adds two writes to the stream, each of about the same size whatever the
         # depth (it reads a normalised stream); scaled so, all 2·n_layers of them together add
         # as much variance as one unscaled write, and a deeper model starts no louder.
-        residual_std = self.cfg.init_range / math.sqrt(2 * self.cfg.n_layers)
+        residual_std = self.cfg.init_range / (2 * self.cfg.n_layers) ** 0.5
         for name, p in module.named_parameters(recurse=False):
             with torch.no_grad():
                 if isinstance(module, LayerNorm):

@@ -99,8 +99,11 @@ def test_the_exponent_under_each_count_and_over_the_seed_noise(results):
         refits = law.refit_exponents(results, noise, draws=20_000, count=key)
         assert len(refits) > 19_000  # nearly every draw keeps a bottom in every valley
         low, high = np.percentile(refits, [5, 95])
-        # What the chapter says: above Chinchilla's 0.5 whatever is counted, Kaplan's 0.73 inside.
-        assert 0.5 < low < 0.73 < high, name
+        # What the chapter says: above Chinchilla's 0.5 whatever is counted, within about a
+        # tenth of the fit, and Kaplan's 0.73 inside for the course's count and Kaplan's own,
+        # just above the interval when every parameter is counted.
+        assert 0.5 < low and high - low < 0.2, name
+        assert (low < 0.73 < high) == (name != "total"), name
         assert low < exponents[name] < high
 
 
