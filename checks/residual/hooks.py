@@ -294,9 +294,10 @@ def _call_with_patches(check, run_with_cache, model, tokens, patches: dict):
     return check.pair(out, "(logits, cache)")
 
 
-def _check_patched(check, logits, cache, model, tokens, patches: dict) -> None:
+def _check_patched(check, logits, cache, model, tokens, patches: dict, clean_run) -> None:
+    """`clean_run`: the reference's (logits, cache) of the run without patches."""
     want, expected = ref.run_with_cache(model, tokens, patches)
-    clean_logits, clean = ref.run_with_cache(model, tokens)
+    clean_logits, clean = clean_run
     if _holds_all(cache, expected):
         clean_mistake = ("returned the clean run's logits, though your cache is the patched "
                          "run's: return the logits of the run you patched")  # fmt: skip
@@ -361,18 +362,19 @@ def _check_raises(check, run_with_cache, model, tokens, patches, error: type, na
 @exercise(ref.run_with_cache)
 def check_run_with_cache(check, run_with_cache):
     for label, model, tokens in _models(seed=20):
+        clean_run = ref.run_with_cache(model, tokens)
         for what, patches in _patch_cases(model, tokens):
             with check.case(f"{label}: {what}"):
                 if patches:
                     got = _call_with_patches(check, run_with_cache, model, tokens, patches)
-                    _check_patched(check, *got, model, tokens, patches)
+                    _check_patched(check, *got, model, tokens, patches, clean_run)
                     continue
                 out = check.call(run_with_cache, model, tokens)  # patches left out: None
                 logits, cache = check.pair(out, "(logits, cache)")
-                _check_patched(check, logits, cache, model, tokens, {})
+                _check_patched(check, logits, cache, model, tokens, {}, clean_run)
                 if getattr(model.blocks[0], "mlp", None) is not None:
                     check.tensor(logits, model(tokens), what="logits, against model(tokens)")
-        _, clean = ref.run_with_cache(model, tokens)
+        clean = clean_run[1]
         resid = clean["blocks.0.hook_resid_pre"]
         typo, beyond = "blocks.0.resid_pre", f"blocks.{len(model.blocks)}.hook_resid_pre"
         with check.case(f"{label}: a patch named {typo} (TransformerLens's is hook_resid_pre)"):
